@@ -1,0 +1,28 @@
+//! Sans-I/O core of polycall.
+//!
+//! Everything byte-level lives here: the LibPolyCall v1 frame codec (PROTOCOL.md §1-§5, §7),
+//! the checksum (§2), the handshake payload (§4) and the error identifiers (§8.1). The crate
+//! knows nothing about Node, sockets or timers: callers push byte slices in and get frames or
+//! errors back.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+pub mod checksum;
+pub mod error;
+pub mod packet;
+
+pub use checksum::checksum;
+pub use error::{Error, Result};
+pub use packet::{
+    DecodedFrame, Frame, FrameDecoder, HEADER_SIZE, Header, MAX_PAYLOAD, MessageType,
+    PROTOCOL_VERSION, Payload, encode_frame, encode_into, flags,
+};

@@ -1,0 +1,423 @@
+//! The streaming frame decoder (PROTOCOL.md §7, decoder algorithm).
+//!
+//! TCP keeps no message boundaries, so one pushed chunk may hold many frames, part of one, or
+//! the end of one and the start of the next. The decoder keeps at most one unfinished frame
+//! between chunks, validates each header before it stores a single payload byte (so a length
+//! field cannot make it allocate more than the configured limit, and it grows the buffer
+//! only as bytes actually arrive), checks the checksum, and reports each frame once.
+//!
+//! Frames that lie wholly inside a chunk are reported as byte ranges of that chunk, so a
+//! caller that owns the chunk can hand out zero-copy views. Only a frame whose payload
+//! straddles chunks is assembled into an owned buffer, and a single call completes at most
+//! one such frame (the one already in progress when the call began).
+
+use super::header::{HEADER_SIZE, Header, MAX_PAYLOAD};
+use crate::checksum::{checksum, update};
+use crate::error::{Error, Result};
+
+/// Where a decoded frame's payload is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// `chunk[start..end]` of the chunk passed to [`FrameDecoder::decode`].
+    InChunk {
+        /// First payload byte.
+        start: usize,
+        /// One past the last payload byte.
+        end: usize,
+    },
+    /// The payload arrived across several chunks and was assembled here.
+    Assembled(Vec<u8>),
+}
+
+/// One frame reported by [`FrameDecoder::decode`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedFrame {
+    /// The validated header.
+    pub header: Header,
+    /// The payload's location.
+    pub payload: Payload,
+}
+
+/// A frame with an owned payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// The validated header.
+    pub header: Header,
+    /// The payload bytes.
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Partial {
+    header: Header,
+    payload: Vec<u8>,
+    sum: u32,
+}
+
+/// Incremental v1 frame decoder. Unusable after an error: every later call returns that error
+/// again, since the stream has no resynchronisation marker.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    max_payload: u32,
+    head: [u8; HEADER_SIZE],
+    head_len: usize,
+    partial: Option<Partial>,
+    failed: Option<Error>,
+}
+
+impl Default for FrameDecoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FrameDecoder {
+    /// A decoder enforcing the protocol's 1 MiB payload limit.
+    pub fn new() -> Self {
+        Self {
+            max_payload: MAX_PAYLOAD,
+            head: [0; HEADER_SIZE],
+            head_len: 0,
+            partial: None,
+            failed: None,
+        }
+    }
+
+    /// A decoder with a lower payload limit.
+    ///
+    /// # Errors
+    /// `INVALID_ARGUMENT` when `max_payload` exceeds the protocol maximum of 1 048 576.
+    pub fn with_max_payload(max_payload: u32) -> Result<Self> {
+        if max_payload > MAX_PAYLOAD {
+            return Err(Error::InvalidArgument(format!(
+                "maxPayload {max_payload} exceeds the protocol maximum of {MAX_PAYLOAD} bytes"
+            )));
+        }
+        Ok(Self {
+            max_payload,
+            ..Self::new()
+        })
+    }
+
+    /// The payload limit in force.
+    pub fn max_payload(&self) -> u32 {
+        self.max_payload
+    }
+
+    /// Bytes held for an unfinished frame (header bytes plus payload bytes so far).
+    pub fn buffered(&self) -> usize {
+        match &self.partial {
+            Some(p) => HEADER_SIZE + p.payload.len(),
+            None => self.head_len,
+        }
+    }
+
+    /// The error that stopped this decoder, if any.
+    pub fn failure(&self) -> Option<&Error> {
+        self.failed.as_ref()
+    }
+
+    /// Decodes frames from `chunk`, calling `sink` for each in arrival order, and stops after
+    /// `max_frames` frames. Returns how many bytes of `chunk` were consumed: all of them
+    /// (unfinished bytes are kept internally) unless `max_frames` frames were produced first,
+    /// in which case the caller passes `chunk[consumed..]` again.
+    ///
+    /// On a bad frame, the frames before it have already gone to `sink`, the error is
+    /// returned, and the decoder stays failed.
+    ///
+    /// # Errors
+    /// `VERSION_MISMATCH`, `UNKNOWN_MESSAGE_TYPE`, `PAYLOAD_TOO_LARGE` (from the header, before
+    /// any payload byte is stored) or `CHECKSUM_MISMATCH`; or the earlier error of a failed
+    /// decoder.
+    pub fn decode<F: FnMut(DecodedFrame)>(
+        &mut self,
+        chunk: &[u8],
+        max_frames: usize,
+        mut sink: F,
+    ) -> Result<usize> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let result = self.decode_inner(chunk, max_frames, &mut sink);
+        if let Err(e) = &result {
+            self.fail(e.clone());
+        }
+        result
+    }
+
+    /// Decodes every complete frame in `chunk` into `out` (owned payloads). Frames before a
+    /// bad one are still appended to `out`.
+    ///
+    /// # Errors
+    /// As [`FrameDecoder::decode`].
+    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<Frame>) -> Result<()> {
+        self.decode(chunk, usize::MAX, |f| {
+            let payload = match f.payload {
+                Payload::InChunk { start, end } => chunk
+                    .get(start..end)
+                    .map(<[u8]>::to_vec)
+                    .unwrap_or_default(),
+                Payload::Assembled(v) => v,
+            };
+            out.push(Frame {
+                header: f.header,
+                payload,
+            });
+        })
+        .map(|_| ())
+    }
+
+    /// Declares the end of the stream.
+    ///
+    /// # Errors
+    /// `TRUNCATED_HEADER` when 1 to 15 header bytes are buffered, `TRUNCATED_PAYLOAD` when a
+    /// payload is incomplete, or the earlier error of a failed decoder.
+    pub fn finish(&mut self) -> Result<()> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let err = if let Some(p) = &self.partial {
+            Error::TruncatedPayload {
+                expected: p.header.payload_length,
+                received: u32::try_from(p.payload.len()).unwrap_or(u32::MAX),
+            }
+        } else if self.head_len > 0 {
+            Error::TruncatedHeader {
+                buffered: self.head_len,
+            }
+        } else {
+            return Ok(());
+        };
+        self.fail(err.clone());
+        Err(err)
+    }
+
+    fn fail(&mut self, err: Error) {
+        self.failed = Some(err);
+        self.partial = None;
+        self.head_len = 0;
+    }
+
+    fn verify(header: &Header, actual: u32) -> Result<()> {
+        if actual == header.checksum {
+            Ok(())
+        } else {
+            Err(Error::ChecksumMismatch {
+                expected: header.checksum,
+                actual,
+            })
+        }
+    }
+
+    fn decode_inner(
+        &mut self,
+        chunk: &[u8],
+        max_frames: usize,
+        sink: &mut impl FnMut(DecodedFrame),
+    ) -> Result<usize> {
+        let mut pos = 0usize;
+        let mut produced = 0usize;
+        while produced < max_frames {
+            let rest = chunk.get(pos..).unwrap_or_default();
+
+            if let Some(p) = self.partial.as_mut() {
+                let total = p.header.payload_length as usize;
+                let want = total - p.payload.len();
+                let take = want.min(rest.len());
+                let (piece, _) = rest.split_at(take);
+                let needed = p.payload.len() + take;
+                if needed > p.payload.capacity() {
+                    // Grow geometrically but never past the announced length, so memory
+                    // tracks the bytes that actually arrived.
+                    let target = needed.max(p.payload.capacity() * 2).min(total);
+                    p.payload.reserve_exact(target - p.payload.len());
+                }
+                p.sum = update(p.sum, piece);
+                p.payload.extend_from_slice(piece);
+                pos += take;
+                if take < want {
+                    return Ok(pos);
+                }
+                if let Some(done) = self.partial.take() {
+                    Self::verify(&done.header, done.sum)?;
+                    sink(DecodedFrame {
+                        header: done.header,
+                        payload: Payload::Assembled(done.payload),
+                    });
+                    produced += 1;
+                }
+                continue;
+            }
+
+            if rest.is_empty() {
+                return Ok(pos);
+            }
+
+            let header = if self.head_len == 0 && rest.len() >= HEADER_SIZE {
+                let (head, _) = rest.split_at(HEADER_SIZE);
+                let head: &[u8; HEADER_SIZE] = head
+                    .try_into()
+                    .map_err(|_| Error::InvalidArgument("header slice".into()))?;
+                pos += HEADER_SIZE;
+                Header::decode(head, self.max_payload)?
+            } else {
+                let take = (HEADER_SIZE - self.head_len).min(rest.len());
+                let (piece, _) = rest.split_at(take);
+                if let Some(dst) = self.head.get_mut(self.head_len..self.head_len + take) {
+                    dst.copy_from_slice(piece);
+                }
+                self.head_len += take;
+                pos += take;
+                if self.head_len < HEADER_SIZE {
+                    return Ok(pos);
+                }
+                self.head_len = 0;
+                Header::decode(&self.head, self.max_payload)?
+            };
+
+            let len = header.payload_length as usize;
+            let rest = chunk.get(pos..).unwrap_or_default();
+            if rest.len() >= len {
+                let (payload, _) = rest.split_at(len);
+                Self::verify(&header, checksum(payload))?;
+                sink(DecodedFrame {
+                    header,
+                    payload: Payload::InChunk {
+                        start: pos,
+                        end: pos + len,
+                    },
+                });
+                pos += len;
+                produced += 1;
+            } else {
+                let mut payload = Vec::with_capacity(rest.len().max(4096).min(len));
+                payload.extend_from_slice(rest);
+                self.partial = Some(Partial {
+                    header,
+                    sum: checksum(rest),
+                    payload,
+                });
+                return Ok(chunk.len());
+            }
+        }
+        Ok(pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::{MessageType, encode_frame};
+
+    fn frame(seq: u32, payload: &[u8]) -> Vec<u8> {
+        encode_frame(MessageType::Command, 8, seq, payload).unwrap()
+    }
+
+    #[test]
+    fn in_chunk_ranges_and_assembled_payloads() {
+        let mut stream = frame(1, b"hello");
+        stream.extend(frame(2, b"world!"));
+        let mut d = FrameDecoder::new();
+        let mut got = Vec::new();
+        let used = d.decode(&stream, usize::MAX, |f| got.push(f)).unwrap();
+        assert_eq!(used, stream.len());
+        assert_eq!(got[0].payload, Payload::InChunk { start: 16, end: 21 });
+        assert_eq!(got[1].payload, Payload::InChunk { start: 37, end: 43 });
+
+        let (a, b) = stream.split_at(19);
+        let mut got = Vec::new();
+        d.decode(a, usize::MAX, |f| got.push(f)).unwrap();
+        assert!(got.is_empty());
+        assert_eq!(d.buffered(), 19);
+        d.decode(b, usize::MAX, |f| got.push(f)).unwrap();
+        assert_eq!(got[0].payload, Payload::Assembled(b"hello".to_vec()));
+        assert_eq!(got[1].payload, Payload::InChunk { start: 18, end: 24 });
+        d.finish().unwrap();
+    }
+
+    #[test]
+    fn max_frames_returns_consumed_prefix() {
+        let mut stream = Vec::new();
+        for i in 0..5 {
+            stream.extend(frame(i, b"ab"));
+        }
+        let mut d = FrameDecoder::new();
+        let mut n = 0;
+        let used = d.decode(&stream, 2, |_| n += 1).unwrap();
+        assert_eq!((n, used), (2, 36));
+        let used2 = d.decode(&stream[used..], 10, |_| n += 1).unwrap();
+        assert_eq!((n, used + used2), (5, stream.len()));
+    }
+
+    #[test]
+    fn errors_are_sticky_and_keep_earlier_frames() {
+        let mut stream = frame(1, b"ok");
+        let mut bad = frame(2, b"bad");
+        bad[12] ^= 1;
+        stream.extend(bad);
+        let mut d = FrameDecoder::new();
+        let mut out = Vec::new();
+        let err = d.push(&stream, &mut out).unwrap_err();
+        assert_eq!(err.code(), "CHECKSUM_MISMATCH");
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].payload, b"ok");
+        assert_eq!(d.push(&frame(3, b"x"), &mut out).unwrap_err(), err);
+        assert_eq!(d.finish().unwrap_err(), err);
+        assert_eq!(d.failure(), Some(&err));
+    }
+
+    #[test]
+    fn oversize_length_fails_at_header_without_buffering() {
+        let mut d = FrameDecoder::new();
+        let mut head = [0u8; 16];
+        head[0] = 1;
+        head[1] = 3;
+        head[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        let err = d.decode(&head, usize::MAX, |_| ()).unwrap_err();
+        assert_eq!(err.code(), "PAYLOAD_TOO_LARGE");
+        assert_eq!(d.buffered(), 0);
+    }
+
+    #[test]
+    fn lower_limit_and_bad_limit() {
+        let mut d = FrameDecoder::with_max_payload(4).unwrap();
+        let err = d.decode(&frame(1, b"hello"), 9, |_| ()).unwrap_err();
+        assert_eq!(err.code(), "PAYLOAD_TOO_LARGE");
+        assert_eq!(err.to_string(), "payload_length 5 exceeds the 4-byte limit");
+        assert!(FrameDecoder::with_max_payload(MAX_PAYLOAD + 1).is_err());
+        assert_eq!(FrameDecoder::default().max_payload(), MAX_PAYLOAD);
+    }
+
+    #[test]
+    fn truncation_at_end_of_stream() {
+        let f = frame(1, b"hello");
+        let mut d = FrameDecoder::new();
+        d.decode(&f[..10], 9, |_| ()).unwrap();
+        assert_eq!(d.finish().unwrap_err().code(), "TRUNCATED_HEADER");
+        let mut d = FrameDecoder::new();
+        d.decode(&f[..18], 9, |_| ()).unwrap();
+        assert_eq!(
+            d.finish().unwrap_err(),
+            Error::TruncatedPayload {
+                expected: 5,
+                received: 2
+            }
+        );
+    }
+
+    #[test]
+    fn large_payload_grows_with_arrival() {
+        let payload = vec![7u8; 300_000];
+        let f = frame(9, &payload);
+        let mut d = FrameDecoder::new();
+        let mut got = Vec::new();
+        for piece in f.chunks(1000) {
+            d.decode(piece, usize::MAX, |x| got.push(x)).unwrap();
+            if got.is_empty() {
+                assert!(d.buffered() <= 16 + 300_000);
+            }
+        }
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].payload, Payload::Assembled(payload));
+    }
+}

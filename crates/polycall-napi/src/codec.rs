@@ -1,0 +1,76 @@
+//! Frame codec bindings: checksum, encode, streaming decode, handshake payloads.
+
+use napi::Result;
+use napi::bindgen_prelude::{Buffer, BufferSlice};
+
+use napi_derive::napi;
+use polycall_core::MessageType;
+use polycall_core::packet::handshake::{self, HandshakeForm, Strictness};
+
+use crate::error::{invalid, to_js};
+
+// `napi::Result<T, String>`: the status string becomes the JS error's `code`.
+
+/// Checksum of `data` (PROTOCOL.md §2).
+#[napi]
+pub fn checksum(data: &[u8]) -> u32 {
+    polycall_core::checksum(data)
+}
+
+/// Writes one frame into `out` (exactly 16 + payload bytes). Returns the payload checksum.
+#[napi]
+pub fn encode_into(
+    mut out: BufferSlice,
+    kind: u32,
+    flags: u32,
+    sequence: u32,
+    payload: &[u8],
+) -> Result<u32, String> {
+    let kind = MessageType::try_from(kind).map_err(to_js)?;
+    let flags = u16::try_from(flags).map_err(|_| invalid("flags must fit in 16 bits"))?;
+    polycall_core::encode_into(&mut out, kind, flags, sequence, payload)
+        .map(|h| h.checksum)
+        .map_err(to_js)
+}
+
+/// A parsed HANDSHAKE payload.
+#[napi(object)]
+pub struct BindingHandshake {
+    /// `'empty'`, `'short'` or `'long'`.
+    pub form: String,
+    /// Version byte of the long form.
+    pub version: Option<u32>,
+    /// Flags field of the long form (capability bits); 0 otherwise.
+    pub flags: u32,
+    /// True when the peer sent no long form or no capability bits.
+    pub legacy: bool,
+}
+
+/// Parses a HANDSHAKE payload (PROTOCOL.md §4); `strict` refuses an empty payload.
+#[napi]
+pub fn parse_handshake(payload: &[u8], strict: bool) -> Result<BindingHandshake, String> {
+    let mode = if strict {
+        Strictness::Strict
+    } else {
+        Strictness::Lenient
+    };
+    let h = handshake::parse(payload, mode).map_err(to_js)?;
+    Ok(BindingHandshake {
+        form: match h.form {
+            HandshakeForm::Empty => "empty",
+            HandshakeForm::Short => "short",
+            HandshakeForm::Long => "long",
+        }
+        .to_owned(),
+        version: h.version.map(u32::from),
+        flags: u32::from(h.flags),
+        legacy: h.is_legacy(),
+    })
+}
+
+/// Builds the 8-byte long-form HANDSHAKE payload carrying `flags` (capability bits).
+#[napi]
+pub fn build_handshake(flags: u32) -> Result<Buffer, String> {
+    let flags = u16::try_from(flags).map_err(|_| invalid("flags must fit in 16 bits"))?;
+    Ok(handshake::build(flags).to_vec().into())
+}

@@ -1,0 +1,233 @@
+//! Streaming decoder bindings.
+//!
+//! Decoders live in a per-thread slab and JS holds a `u32` handle, and decoded header fields go
+//! into one metadata array registered once, instead of a `#[napi]` class with a metadata
+//! argument: measured on Node 20 here, a class method call costs about 330 ns and each extra
+//! typed-array argument about 45-90 ns, while `push(handle, chunk)` costs about 130 ns. The
+//! difference decides whether small reads pay more for crossing than for decoding.
+
+use std::cell::RefCell;
+
+use napi::bindgen_prelude::{Buffer, Uint32Array};
+use napi::{Env, Result};
+use napi_derive::napi;
+use polycall_core::{FrameDecoder, Payload};
+
+use crate::error::{invalid, to_js};
+
+/// u32 words per frame in the metadata array: `type | flags << 16`, `sequence`, `checksum`,
+/// payload start in the chunk (or `ASSEMBLED`), payload length.
+const META_WORDS: usize = 5;
+/// Payload-start marker for the frame whose payload was assembled across chunks.
+const ASSEMBLED: u32 = u32::MAX;
+/// Result bit: the metadata array filled up before the chunk was used up (see `consumed`).
+const MORE: u32 = 1 << 30;
+/// Result bit: a bad frame stopped decoding (see `decoder_raise`).
+const FAILED: u32 = 1 << 29;
+/// Result bit: the decoder holds the start of an unfinished frame after this push.
+const PARTIAL: u32 = 1 << 28;
+/// Handle layout: slot index in the low bits, a generation counter above, so a stale handle
+/// never reaches a slot's next occupant.
+const INDEX_BITS: u32 = 20;
+const INDEX_MASK: u32 = (1 << INDEX_BITS) - 1;
+
+struct Slot {
+    generation: u32,
+    decoder: Option<Entry>,
+}
+
+struct Entry {
+    inner: FrameDecoder,
+    assembled: Option<Vec<u8>>,
+    consumed: u32,
+}
+
+#[derive(Default)]
+struct Registry {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    meta: Option<Uint32Array>,
+}
+
+thread_local! {
+    // One registry per JS thread: each worker thread has its own addon instance state.
+    static REGISTRY: RefCell<Registry> = RefCell::new(Registry::default());
+}
+
+fn stale() -> napi::Error<String> {
+    invalid("the decoder was freed")
+}
+
+fn with_entry<T>(
+    handle: u32,
+    f: impl FnOnce(&mut Entry, Option<&mut Uint32Array>) -> T,
+) -> Result<T, String> {
+    REGISTRY.with_borrow_mut(|r| {
+        let Registry { slots, meta, .. } = r;
+        let slot = slots
+            .get_mut((handle & INDEX_MASK) as usize)
+            .ok_or_else(stale)?;
+        if slot.generation != handle >> INDEX_BITS {
+            return Err(stale());
+        }
+        let entry = slot.decoder.as_mut().ok_or_else(stale)?;
+        Ok(f(entry, meta.as_mut()))
+    })
+}
+
+/// Registers the metadata array that `decoder_push` writes into (shared by all decoders of
+/// this thread; each push is read out before the next one).
+#[napi]
+pub fn decoder_set_meta(env: Env, meta: Uint32Array) -> Result<(), String> {
+    let first = REGISTRY.with_borrow_mut(|r| r.meta.replace(meta).is_none());
+    if first {
+        // At environment teardown, drop the decoders and leave the array's reference alone:
+        // releasing a reference of an environment that is going away is not allowed.
+        env.add_env_cleanup_hook((), |()| {
+            REGISTRY.with_borrow_mut(|r| {
+                std::mem::forget(r.meta.take());
+                r.slots.clear();
+                r.free.clear();
+            });
+        })
+        .map_err(|e| invalid(e.reason.clone()))?;
+    }
+    Ok(())
+}
+
+/// Creates a decoder with the given payload limit (at most 1 048 576) and returns its handle.
+#[napi]
+pub fn decoder_new(max_payload: u32) -> Result<u32, String> {
+    let inner = FrameDecoder::with_max_payload(max_payload).map_err(to_js)?;
+    REGISTRY.with_borrow_mut(|r| {
+        let entry = Entry {
+            inner,
+            assembled: None,
+            consumed: 0,
+        };
+        let index = if let Some(i) = r.free.pop() {
+            i
+        } else {
+            let i = u32::try_from(r.slots.len()).unwrap_or(u32::MAX);
+            if i > INDEX_MASK {
+                return Err(invalid("too many live decoders"));
+            }
+            r.slots.push(Slot {
+                generation: 0,
+                decoder: None,
+            });
+            i
+        };
+        let slot = r.slots.get_mut(index as usize).ok_or_else(stale)?;
+        slot.decoder = Some(entry);
+        Ok(index | (slot.generation << INDEX_BITS))
+    })
+}
+
+/// Releases a decoder. Freeing twice, or a stale handle, does nothing.
+#[napi]
+pub fn decoder_free(handle: u32) {
+    REGISTRY.with_borrow_mut(|r| {
+        let index = handle & INDEX_MASK;
+        if let Some(slot) = r.slots.get_mut(index as usize)
+            && slot.generation == handle >> INDEX_BITS
+            && slot.decoder.take().is_some()
+        {
+            slot.generation = (slot.generation + 1) & (u32::MAX >> INDEX_BITS);
+            r.free.push(index);
+        }
+    });
+}
+
+/// Decodes `chunk` into the registered metadata array. Returns the frame count, with `MORE`
+/// set when the array filled up first, `FAILED` set when a bad frame stopped decoding, and
+/// `PARTIAL` set when an unfinished frame is buffered.
+#[napi]
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "chunks are checked to be under 4 GiB, so offsets, lengths and counts fit in u32"
+)]
+pub fn decoder_push(handle: u32, chunk: &[u8]) -> Result<u32, String> {
+    if u32::try_from(chunk.len()).is_err() {
+        return Err(invalid("a chunk must be smaller than 4 GiB"));
+    }
+    with_entry(handle, |entry, meta| {
+        let Some(meta) = meta else {
+            return Err(invalid("decoder metadata array not registered"));
+        };
+        // SAFETY: `meta` is a Uint32Array held by the registry (so its ArrayBuffer stays alive
+        // and, being fixed-length, keeps its address). JS runs on this thread and is suspended
+        // for the length of this call, and no other slice of it exists during the call.
+        let meta = unsafe { meta.as_mut() };
+        let capacity = meta.len() / META_WORDS;
+        let mut count = 0usize;
+        let assembled = &mut entry.assembled;
+        let result = entry.inner.decode(chunk, capacity.max(1), |f| {
+            let (start, len) = match f.payload {
+                Payload::InChunk { start, end } => (start as u32, (end - start) as u32),
+                Payload::Assembled(bytes) => {
+                    let len = bytes.len() as u32;
+                    *assembled = Some(bytes);
+                    (ASSEMBLED, len)
+                }
+            };
+            let h = f.header;
+            if let Some(slot) = meta.get_mut(count * META_WORDS..(count + 1) * META_WORDS) {
+                slot.copy_from_slice(&[
+                    u32::from(h.kind as u8) | (u32::from(h.flags) << 16),
+                    h.sequence,
+                    h.checksum,
+                    start,
+                    len,
+                ]);
+            }
+            count += 1;
+        });
+        let mut status = count as u32;
+        match result {
+            Ok(consumed) => {
+                entry.consumed = consumed as u32;
+                if consumed < chunk.len() {
+                    status |= MORE;
+                }
+                if entry.inner.buffered() > 0 {
+                    status |= PARTIAL;
+                }
+            }
+            Err(_) => status |= FAILED,
+        }
+        Ok(status)
+    })?
+}
+
+/// The payload of the frame reported with the `ASSEMBLED` marker by the last push.
+#[napi]
+pub fn decoder_take_assembled(handle: u32) -> Result<Option<Buffer>, String> {
+    with_entry(handle, |e, _| e.assembled.take().map(Buffer::from))
+}
+
+/// Bytes of the last chunk read by a push that returned with `MORE`.
+#[napi]
+pub fn decoder_consumed(handle: u32) -> Result<u32, String> {
+    with_entry(handle, |e, _| e.consumed)
+}
+
+/// Bytes held for an unfinished frame.
+#[napi]
+pub fn decoder_buffered(handle: u32) -> Result<u32, String> {
+    with_entry(handle, |e, _| {
+        u32::try_from(e.inner.buffered()).unwrap_or(u32::MAX)
+    })
+}
+
+/// Throws the error that stopped the decoder (does nothing when it has not failed).
+#[napi]
+pub fn decoder_raise(handle: u32) -> Result<(), String> {
+    with_entry(handle, |e, _| e.inner.failure().cloned())?.map_or(Ok(()), |e| Err(to_js(e)))
+}
+
+/// Declares the end of the stream; throws `TRUNCATED_*` when bytes remain.
+#[napi]
+pub fn decoder_end(handle: u32) -> Result<(), String> {
+    with_entry(handle, |e, _| e.inner.finish())?.map_err(to_js)
+}

@@ -1,0 +1,105 @@
+/**
+ * The one error class of polycall and its stable codes.
+ *
+ * Branch on `err.code`, not on `instanceof`: two copies of the package can be loaded in one
+ * process, and errors from either carry the same codes. {@link isPolyCallError} checks the
+ * shape, not the class identity.
+ */
+
+/**
+ * Every code polycall itself raises. Application handlers may throw their own codes (for
+ * example `ERR_APP_NOT_FOUND`, or dotted PCR1 codes such as `item.unknown`); those travel to
+ * the caller unchanged.
+ */
+export const ErrorCode = {
+  /** The stream ended with 1 to 15 header bytes buffered (PROTOCOL.md §8.1). */
+  TRUNCATED_HEADER: 'ERR_POLYCALL_TRUNCATED_HEADER',
+  /** The stream ended before the announced payload arrived. */
+  TRUNCATED_PAYLOAD: 'ERR_POLYCALL_TRUNCATED_PAYLOAD',
+  /** The version byte is not 1. */
+  VERSION_MISMATCH: 'ERR_POLYCALL_VERSION_MISMATCH',
+  /** The message type is not 1..6. */
+  UNKNOWN_MESSAGE_TYPE: 'ERR_POLYCALL_UNKNOWN_MESSAGE_TYPE',
+  /** A payload is over the limit (1 048 576 bytes, or a lower configured `maxPayload`). */
+  PAYLOAD_TOO_LARGE: 'ERR_POLYCALL_PAYLOAD_TOO_LARGE',
+  /** The payload checksum differs from the header's. */
+  CHECKSUM_MISMATCH: 'ERR_POLYCALL_CHECKSUM_MISMATCH',
+  /** A HANDSHAKE payload shorter than the 4-byte magic. */
+  HANDSHAKE_PAYLOAD_TOO_SHORT: 'ERR_POLYCALL_HANDSHAKE_PAYLOAD_TOO_SHORT',
+  /** A HANDSHAKE payload without the magic `43 4c 50 00`. */
+  HANDSHAKE_BAD_MAGIC: 'ERR_POLYCALL_HANDSHAKE_BAD_MAGIC',
+  /** An argument of the wrong type or outside its range. */
+  INVALID_ARGUMENT: 'ERR_POLYCALL_INVALID_ARGUMENT',
+  /** The object was closed, freed or destroyed before the call. */
+  CLOSED: 'ERR_POLYCALL_CLOSED',
+  /** No native addon could be loaded for this platform. */
+  NATIVE_UNAVAILABLE: 'ERR_POLYCALL_NATIVE_UNAVAILABLE',
+  /** An unexpected failure inside polycall or a handler; details are not sent to peers. */
+  INTERNAL: 'ERR_POLYCALL_INTERNAL',
+} as const
+
+/** A code from {@link ErrorCode}. */
+export type PolyCallErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]
+
+/** Options of the {@link PolyCallError} constructor. */
+export interface PolyCallErrorOptions {
+  /** The underlying error or abort reason. */
+  cause?: unknown
+  /** The C library's numeric code, where one exists (for example `polycall_sm_status_t`). */
+  errno?: number
+}
+
+/**
+ * The error polycall throws and rejects with.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   decoder.push(chunk)
+ * } catch (err) {
+ *   if (isPolyCallError(err) && err.code === 'ERR_POLYCALL_CHECKSUM_MISMATCH') socket.destroy()
+ * }
+ * ```
+ */
+export class PolyCallError extends Error {
+  /** Stable code: one of {@link ErrorCode}, or an application code carried from a peer. */
+  readonly code: string
+  /** The C library's numeric code where one exists. */
+  readonly errno?: number
+
+  /**
+   * @param code - stable code, e.g. `ERR_POLYCALL_CHECKSUM_MISMATCH`
+   * @param message - what was wrong, for people
+   * @param options - `cause` and `errno`
+   */
+  constructor(code: string, message: string, options: PolyCallErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause })
+    this.code = code
+    if (options.errno !== undefined) this.errno = options.errno
+  }
+
+  override get name(): string {
+    return 'PolyCallError'
+  }
+}
+
+/**
+ * True when `value` is a polycall error (from any loaded copy of the package).
+ *
+ * @param value - anything caught
+ * @returns whether it has the shape of a {@link PolyCallError}
+ * @example
+ * ```ts
+ * if (isPolyCallError(err)) console.log(err.code)
+ * ```
+ */
+export function isPolyCallError(value: unknown): value is PolyCallError {
+  return (
+    value instanceof Error && value.name === 'PolyCallError' && typeof (value as { code?: unknown }).code === 'string'
+  )
+}
+
+/** @internal Builds an INVALID_ARGUMENT error. */
+export function invalidArgument(message: string): PolyCallError {
+  return new PolyCallError(ErrorCode.INVALID_ARGUMENT, message)
+}

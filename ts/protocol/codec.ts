@@ -1,0 +1,298 @@
+/**
+ * Frame-level API: checksum, encodeFrame and the streaming FrameDecoder (PROTOCOL.md §1-§7).
+ * Byte work happens in the Rust core; this module validates arguments, batches the boundary
+ * crossing (one native call per pushed chunk) and hands out zero-copy payload views.
+ */
+import { ErrorCode, PolyCallError, invalidArgument } from '../core/errors.js'
+import { fromNative, native } from '../native.js'
+import { DEFAULT_FLAGS, HEADER_SIZE, MAX_PAYLOAD, type MessageType } from './constants.js'
+import { JS_CHECKSUM_MAX, JS_DECODE_MAX, JS_ENCODE_MAX, checksumJs, decodeValidPrefixJs, writeHeaderJs } from './fast-path.js'
+
+/** A decoded frame. `payload` is a view into the pushed chunk whenever the frame arrived whole. */
+export interface Frame {
+  /** Always 1. */
+  version: number
+  /** Message type, 1..6. */
+  type: MessageType
+  /** Flag bits (advisory, passed through unchanged). */
+  flags: number
+  /** Sequence / correlation number, u32. */
+  sequence: number
+  /** The header's checksum field, verified against the payload. */
+  checksum: number
+  /** Payload bytes. Copy them (`Buffer.from(payload)`) to keep them beyond the chunk's life. */
+  payload: Buffer
+}
+
+/** What {@link encodeFrame} takes. */
+export interface FrameInit {
+  /** Message type, 1..6. */
+  type: MessageType
+  /**
+   * Flag bits, 0..0xffff.
+   * @defaultValue the reference value for the type: HANDSHAKE/COMMAND `0x0008`, AUTH `0x0009`, others `0`
+   */
+  flags?: number | undefined
+  /** Sequence number, 0..0xffffffff. */
+  sequence: number
+  /** Payload bytes, at most 1 048 576. @defaultValue empty */
+  payload?: Uint8Array | undefined
+}
+
+/** Options of {@link FrameDecoder}. */
+export interface FrameDecoderOptions {
+  /**
+   * Largest payload accepted, at most the protocol's 1 048 576 bytes. A header announcing more
+   * fails with `ERR_POLYCALL_PAYLOAD_TOO_LARGE` before any payload byte is buffered.
+   * @defaultValue 1048576
+   */
+  maxPayload?: number
+}
+
+/** A {@link PolyCallError} raised by {@link FrameDecoder.push}, with the frames decoded before it. */
+export interface DecodeError extends PolyCallError {
+  /** Frames of the same chunk that completed before the bad one. */
+  frames: Frame[]
+}
+
+const EMPTY = Buffer.alloc(0)
+
+function isU32(n: unknown): n is number {
+  return typeof n === 'number' && Number.isInteger(n) && n >= 0 && n <= 0xffffffff
+}
+
+
+/**
+ * Checksum of a payload (PROTOCOL.md §2): 32-bit rotate-left-5-and-add, as an unsigned number.
+ *
+ * @param data - payload bytes
+ * @returns the u32 checksum
+ * @throws `ERR_POLYCALL_INVALID_ARGUMENT` when `data` is not a Uint8Array
+ * @example
+ * ```ts
+ * checksum(Buffer.from('hello')) // 0x06b43def
+ * ```
+ */
+export function checksum(data: Uint8Array): number {
+  if (!(data instanceof Uint8Array)) throw invalidArgument('checksum(data): data must be a Uint8Array')
+  if (data.length <= JS_CHECKSUM_MAX) return checksumJs(data)
+  try {
+    return native.checksum(data)
+  } catch (e) {
+    throw fromNative(e)
+  }
+}
+
+/**
+ * Encodes one frame: the 16-byte header followed by the payload, in a new Buffer.
+ *
+ * @param frame - type, sequence, optional flags and payload
+ * @returns the frame bytes
+ * @throws `ERR_POLYCALL_UNKNOWN_MESSAGE_TYPE` for a type outside 1..6,
+ *   `ERR_POLYCALL_PAYLOAD_TOO_LARGE` for a payload over 1 MiB,
+ *   `ERR_POLYCALL_INVALID_ARGUMENT` for a bad flags, sequence or payload value
+ * @example
+ * ```ts
+ * const bytes = encodeFrame({ type: MessageType.Command, sequence: 3, payload: Buffer.from('{}') })
+ * ```
+ */
+export function encodeFrame(frame: FrameInit): Buffer {
+  if (frame === null || typeof frame !== 'object') throw invalidArgument('encodeFrame(frame): frame must be an object')
+  const { type, sequence } = frame
+  if (!Number.isInteger(type) || type < 1 || type > 6) {
+    throw new PolyCallError(ErrorCode.UNKNOWN_MESSAGE_TYPE, `message type ${String(type)} is not one of 1..6`)
+  }
+  const flags = frame.flags ?? DEFAULT_FLAGS[type]!
+  if (!Number.isInteger(flags) || flags < 0 || flags > 0xffff) {
+    throw invalidArgument(`flags ${String(flags)} is not an integer in 0..0xffff`)
+  }
+  if (!isU32(sequence)) throw invalidArgument(`sequence ${String(sequence)} is not an integer in 0..0xffffffff`)
+  const payload = frame.payload ?? EMPTY
+  if (!(payload instanceof Uint8Array)) throw invalidArgument('payload must be a Uint8Array')
+  const len = payload.length
+  if (len > MAX_PAYLOAD) {
+    throw new PolyCallError(ErrorCode.PAYLOAD_TOO_LARGE, `payload of ${len} bytes exceeds the ${MAX_PAYLOAD}-byte limit`)
+  }
+  const out = Buffer.allocUnsafe(HEADER_SIZE + len)
+  if (len <= JS_ENCODE_MAX) {
+    writeHeaderJs(out, type, flags, sequence, len, checksumJs(payload))
+    out.set(payload, HEADER_SIZE)
+    return out
+  }
+  try {
+    native.encodeInto(out, type, flags, sequence, payload)
+  } catch (e) {
+    throw fromNative(e)
+  }
+  return out
+}
+
+// Header fields of decoded frames come back through one metadata array registered with the
+// addon: five u32 per frame (type | flags << 16, sequence, checksum, payload start or ASSEMBLED,
+// payload length). push() is synchronous and reads the array before returning, so every decoder
+// of this thread shares it; it lives on globalThis so two copies of the package in one process
+// (which share one loaded addon) also share it.
+const META_WORDS = 5
+const META_FRAMES = 4096
+const META_KEY = Symbol.for('polycall.decoder.meta.v1')
+const META: Uint32Array = ((globalThis as Record<symbol, unknown>)[META_KEY] as Uint32Array | undefined) ??
+  ((globalThis as Record<symbol, unknown>)[META_KEY] = new Uint32Array(META_FRAMES * META_WORDS))
+native.decoderSetMeta(META)
+const ASSEMBLED = 0xffffffff
+const MORE = 1 << 30
+const FAILED = 1 << 29
+const PARTIAL = 1 << 28
+const COUNT = PARTIAL - 1
+const FREED = -1
+
+// Safety net only: decoders are freed explicitly by free(), dispose, end() and errors.
+const finalizer = new FinalizationRegistry<number>((handle) => native.decoderFree(handle))
+
+/**
+ * Incremental decoder for one byte stream. Push every chunk as it arrives; get back every frame
+ * it completed, in order. A bad frame throws, and the decoder stays failed (the v1 stream has
+ * no resynchronisation point), so close the connection.
+ *
+ * The native state is released by {@link FrameDecoder.free} (also `using decoder = ...`), and
+ * otherwise when the decoder is garbage-collected.
+ *
+ * @example
+ * ```ts
+ * const decoder = new FrameDecoder()
+ * socket.on('data', (chunk) => {
+ *   for (const frame of decoder.push(chunk)) handle(frame)
+ * })
+ * socket.on('end', () => decoder.end())
+ * ```
+ */
+export class FrameDecoder {
+  #handle: number
+  #error: PolyCallError | undefined
+  /** The native side holds an unfinished frame (so the JS fast path must not run). */
+  #partial = false
+  /** The payload limit in force. */
+  readonly maxPayload: number
+
+  /**
+   * @param options - `maxPayload` (at most 1 048 576)
+   * @throws `ERR_POLYCALL_INVALID_ARGUMENT` for a bad `maxPayload`
+   */
+  constructor(options: FrameDecoderOptions = {}) {
+    const max = options.maxPayload ?? MAX_PAYLOAD
+    if (!Number.isInteger(max) || max < 0 || max > MAX_PAYLOAD) {
+      throw invalidArgument(`maxPayload ${String(max)} is not an integer in 0..${MAX_PAYLOAD}`)
+    }
+    this.maxPayload = max
+    try {
+      this.#handle = native.decoderNew(max)
+    } catch (e) {
+      throw fromNative(e)
+    }
+    finalizer.register(this, this.#handle, this)
+  }
+
+  /**
+   * Decodes a chunk.
+   *
+   * @param chunk - the next bytes of the stream
+   * @returns every frame completed by this chunk, in arrival order (often empty)
+   * @throws a {@link DecodeError}: `ERR_POLYCALL_VERSION_MISMATCH`, `ERR_POLYCALL_UNKNOWN_MESSAGE_TYPE`,
+   *   `ERR_POLYCALL_PAYLOAD_TOO_LARGE` (all from the header) or `ERR_POLYCALL_CHECKSUM_MISMATCH`; its
+   *   `frames` holds the frames of this chunk that came before the bad one. After a failure every
+   *   call throws the same error; after {@link FrameDecoder.free}, `ERR_POLYCALL_CLOSED`.
+   */
+  push(chunk: Uint8Array): Frame[] {
+    if (!(chunk instanceof Uint8Array)) throw invalidArgument('push(chunk): chunk must be a Uint8Array')
+    const handle = this.#live()
+    const frames: Frame[] = []
+    let view = chunk
+    if (!this.#partial && chunk.length <= JS_DECODE_MAX) {
+      const used = decodeValidPrefixJs(chunk, this.maxPayload, frames)
+      if (used === chunk.length) return frames
+      view = chunk.subarray(used)
+    }
+    for (;;) {
+      const status = native.decoderPush(handle, view)
+      const n = status & COUNT
+      const ab = view.buffer
+      const base = view.byteOffset
+      for (let i = 0, o = 0; i < n; i++, o += META_WORDS) {
+        const head = META[o]!
+        const start = META[o + 3]!
+        frames.push({
+          version: 1,
+          type: head & 0xff,
+          flags: head >>> 16,
+          sequence: META[o + 1]!,
+          checksum: META[o + 2]!,
+          payload: start === ASSEMBLED ? native.decoderTakeAssembled(handle)! : Buffer.from(ab, base + start, META[o + 4]!),
+        })
+      }
+      if (status & FAILED) throw this.#fail(frames)
+      if (!(status & MORE)) {
+        this.#partial = (status & PARTIAL) !== 0
+        return frames
+      }
+      view = view.subarray(native.decoderConsumed(handle))
+    }
+  }
+
+  /**
+   * Declares the end of the stream and releases the native state.
+   *
+   * @throws `ERR_POLYCALL_TRUNCATED_HEADER` or `ERR_POLYCALL_TRUNCATED_PAYLOAD` when a frame was cut
+   *   short, or the error that already stopped this decoder
+   */
+  end(): void {
+    const handle = this.#live()
+    try {
+      native.decoderEnd(handle)
+    } catch (e) {
+      throw this.#fail([], e)
+    }
+    this.free()
+  }
+
+  /** Bytes held for a frame that has not completed yet (0 once freed). */
+  get buffered(): number {
+    return this.#handle === FREED ? 0 : native.decoderBuffered(this.#handle)
+  }
+
+  /** Releases the native state now. Idempotent; later pushes throw `ERR_POLYCALL_CLOSED`. */
+  free(): void {
+    if (this.#handle === FREED) return
+    native.decoderFree(this.#handle)
+    finalizer.unregister(this)
+    this.#handle = FREED
+  }
+
+  /** Same as {@link FrameDecoder.free}, for `using decoder = new FrameDecoder()`. */
+  [Symbol.dispose](): void {
+    this.free()
+  }
+
+  #live(): number {
+    if (this.#error) throw this.#error
+    if (this.#handle === FREED) throw new PolyCallError(ErrorCode.CLOSED, 'the decoder was freed')
+    return this.#handle
+  }
+
+  #fail(frames: Frame[], thrown?: unknown): DecodeError {
+    let err: PolyCallError
+    if (thrown !== undefined) err = fromNative(thrown)
+    else {
+      try {
+        native.decoderRaise(this.#handle)
+        err = new PolyCallError(ErrorCode.INTERNAL, 'decoder reported a failure without an error')
+      } catch (e) {
+        err = fromNative(e)
+      }
+    }
+    // The decoder is unusable now: keep the error, release the native state.
+    this.#error = err
+    this.free()
+    const decodeError = err as DecodeError
+    decodeError.frames = frames
+    return decodeError
+  }
+}
