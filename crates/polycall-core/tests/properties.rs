@@ -1,6 +1,9 @@
 //! Property tests of the frame codec.
 #![allow(missing_docs)]
-#![allow(clippy::cast_possible_truncation, reason = "vector and generated values are within range by construction")]
+#![allow(
+    clippy::cast_possible_truncation,
+    reason = "vector and generated values are within range by construction"
+)]
 
 use polycall_core::{Frame, FrameDecoder, Header, MessageType, encode_frame};
 use proptest::prelude::*;

@@ -1,6 +1,9 @@
 //! Every case of protocol-vectors.json against the core codec.
 #![allow(missing_docs)]
-#![allow(clippy::cast_possible_truncation, reason = "vector and generated values are within range by construction")]
+#![allow(
+    clippy::cast_possible_truncation,
+    reason = "vector and generated values are within range by construction"
+)]
 
 mod common;
 

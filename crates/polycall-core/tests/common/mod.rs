@@ -1,7 +1,13 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code, missing_docs)]
-#![allow(clippy::missing_panics_doc, reason = "test helpers panic on malformed vector files by design")]
-#![allow(clippy::cast_possible_truncation, reason = "vector values are range-checked by the assertions that use them")]
+#![allow(
+    clippy::missing_panics_doc,
+    reason = "test helpers panic on malformed vector files by design"
+)]
+#![allow(
+    clippy::cast_possible_truncation,
+    reason = "vector values are range-checked by the assertions that use them"
+)]
 
 use serde_json::Value;
 
