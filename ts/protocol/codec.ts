@@ -56,6 +56,13 @@ export interface DecodeError extends PolyCallError {
 }
 
 const EMPTY = Buffer.alloc(0)
+// Imported bindings are live and re-checked on every access; the hot paths read local copies.
+const MAX = MAX_PAYLOAD
+const HEADER = HEADER_SIZE
+const JS_ENCODE_LIMIT = JS_ENCODE_MAX
+const JS_CHECKSUM_LIMIT = JS_CHECKSUM_MAX
+const JS_DECODE_LIMIT = JS_DECODE_MAX
+const DEFAULTS = DEFAULT_FLAGS
 
 function isU32(n: unknown): n is number {
   return typeof n === 'number' && Number.isInteger(n) && n >= 0 && n <= 0xffffffff
@@ -75,7 +82,7 @@ function isU32(n: unknown): n is number {
  */
 export function checksum(data: Uint8Array): number {
   if (!(data instanceof Uint8Array)) throw invalidArgument('checksum(data): data must be a Uint8Array')
-  if (data.length <= JS_CHECKSUM_MAX) return checksumJs(data)
+  if (data.length <= JS_CHECKSUM_LIMIT) return checksumJs(data)
   try {
     return native.checksum(data)
   } catch (e) {
@@ -97,34 +104,48 @@ export function checksum(data: Uint8Array): number {
  * ```
  */
 export function encodeFrame(frame: FrameInit): Buffer {
-  if (frame === null || typeof frame !== 'object') throw invalidArgument('encodeFrame(frame): frame must be an object')
+  // Messages are built off the hot path, in encodeError, so this function stays small.
+  if (frame === null || typeof frame !== 'object') throw encodeError(frame)
   const { type, sequence } = frame
-  if (!Number.isInteger(type) || type < 1 || type > 6) {
-    throw new PolyCallError(ErrorCode.UNKNOWN_MESSAGE_TYPE, `message type ${String(type)} is not one of 1..6`)
-  }
-  const flags = frame.flags ?? DEFAULT_FLAGS[type]!
-  if (!Number.isInteger(flags) || flags < 0 || flags > 0xffff) {
-    throw invalidArgument(`flags ${String(flags)} is not an integer in 0..0xffff`)
-  }
-  if (!isU32(sequence)) throw invalidArgument(`sequence ${String(sequence)} is not an integer in 0..0xffffffff`)
+  if (!Number.isInteger(type) || type < 1 || type > 6) throw encodeError(frame)
+  const flags = frame.flags ?? DEFAULTS[type]!
+  if (!Number.isInteger(flags) || flags < 0 || flags > 0xffff) throw encodeError(frame)
+  if (!Number.isInteger(sequence) || sequence < 0 || sequence > 0xffffffff) throw encodeError(frame)
   const payload = frame.payload ?? EMPTY
-  if (!(payload instanceof Uint8Array)) throw invalidArgument('payload must be a Uint8Array')
+  if (!(payload instanceof Uint8Array) || payload.length > MAX) throw encodeError(frame)
   const len = payload.length
-  if (len > MAX_PAYLOAD) {
-    throw new PolyCallError(ErrorCode.PAYLOAD_TOO_LARGE, `payload of ${len} bytes exceeds the ${MAX_PAYLOAD}-byte limit`)
-  }
-  const out = Buffer.allocUnsafe(HEADER_SIZE + len)
-  if (len <= JS_ENCODE_MAX) {
-    writeHeaderJs(out, type, flags, sequence, len, checksumJs(payload))
-    out.set(payload, HEADER_SIZE)
+  const out = Buffer.allocUnsafe(HEADER + len)
+  if (len <= JS_ENCODE_LIMIT) {
+    writeHeaderJs(out, type, flags, sequence, len, checksumJs(payload, 0, len, 0))
+    out.set(payload, HEADER)
     return out
   }
+  return encodeNative(out, type, flags, sequence, payload)
+}
+
+function encodeNative(out: Buffer, type: number, flags: number, sequence: number, payload: Uint8Array): Buffer {
   try {
     native.encodeInto(out, type, flags, sequence, payload)
   } catch (e) {
     throw fromNative(e)
   }
   return out
+}
+
+/** Builds the error for arguments `encodeFrame` refused (kept out of the hot function). */
+function encodeError(frame: unknown): PolyCallError {
+  if (frame === null || typeof frame !== 'object') return invalidArgument('encodeFrame(frame): frame must be an object')
+  const { type, flags, sequence, payload } = frame as Record<string, unknown>
+  if (!Number.isInteger(type) || (type as number) < 1 || (type as number) > 6) {
+    return new PolyCallError(ErrorCode.UNKNOWN_MESSAGE_TYPE, `message type ${String(type)} is not one of 1..6`)
+  }
+  if (flags !== undefined && (!Number.isInteger(flags) || (flags as number) < 0 || (flags as number) > 0xffff)) {
+    return invalidArgument(`flags ${String(flags)} is not an integer in 0..0xffff`)
+  }
+  if (!isU32(sequence)) return invalidArgument(`sequence ${String(sequence)} is not an integer in 0..0xffffffff`)
+  if (payload !== undefined && !(payload instanceof Uint8Array)) return invalidArgument('payload must be a Uint8Array')
+  const len = (payload as Uint8Array | undefined)?.length ?? 0
+  return new PolyCallError(ErrorCode.PAYLOAD_TOO_LARGE, `payload of ${len} bytes exceeds the ${MAX}-byte limit`)
 }
 
 // Header fields of decoded frames come back through one metadata array registered with the
@@ -206,7 +227,7 @@ export class FrameDecoder {
     const handle = this.#live()
     const frames: Frame[] = []
     let view = chunk
-    if (!this.#partial && chunk.length <= JS_DECODE_MAX) {
+    if (!this.#partial && chunk.length <= JS_DECODE_LIMIT) {
       const used = decodeValidPrefixJs(chunk, this.maxPayload, frames)
       if (used === chunk.length) return frames
       view = chunk.subarray(used)
