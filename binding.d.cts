@@ -19,10 +19,15 @@ export interface BindingHandshake {
   flags: number
   /** True when the peer sent no long form or no capability bits. */
   legacy: boolean
+  /** polycall extension: the peer's limit of requests in flight per connection. */
+  maxInFlight?: number
 }
 
-/** Builds the 8-byte long-form HANDSHAKE payload carrying `flags` (capability bits). */
-export declare function buildHandshake(flags: number): Buffer
+/**
+ * Builds the 8-byte long-form HANDSHAKE payload carrying `flags` (capability bits), or the
+ * 12-byte extended form when `max_in_flight` is given.
+ */
+export declare function buildHandshake(flags: number, maxInFlight?: number | undefined | null): Buffer
 
 /** Checksum of `data` (PROTOCOL.md §2). */
 export declare function checksum(data: Uint8Array): number

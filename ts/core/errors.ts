@@ -30,6 +30,36 @@ export const ErrorCode = {
   HANDSHAKE_BAD_MAGIC: 'ERR_POLYCALL_HANDSHAKE_BAD_MAGIC',
   /** An argument of the wrong type or outside its range. */
   INVALID_ARGUMENT: 'ERR_POLYCALL_INVALID_ARGUMENT',
+  /** The call's AbortSignal fired; `cause` is the signal's reason. */
+  ABORTED: 'ERR_POLYCALL_ABORTED',
+  /** The call's timeout elapsed. */
+  TIMEOUT: 'ERR_POLYCALL_TIMEOUT',
+  /** The request's deadline passed on the server before the handler finished. */
+  DEADLINE_EXCEEDED: 'ERR_POLYCALL_DEADLINE_EXCEEDED',
+  /** The caller cancelled the request (the server aborts the handler's `ctx.signal` with this). */
+  CANCELLED: 'ERR_POLYCALL_CANCELLED',
+  /** The connection dropped with the call pending; `written` says whether the request had left. */
+  CONNECTION_LOST: 'ERR_POLYCALL_CONNECTION_LOST',
+  /** The server could not listen (address in use, permission denied). */
+  LISTEN_FAILED: 'ERR_POLYCALL_LISTEN_FAILED',
+  /** The connection could not be established (refused, unreachable, TLS failure). */
+  CONNECT_FAILED: 'ERR_POLYCALL_CONNECT_FAILED',
+  /** The peer broke the protocol (bad handshake, a frame not allowed in the session state). */
+  PROTOCOL: 'ERR_POLYCALL_PROTOCOL',
+  /** Authentication is required, or the credentials were refused. */
+  UNAUTHENTICATED: 'ERR_POLYCALL_UNAUTHENTICATED',
+  /** No route matches the command. */
+  NOT_FOUND: 'ERR_POLYCALL_NOT_FOUND',
+  /** A request payload could not be decoded. */
+  BAD_REQUEST: 'ERR_POLYCALL_BAD_REQUEST',
+  /** Over a limit: connections, requests in flight per connection. Retry later. */
+  BUSY: 'ERR_POLYCALL_BUSY',
+  /** The server is shutting down and takes no new requests. */
+  UNAVAILABLE: 'ERR_POLYCALL_UNAVAILABLE',
+  /** The TLS peer's public key does not match any pinned SPKI SHA-256 hash. */
+  TLS_PIN_MISMATCH: 'ERR_POLYCALL_TLS_PIN_MISMATCH',
+  /** A legacy peer answered with plain error text, which carries no code. */
+  REMOTE: 'ERR_POLYCALL_REMOTE',
   /** The object was closed, freed or destroyed before the call. */
   CLOSED: 'ERR_POLYCALL_CLOSED',
   /** No native addon could be loaded for this platform. */
@@ -46,7 +76,7 @@ export interface PolyCallErrorOptions {
   /** The underlying error or abort reason. */
   cause?: unknown
   /** The C library's numeric code, where one exists (for example `polycall_sm_status_t`). */
-  errno?: number
+  errno?: number | undefined
 }
 
 /**
@@ -65,7 +95,7 @@ export class PolyCallError extends Error {
   /** Stable code: one of {@link ErrorCode}, or an application code carried from a peer. */
   readonly code: string
   /** The C library's numeric code where one exists. */
-  readonly errno?: number
+  declare readonly errno?: number
 
   /**
    * @param code - stable code, e.g. `ERR_POLYCALL_CHECKSUM_MISMATCH`
@@ -75,7 +105,7 @@ export class PolyCallError extends Error {
   constructor(code: string, message: string, options: PolyCallErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause })
     this.code = code
-    if (options.errno !== undefined) this.errno = options.errno
+    if (options.errno !== undefined) (this as { errno?: number }).errno = options.errno
   }
 
   override get name(): string {

@@ -12,6 +12,8 @@ export interface HandshakeInfo {
   flags: number
   /** True when the peer sent no long form or no capability bits: speak the reference conventions. */
   legacy: boolean
+  /** polycall extension (offset 8, u32 LE): the peer's limit of requests in flight per connection. */
+  maxInFlight?: number
 }
 
 /** Options of {@link parseHandshake}. */
@@ -24,9 +26,12 @@ export interface ParseHandshakeOptions {
 }
 
 /**
- * Builds the 8-byte long-form HANDSHAKE payload: magic, version 1, pad 0, flags.
+ * Builds the 8-byte long-form HANDSHAKE payload: magic, version 1, pad 0, flags; with
+ * `maxInFlight`, the 12-byte extended form that also carries that limit (u32 LE at offset 8,
+ * which legacy peers ignore).
  *
  * @param flags - u16 capability bits to advertise
+ * @param maxInFlight - optional limit of requests in flight per connection
  * @returns the payload
  * @throws `ERR_POLYCALL_INVALID_ARGUMENT` when flags is not in 0..0xffff
  * @example
@@ -34,10 +39,13 @@ export interface ParseHandshakeOptions {
  * buildHandshake(0) // <Buffer 43 4c 50 00 01 00 00 00>
  * ```
  */
-export function buildHandshake(flags = 0): Buffer {
+export function buildHandshake(flags = 0, maxInFlight?: number): Buffer {
   if (!Number.isInteger(flags) || flags < 0 || flags > 0xffff) throw invalidArgument('flags must be in 0..0xffff')
+  if (maxInFlight !== undefined && (!Number.isInteger(maxInFlight) || maxInFlight < 0 || maxInFlight > 0xffffffff)) {
+    throw invalidArgument('maxInFlight must be a u32')
+  }
   try {
-    return native.buildHandshake(flags)
+    return native.buildHandshake(flags, maxInFlight)
   } catch (e) {
     throw fromNative(e)
   }
@@ -62,6 +70,7 @@ export function parseHandshake(payload: Uint8Array, options: ParseHandshakeOptio
     const h = native.parseHandshake(payload, options.strict === true)
     const info: HandshakeInfo = { form: h.form as HandshakeInfo['form'], flags: h.flags, legacy: h.legacy }
     if (h.version != null) info.version = h.version
+    if (h.maxInFlight != null) info.maxInFlight = h.maxInFlight
     return info
   } catch (e) {
     throw fromNative(e)

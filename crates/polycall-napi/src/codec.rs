@@ -44,6 +44,8 @@ pub struct BindingHandshake {
     pub flags: u32,
     /// True when the peer sent no long form or no capability bits.
     pub legacy: bool,
+    /// polycall extension: the peer's limit of requests in flight per connection.
+    pub max_in_flight: Option<u32>,
 }
 
 /// Parses a HANDSHAKE payload (PROTOCOL.md §4); `strict` refuses an empty payload.
@@ -65,12 +67,18 @@ pub fn parse_handshake(payload: &[u8], strict: bool) -> Result<BindingHandshake,
         version: h.version.map(u32::from),
         flags: u32::from(h.flags),
         legacy: h.is_legacy(),
+        max_in_flight: h.max_in_flight,
     })
 }
 
-/// Builds the 8-byte long-form HANDSHAKE payload carrying `flags` (capability bits).
+/// Builds the 8-byte long-form HANDSHAKE payload carrying `flags` (capability bits), or the
+/// 12-byte extended form when `max_in_flight` is given.
 #[napi]
-pub fn build_handshake(flags: u32) -> Result<Buffer, String> {
+pub fn build_handshake(flags: u32, max_in_flight: Option<u32>) -> Result<Buffer, String> {
     let flags = u16::try_from(flags).map_err(|_| invalid("flags must fit in 16 bits"))?;
-    Ok(handshake::build(flags).to_vec().into())
+    Ok(match max_in_flight {
+        Some(n) => handshake::build_extended(flags, n).to_vec(),
+        None => handshake::build(flags).to_vec(),
+    }
+    .into())
 }

@@ -10,6 +10,8 @@ use crate::error::{Error, Result};
 pub const MAGIC: u32 = 0x0050_4C43;
 /// Size of the long-form payload.
 pub const LONG_FORM_SIZE: usize = 8;
+/// Size of the long form followed by polycall's extension fields (see [`build_extended`]).
+pub const EXTENDED_SIZE: usize = 12;
 
 /// How strictly a received handshake payload is judged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +42,9 @@ pub struct Handshake {
     pub version: Option<u8>,
     /// The flags field of the long form (capability bits); 0 otherwise.
     pub flags: u16,
+    /// polycall extension: the sender's limit of requests in flight per connection, carried
+    /// as a u32 LE at offset 8 of a long form that has capability bits.
+    pub max_in_flight: Option<u32>,
 }
 
 impl Handshake {
@@ -62,6 +67,21 @@ pub fn build(flags: u16) -> [u8; LONG_FORM_SIZE] {
     [m[0], m[1], m[2], m[3], 1, 0, f[0], f[1]]
 }
 
+/// Builds the long form followed by polycall's extension fields: offset 8, u32 LE, the limit of
+/// requests in flight per connection. No reference reads past offset 7, so legacy peers
+/// ignore it.
+///
+/// ```
+/// use polycall_core::packet::handshake::{build_extended, parse, Strictness};
+/// let h = parse(&build_extended(1, 256), Strictness::Strict).unwrap();
+/// assert_eq!((h.flags, h.max_in_flight), (1, Some(256)));
+/// ```
+pub fn build_extended(flags: u16, max_in_flight: u32) -> [u8; EXTENDED_SIZE] {
+    let [a, b, c, d, e, f, g, h] = build(flags);
+    let [i, j, k, l] = max_in_flight.to_le_bytes();
+    [a, b, c, d, e, f, g, h, i, j, k, l]
+}
+
 /// Parses a received HANDSHAKE payload. Bytes after offset 7 are ignored, and so is the pad
 /// byte at offset 5 (the C library leaks a stack byte there).
 ///
@@ -74,6 +94,7 @@ pub fn parse(payload: &[u8], strictness: Strictness) -> Result<Handshake> {
             form: HandshakeForm::Empty,
             version: None,
             flags: 0,
+            max_in_flight: None,
         });
     }
     let Some(&[a, b, c, d]) = payload.first_chunk::<4>() else {
@@ -86,15 +107,24 @@ pub fn parse(payload: &[u8], strictness: Strictness) -> Result<Handshake> {
         return Err(Error::HandshakeBadMagic { found: magic });
     }
     Ok(match payload.first_chunk::<LONG_FORM_SIZE>() {
-        Some(&[_, _, _, _, version, _pad, f0, f1]) => Handshake {
-            form: HandshakeForm::Long,
-            version: Some(version),
-            flags: u16::from_le_bytes([f0, f1]),
-        },
+        Some(&[_, _, _, _, version, _pad, f0, f1]) => {
+            let flags = u16::from_le_bytes([f0, f1]);
+            let max_in_flight = match payload.get(LONG_FORM_SIZE..EXTENDED_SIZE) {
+                Some(&[a, b, c, d]) if flags != 0 => Some(u32::from_le_bytes([a, b, c, d])),
+                _ => None,
+            };
+            Handshake {
+                form: HandshakeForm::Long,
+                version: Some(version),
+                flags,
+                max_in_flight,
+            }
+        }
         None => Handshake {
             form: HandshakeForm::Short,
             version: None,
             flags: 0,
+            max_in_flight: None,
         },
     })
 }

@@ -1,0 +1,141 @@
+/**
+ * Command routing. A command is `[METHOD ]path[?query]`: `'/users/42'`, `'GET /users/42'`,
+ * `'POST /orders?dryRun=1'`. Without a method it is `GET`. A path without a leading `/` gets
+ * one, so the reference bindings' plain command names (`'status'`) and PCR1's
+ * `service.operation` names route like any path. Matching is find-my-way's radix tree.
+ * @packageDocumentation
+ */
+import { METHODS } from 'node:http'
+import FindMyWay from 'find-my-way'
+import { ErrorCode, PolyCallError, invalidArgument } from '../core/errors.js'
+import type { RequestContext } from '../server/context.js'
+
+/** A route handler: its return value becomes the RESPONSE payload. */
+export type Handler<Result = unknown> = (ctx: RequestContext) => Result | Promise<Result>
+
+/** Method-specific handlers for one path. */
+export type MethodHandlers = Partial<Record<string, Handler>>
+
+/** Per-route metadata. */
+export interface RouteOptions {
+  /** One line describing the route (listed by PCR1 `describe`). */
+  summary?: string | undefined
+  /**
+   * The operation can be repeated safely; clients may retry it after a lost connection.
+   * @defaultValue false
+   */
+  idempotent?: boolean | undefined
+}
+
+/** A registered route as listed by {@link Router.routes}. */
+export interface RouteInfo {
+  method: string
+  path: string
+  summary?: string | undefined
+  idempotent: boolean
+}
+
+/** The outcome of {@link Router.find}. */
+export interface RouteMatch {
+  handler: Handler
+  method: string
+  path: string
+  params: Record<string, string>
+  query: Record<string, string>
+  route: RouteInfo
+}
+
+interface Store {
+  route: RouteInfo
+}
+
+const KNOWN_METHODS = new Set(METHODS)
+
+/** Splits a command into its method and path (with query). */
+export function parseCommand(command: string): { method: string; path: string } {
+  const space = command.indexOf(' ')
+  if (space > 0) {
+    const method = command.slice(0, space)
+    if (KNOWN_METHODS.has(method)) return { method, path: normalizePath(command.slice(space + 1).trim()) }
+  }
+  return { method: 'GET', path: normalizePath(command.trim()) }
+}
+
+function normalizePath(path: string): string {
+  return path.startsWith('/') ? path : `/${path}`
+}
+
+/**
+ * Maps commands to handlers.
+ *
+ * @example
+ * ```ts
+ * const router = new Router()
+ * router.route('/users/:id', async (ctx) => ({ id: ctx.params.id }))
+ * router.route('/orders', { GET: listOrders, POST: createOrder }, { summary: 'orders' })
+ * ```
+ */
+export class Router {
+  readonly #fmw = FindMyWay<FindMyWay.HTTPVersion.V1>({ ignoreTrailingSlash: true, caseSensitive: true })
+  readonly #routes: RouteInfo[] = []
+
+  /**
+   * Registers a path.
+   *
+   * @param path - a find-my-way pattern: `/users/:id`, `/files/*`, `inventory.get`
+   * @param handler - one handler for every method, or `{ GET, POST, ... }`
+   * @param options - summary and idempotency
+   * @returns this router
+   * @throws `ERR_POLYCALL_INVALID_ARGUMENT` for a bad handler, an unknown method or a duplicate route
+   */
+  route(path: string, handler: Handler | MethodHandlers, options: RouteOptions = {}): this {
+    if (typeof path !== 'string' || path.length === 0) throw invalidArgument('route path must be a non-empty string')
+    const p = normalizePath(path)
+    const entries: [string, Handler][] =
+      typeof handler === 'function'
+        ? [['*', handler]]
+        : handler && typeof handler === 'object'
+          ? Object.entries(handler).map(([m, h]) => [m.toUpperCase(), h as Handler])
+          : []
+    if (entries.length === 0) throw invalidArgument(`route ${p}: handler must be a function or { METHOD: handler }`)
+    for (const [method, h] of entries) {
+      if (typeof h !== 'function') throw invalidArgument(`route ${method} ${p}: handler must be a function`)
+      if (method !== '*' && !KNOWN_METHODS.has(method)) throw invalidArgument(`route ${p}: unknown method ${method}`)
+      const route: RouteInfo = { method, path: p, summary: options.summary, idempotent: options.idempotent === true }
+      try {
+        if (method === '*') this.#fmw.all(p, h as never, { route } satisfies Store)
+        else this.#fmw.on(method as FindMyWay.HTTPMethod, p, h as never, { route } satisfies Store)
+      } catch (cause) {
+        throw new PolyCallError(ErrorCode.INVALID_ARGUMENT, `route ${method === '*' ? '' : `${method} `}${p}: ${(cause as Error).message}`, { cause })
+      }
+      this.#routes.push(route)
+    }
+    return this
+  }
+
+  /**
+   * Finds the handler for a command.
+   *
+   * @param command - `[METHOD ]path[?query]`
+   * @returns the match, or undefined when no route matches
+   */
+  find(command: string): RouteMatch | undefined {
+    const { method, path } = parseCommand(command)
+    const found = this.#fmw.find(method as FindMyWay.HTTPMethod, path)
+    if (!found) return undefined
+    const q = path.indexOf('?')
+    return {
+      handler: found.handler as unknown as Handler,
+      method,
+      path: q < 0 ? path : path.slice(0, q),
+      params: found.params as Record<string, string>,
+      query: (found.searchParams ?? {}) as Record<string, string>,
+      route: (found.store as Store).route,
+    }
+  }
+
+  /** Every registered route, in registration order. */
+  routes(): RouteInfo[] {
+    return this.#routes.map((r) => ({ ...r }))
+  }
+}

@@ -1,0 +1,105 @@
+/**
+ * Timeouts, deadlines and AbortSignals for every async call.
+ *
+ * A relative timeout becomes an absolute deadline once, where the call starts; retries and
+ * hops reuse that deadline instead of restarting the clock. Deadlines use the monotonic clock
+ * (`performance.now()`), so wall-clock jumps do not fire or delay them.
+ * @internal
+ * @packageDocumentation
+ */
+import { ErrorCode, PolyCallError, invalidArgument } from './errors.js'
+
+/** Bounds of an async call. */
+export interface CallOptions {
+  /** Abort the call; it rejects with `ERR_POLYCALL_ABORTED` whose `cause` is `signal.reason`. */
+  signal?: AbortSignal | undefined
+  /** Milliseconds before the call rejects with `ERR_POLYCALL_TIMEOUT`. */
+  timeout?: number | undefined
+}
+
+/** The largest delay `setTimeout` honours; longer ones would fire at once. */
+export const MAX_TIMER_DELAY = 2 ** 31 - 1
+
+/** Monotonic milliseconds. */
+export const now = (): number => performance.now()
+
+/** Checks a timeout option: undefined, or a finite number ≥ 0 (Infinity means none). */
+export function checkTimeout(timeout: unknown, name = 'timeout'): number | undefined {
+  if (timeout === undefined || timeout === Infinity) return undefined
+  if (typeof timeout !== 'number' || !(timeout >= 0)) throw invalidArgument(`${name} must be a number of milliseconds ≥ 0`)
+  return timeout
+}
+
+/** Checks a signal option. */
+export function checkSignal(signal: unknown): AbortSignal | undefined {
+  if (signal === undefined) return undefined
+  if (!(signal instanceof AbortSignal)) throw invalidArgument('signal must be an AbortSignal')
+  return signal
+}
+
+/** The absolute deadline (monotonic ms) of a call started now with `timeout`, or Infinity. */
+export function deadlineOf(timeout: number | undefined): number {
+  return timeout === undefined ? Infinity : now() + timeout
+}
+
+export function abortedError(signal: AbortSignal): PolyCallError {
+  return new PolyCallError(ErrorCode.ABORTED, 'the operation was aborted', { cause: signal.reason })
+}
+
+export function timeoutError(ms: number, what = 'the operation'): PolyCallError {
+  return new PolyCallError(ErrorCode.TIMEOUT, `${what} timed out after ${Math.round(ms)} ms`)
+}
+
+/** A timer clamped to the largest delay and unref'd so it never holds the process open. */
+export function unrefTimer(fn: () => void, ms: number): NodeJS.Timeout {
+  const t = setTimeout(fn, Math.min(Math.max(0, ms), MAX_TIMER_DELAY))
+  t.unref()
+  return t
+}
+
+/**
+ * Runs `work` bounded by `options`: rejects with ABORTED or TIMEOUT, whichever comes first, and
+ * calls `onCancel` so the work can release what it holds. Listeners and timers are removed in
+ * every outcome.
+ */
+export function bounded<T>(
+  work: Promise<T>,
+  options: CallOptions,
+  what = 'the operation',
+  onCancel?: (err: PolyCallError) => void,
+): Promise<T> {
+  const signal = checkSignal(options.signal)
+  const timeout = checkTimeout(options.timeout)
+  if (!signal && timeout === undefined) return work
+  if (signal?.aborted) {
+    const err = abortedError(signal)
+    onCancel?.(err)
+    work.catch(() => {})
+    return Promise.reject(err)
+  }
+  return new Promise<T>((resolve, reject) => {
+    let timer: NodeJS.Timeout | undefined
+    const finish = () => {
+      if (timer) clearTimeout(timer)
+      signal?.removeEventListener('abort', onAbort)
+    }
+    const fail = (err: PolyCallError) => {
+      finish()
+      onCancel?.(err)
+      reject(err)
+    }
+    const onAbort = () => fail(abortedError(signal!))
+    signal?.addEventListener('abort', onAbort, { once: true })
+    if (timeout !== undefined) timer = unrefTimer(() => fail(timeoutError(timeout, what)), timeout)
+    work.then(
+      (v) => {
+        finish()
+        resolve(v)
+      },
+      (e: unknown) => {
+        finish()
+        reject(e)
+      },
+    )
+  })
+}

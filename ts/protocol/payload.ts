@@ -1,0 +1,188 @@
+/**
+ * Payload conventions per connection, chosen by the handshake (PROTOCOL.md §3-§4).
+ *
+ * - **Legacy peers** (an empty or 4-byte hello, or a long form without capability bits:
+ *   node-polycall, go-polycall, the C library) get the reference conventions: COMMAND is UTF-8
+ *   JSON `{"command", "data"}`, AUTH is JSON credentials, RESPONSE is JSON, ERROR is UTF-8 text.
+ * - **polycall peers** advertise capability bits in the long-form handshake flags; with
+ *   {@link Capability.Msgpack} COMMAND, RESPONSE and ERROR payloads are msgpack (see
+ *   docs/protocol-extensions.md for the exact shapes).
+ * @packageDocumentation
+ */
+import { Packr, Unpackr } from 'msgpackr'
+import { ErrorCode, PolyCallError } from '../core/errors.js'
+
+/** Capability bits carried in the long-form handshake's flags field. */
+export const Capability = {
+  /** COMMAND / RESPONSE / ERROR payloads are msgpack; COMMAND carries the caller's deadline. */
+  Msgpack: 0x0001,
+  /** The peer understands cancellation notices (a HEARTBEAT with a `CNCL` payload). */
+  Cancel: 0x0002,
+  /** The peer sends heartbeats when idle, so silence means it is gone. */
+  Heartbeat: 0x0004,
+} as const
+
+/** Every capability this version implements. */
+export const SUPPORTED_CAPABILITIES = Capability.Msgpack | Capability.Cancel | Capability.Heartbeat
+
+/** A decoded COMMAND. */
+export interface CommandPayload {
+  command: string
+  data: unknown
+  /** Milliseconds the caller still allowed when it sent the request (polycall peers only). */
+  timeout?: number
+}
+
+/** A decoded ERROR. */
+export interface ErrorPayload {
+  code: string
+  message: string
+  data?: unknown
+}
+
+/** How one connection's payloads are written and read. @internal */
+export interface PayloadCodec {
+  readonly name: 'msgpack' | 'json'
+  encodeCommand(command: string, data: unknown, timeout: number | undefined): Buffer
+  decodeCommand(payload: Buffer): CommandPayload
+  encodeValue(value: unknown): Buffer
+  decodeValue(payload: Buffer): unknown
+  encodeError(code: string, message: string, data?: unknown): Buffer
+  decodeError(payload: Buffer): ErrorPayload
+}
+
+const badRequest = (message: string, cause?: unknown) => new PolyCallError(ErrorCode.BAD_REQUEST, message, { cause })
+
+/** Text and JSON from C peers may end in one NUL (PROTOCOL.md §10.14). */
+function stripNul(payload: Buffer): Buffer {
+  return payload.length > 0 && payload[payload.length - 1] === 0 ? payload.subarray(0, payload.length - 1) : payload
+}
+
+const packr = new Packr({ useRecords: false, moreTypes: false })
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true })
+
+/** msgpack for polycall peers: COMMAND `[command, data, timeoutMs?]`, ERROR `{code, message, data?}`. */
+export const msgpackCodec: PayloadCodec = {
+  name: 'msgpack',
+  encodeCommand(command, data, timeout) {
+    return packr.pack(timeout === undefined ? [command, data] : [command, data, Math.max(0, Math.ceil(timeout))])
+  },
+  decodeCommand(payload) {
+    let v: unknown
+    try {
+      v = unpackr.unpack(payload)
+    } catch (cause) {
+      throw badRequest('COMMAND payload is not valid msgpack', cause)
+    }
+    if (!Array.isArray(v) || typeof v[0] !== 'string' || v.length < 1 || v.length > 3) {
+      throw badRequest('COMMAND payload is not [command, data, timeout?]')
+    }
+    const out: CommandPayload = { command: v[0], data: v[1] }
+    if (typeof v[2] === 'number' && v[2] >= 0) out.timeout = v[2]
+    return out
+  },
+  encodeValue(value) {
+    return packr.pack(value)
+  },
+  decodeValue(payload) {
+    return payload.length === 0 ? undefined : unpackr.unpack(payload)
+  },
+  encodeError(code, message, data) {
+    return packr.pack(data === undefined ? { code, message } : { code, message, data })
+  },
+  decodeError(payload) {
+    try {
+      const v = unpackr.unpack(payload) as Partial<ErrorPayload> | null
+      if (v && typeof v.code === 'string' && typeof v.message === 'string') return v as ErrorPayload
+    } catch {
+      // fall through to text
+    }
+    return jsonCodec.decodeError(payload)
+  },
+}
+
+/** The reference conventions for legacy peers. */
+export const jsonCodec: PayloadCodec = {
+  name: 'json',
+  encodeCommand(command, data) {
+    return Buffer.from(JSON.stringify({ command, data: data ?? null }))
+  },
+  decodeCommand(payload) {
+    const text = stripNul(payload).toString('utf8')
+    if (text.startsWith('{')) {
+      let v: unknown
+      try {
+        v = JSON.parse(text)
+      } catch (cause) {
+        throw badRequest('COMMAND payload is not valid JSON', cause)
+      }
+      const o = v as { command?: unknown; data?: unknown }
+      if (typeof o?.command !== 'string') throw badRequest('COMMAND JSON has no string "command"')
+      return { command: o.command, data: o.data }
+    }
+    // The C library hands COMMAND bytes through as opaque text: treat it as the command name.
+    if (text.length === 0) throw badRequest('empty COMMAND payload')
+    return { command: text.trim(), data: undefined }
+  },
+  encodeValue(value) {
+    if (value instanceof Uint8Array) return Buffer.from(value)
+    return Buffer.from(JSON.stringify(value ?? null) ?? 'null')
+  },
+  decodeValue(payload) {
+    const body = stripNul(payload)
+    if (body.length === 0) return undefined
+    try {
+      return JSON.parse(body.toString('utf8'))
+    } catch {
+      return Buffer.from(body)
+    }
+  },
+  encodeError(code, message) {
+    return Buffer.from(`${code}: ${message}`)
+  },
+  decodeError(payload) {
+    const text = stripNul(payload).toString('utf8')
+    const m = /^([A-Za-z][\w.]*_[\w.]*|[a-z]+\.[a-z_.]+): (.*)$/s.exec(text)
+    return m ? { code: m[1]!, message: m[2]! } : { code: ErrorCode.REMOTE, message: text }
+  },
+}
+
+/** Credentials travel as UTF-8 JSON for every peer (PROTOCOL.md §3.1). @internal */
+export function encodeCredentials(credentials: unknown): Buffer {
+  return Buffer.from(JSON.stringify(credentials ?? {}))
+}
+
+/** @internal */
+export function decodeCredentials(payload: Buffer): unknown {
+  const text = stripNul(payload).toString('utf8')
+  if (text.length === 0) return {}
+  try {
+    return JSON.parse(text)
+  } catch {
+    // The C library passes opaque credential bytes: hand them over as text.
+    return text
+  }
+}
+
+/** The cancellation notice: HEARTBEAT, flags URGENT, payload `CNCL` + u32 LE sequence. @internal */
+const CANCEL_TAG = 0x4c434e43 // "CNCL" read as u32 LE
+
+/** @internal */
+export function encodeCancel(sequence: number): Buffer {
+  const b = Buffer.allocUnsafe(8)
+  b.writeUInt32LE(CANCEL_TAG, 0)
+  b.writeUInt32LE(sequence >>> 0, 4)
+  return b
+}
+
+/** The sequence a cancellation notice names, or undefined for any other heartbeat payload. @internal */
+export function decodeCancel(payload: Buffer): number | undefined {
+  return payload.length === 8 && payload.readUInt32LE(0) === CANCEL_TAG ? payload.readUInt32LE(4) : undefined
+}
+
+/** An 8-byte LE Unix-milliseconds heartbeat payload (what C peers expect). @internal */
+export function heartbeatPayload(): Buffer {
+  const b = Buffer.allocUnsafe(8)
+  b.writeBigUInt64LE(BigInt(Date.now()), 0)
+  return b
+}

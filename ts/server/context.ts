@@ -1,0 +1,82 @@
+/** The context a middleware and a handler receive for one request. @packageDocumentation */
+import type { RouteInfo } from '../client/router.js'
+
+/** Who is on the other end of a connection. */
+export interface PeerInfo {
+  remoteAddress: string | undefined
+  remotePort: number | undefined
+  /** True on a TLS connection. */
+  tls: boolean
+  /** The client certificate of an mTLS connection, when the TLS layer accepted it. */
+  certificate?: PeerCertificateInfo | undefined
+  /** True when the peer speaks the reference conventions (JSON, one frame per read). */
+  legacy: boolean
+}
+
+/** The parts of a client certificate a server usually decides on. */
+export interface PeerCertificateInfo {
+  subject: Record<string, string | string[]>
+  issuer: Record<string, string | string[]>
+  fingerprint256: string
+  validTo: string
+}
+
+/**
+ * One request.
+ *
+ * @example
+ * ```ts
+ * server.route('/users/:id', async (ctx) => {
+ *   const user = await db.find(ctx.params.id, { signal: ctx.signal })
+ *   return { user, by: ctx.principal }
+ * })
+ * ```
+ */
+export interface RequestContext<Data = unknown> {
+  /** The command as sent, e.g. `'GET /users/42?full=1'`. */
+  readonly command: string
+  /** `GET` unless the command starts with another HTTP method. */
+  readonly method: string
+  /** The command's path without its query. */
+  readonly path: string
+  /** Path parameters, e.g. `{ id: '42' }` for `/users/:id`. */
+  readonly params: Record<string, string>
+  /** Query parameters of the command. */
+  readonly query: Record<string, string>
+  /** The request's data. */
+  readonly data: Data
+  /** What the server's `authenticate` returned for this connection (or the mTLS certificate). */
+  readonly principal: unknown
+  /** Aborted when the caller cancels, the deadline passes, the connection drops, or the server is destroyed. */
+  readonly signal: AbortSignal
+  /** When the caller stops waiting, in `Date.now()` milliseconds; Infinity when it set no timeout. */
+  readonly deadline: number
+  /** The request's sequence number on its connection. */
+  readonly sequence: number
+  /** The route that matched, if any. */
+  readonly route: RouteInfo | undefined
+  /** The connection's peer. */
+  readonly peer: PeerInfo
+  /** The handler's return value; middleware may read or replace it after `await next()`. */
+  result: unknown
+  /** A bag for middleware to pass values along. */
+  readonly state: Record<string, unknown>
+}
+
+/** Koa-style middleware: do work, `await next()`, do more work. */
+export type Middleware = (ctx: RequestContext, next: () => Promise<void>) => unknown
+
+/** @internal Runs `middleware` as an onion around `last`. */
+export function compose(middleware: readonly Middleware[], last: (ctx: RequestContext) => Promise<void>) {
+  if (middleware.length === 0) return last
+  return function run(ctx: RequestContext): Promise<void> {
+    let index = -1
+    const dispatch = async (i: number): Promise<void> => {
+      if (i <= index) throw new Error('next() called more than once')
+      index = i
+      if (i === middleware.length) return last(ctx)
+      await middleware[i]!(ctx, () => dispatch(i + 1))
+    }
+    return dispatch(0)
+  }
+}
