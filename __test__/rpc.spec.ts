@@ -1,0 +1,480 @@
+import test from 'ava'
+import * as diagnostics from 'node:diagnostics_channel'
+import { Packr } from 'msgpackr'
+import {
+  Capability,
+  ErrorCode,
+  MessageType,
+  PolyCallClient,
+  PolyCallError,
+  PolyCallServer,
+  buildHandshake,
+  parseHandshake,
+  type RequestContext,
+} from '../ts/index.js'
+import { RawPeer, delay, newClient, startServer } from './helpers/net.js'
+
+test('a request reaches its handler with params, query, data and returns the result', async (t) => {
+  const { port } = await startServer(t, {}, (s) =>
+    s.route('/users/:id', async (ctx) => ({ id: ctx.params.id, query: ctx.query, data: ctx.data, method: ctx.method, path: ctx.path })),
+  )
+  const client = newClient(t, port)
+  await client.connect()
+  t.true(client.connected)
+  t.is(client.stats().capabilities, Capability.Msgpack | Capability.Cancel | Capability.Heartbeat)
+  const out = await client.request('/users/42?full=1', { hello: [1, 2] })
+  t.deepEqual(out, { id: '42', query: { full: '1' }, data: { hello: [1, 2] }, method: 'GET', path: '/users/42' })
+})
+
+test('method handlers, plain command names and NOT_FOUND', async (t) => {
+  const { port } = await startServer(t, {}, (s) => {
+    s.route('/orders', { GET: () => 'list', POST: (ctx) => ({ created: ctx.data }) })
+    s.route('status', () => 'up')
+  })
+  const client = newClient(t, port)
+  t.is(await client.request('/orders'), 'list')
+  t.is(await client.request('GET /orders'), 'list')
+  t.deepEqual(await client.request('POST /orders', { sku: 'a1' }), { created: { sku: 'a1' } })
+  t.is(await client.request('status'), 'up')
+  const err = await t.throwsAsync(client.request('DELETE /orders'))
+  t.is((err as PolyCallError).code, ErrorCode.NOT_FOUND)
+  t.is((await t.throwsAsync(client.request('/missing')) as PolyCallError).code, ErrorCode.NOT_FOUND)
+})
+
+test('middleware runs as an onion and can replace the result', async (t) => {
+  const order: string[] = []
+  const { port } = await startServer(t, {}, (s) => {
+    s.use(async (ctx, next) => {
+      order.push('a-in')
+      await next()
+      order.push('a-out')
+      ctx.result = { wrapped: ctx.result, by: ctx.state['who'] }
+    })
+    s.use(async (ctx, next) => {
+      order.push('b-in')
+      ctx.state['who'] = 'b'
+      await next()
+      order.push('b-out')
+    })
+    s.route('/x', () => {
+      order.push('handler')
+      return 7
+    })
+  })
+  const client = newClient(t, port)
+  t.deepEqual(await client.request('/x'), { wrapped: 7, by: 'b' })
+  t.deepEqual(order, ['a-in', 'b-in', 'handler', 'b-out', 'a-out'])
+})
+
+test('PolyCallErrors travel with their code; unexpected errors become INTERNAL without details', async (t) => {
+  const reported: unknown[] = []
+  const { port } = await startServer(t, { onError: (e) => reported.push(e) }, (s) => {
+    s.route('/app', () => {
+      throw new PolyCallError('ERR_APP_NOT_FOUND', 'no such user')
+    })
+    s.route('/bug', () => {
+      throw new TypeError('secret detail at /srv/app.js:10')
+    })
+  })
+  const client = newClient(t, port)
+  const app = (await t.throwsAsync(client.request('/app'))) as PolyCallError & { remote?: boolean }
+  t.is(app.code, 'ERR_APP_NOT_FOUND')
+  t.is(app.message, 'no such user')
+  t.true(app.remote)
+  t.regex(app.stack ?? '', /rpc\.spec\.ts/, 'the stack points at the caller')
+  const bug = (await t.throwsAsync(client.request('/bug'))) as PolyCallError
+  t.is(bug.code, ErrorCode.INTERNAL)
+  t.false(bug.message.includes('secret'))
+  t.is(reported.length, 1)
+  t.true(reported[0] instanceof TypeError)
+})
+
+test('10,000 pipelined requests at 128 in flight: every response matches its request', async (t) => {
+  const { port, server } = await startServer(t, { maxInFlight: 128 }, (s) =>
+    s.route('/echo/:n', (ctx) => ({ n: Number(ctx.params.n), data: ctx.data })),
+  )
+  const client = newClient(t, port, { maxInFlight: 128 })
+  await client.connect()
+  let next = 0
+  let mismatches = 0
+  let peak = 0
+  const worker = async () => {
+    while (next < 10_000) {
+      const n = next++
+      const out = (await client.request(`/echo/${n}`, { n })) as { n: number; data: { n: number } }
+      if (out.n !== n || out.data.n !== n) mismatches++
+      peak = Math.max(peak, server.stats().requests.inFlight)
+    }
+  }
+  await Promise.all(Array.from({ length: 128 }, worker))
+  t.is(mismatches, 0)
+  t.is(server.stats().requests.succeeded, 10_000)
+  t.is(client.stats().requests.succeeded, 10_000)
+  t.true(peak <= 128)
+})
+
+test('responses complete out of order when slow and fast handlers interleave', async (t) => {
+  const { port } = await startServer(t, {}, (s) =>
+    s.route('/work/:ms', async (ctx) => {
+      await delay(Number(ctx.params.ms))
+      return Number(ctx.params.ms)
+    }),
+  )
+  const client = newClient(t, port)
+  await client.connect()
+  const finished: number[] = []
+  const delays = [120, 5, 80, 1, 40, 10]
+  const results = await Promise.all(delays.map((ms) => client.request(`/work/${ms}`).then((v) => (finished.push(v as number), v))))
+  t.deepEqual(results, delays, 'each call got its own answer')
+  t.notDeepEqual(finished, delays, 'completion order differs from request order')
+  t.is(finished[0], 1)
+  t.is(finished.at(-1), 120)
+})
+
+test('cancellation reaches the handler: ctx.signal aborts with CANCELLED and no reply is sent', async (t) => {
+  let aborted: unknown
+  let started!: () => void
+  const handlerStarted = new Promise<void>((r) => (started = r))
+  const handlerAborted = new Promise<void>((resolve) => {
+    void startServer(t, {}, (s) =>
+      s.route('/slow', async (ctx: RequestContext) => {
+        started()
+        await new Promise<void>((_, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason)))
+      }).use(async (_ctx, next) => {
+        try {
+          await next()
+        } catch (e) {
+          aborted = e
+          resolve()
+          throw e
+        }
+      }),
+    ).then(({ port }) => run(port))
+  })
+  let serverRef!: PolyCallServer
+  async function run(port: number) {
+    const client = newClient(t, port)
+    const controller = new AbortController()
+    const call = client.request('/slow', undefined, { signal: controller.signal, timeout: 10_000 })
+    await handlerStarted
+    controller.abort(new Error('user gave up'))
+    const err = (await t.throwsAsync(call)) as PolyCallError
+    t.is(err.code, ErrorCode.ABORTED)
+    t.is((err.cause as Error).message, 'user gave up')
+  }
+  await handlerAborted
+  t.is((aborted as PolyCallError).code, ErrorCode.CANCELLED)
+  void serverRef
+})
+
+test('the caller\'s timeout travels as ctx.deadline', async (t) => {
+  let deadline = 0
+  const { port } = await startServer(t, {}, (s) => s.route('/d', (ctx) => ((deadline = ctx.deadline), 'ok')))
+  const client = newClient(t, port)
+  const before = Date.now()
+  await client.request('/d', undefined, { timeout: 2000 })
+  t.true(deadline > before + 1500 && deadline <= Date.now() + 2000, `deadline ${deadline - before} ms after the call`)
+  await client.request('/d', undefined, { timeout: Infinity })
+  t.is(deadline, Infinity)
+})
+
+test('a deadline that passes on the server aborts the handler and answers DEADLINE_EXCEEDED', async (t) => {
+  let reason: unknown
+  let aborted!: () => void
+  const handlerAborted = new Promise<void>((r) => (aborted = r))
+  const { port } = await startServer(t, {}, (s) =>
+    s.route('/hang', async (ctx) => {
+      await new Promise<void>((r) => ctx.signal.addEventListener('abort', () => r()))
+      reason = ctx.signal.reason
+      aborted()
+      return 'too late'
+    }),
+  )
+  // A peer that sends a 100 ms deadline and never cancels, so only the server's clock acts.
+  const packr = new Packr({ useRecords: false })
+  const peer = await RawPeer.connect(t, port)
+  peer.send(MessageType.Handshake, 1, buildHandshake(Capability.Msgpack))
+  await peer.next()
+  peer.send(MessageType.Command, 2, packr.pack(['/hang', null, 100]))
+  const reply = await peer.next()
+  t.is(reply?.type, MessageType.Error)
+  t.is(reply?.sequence, 2)
+  t.is((packr.unpack(reply!.payload) as { code: string }).code, ErrorCode.DEADLINE_EXCEEDED)
+  await handlerAborted
+  t.is((reason as PolyCallError).code, ErrorCode.DEADLINE_EXCEEDED)
+})
+
+test('authentication: required, refused, accepted; the principal reaches handlers; credentials are never echoed', async (t) => {
+  const seen: unknown[] = []
+  const { port } = await startServer(
+    t,
+    {
+      requireAuth: true,
+      authenticate: (credentials) => {
+        const { username, password } = credentials as { username: string; password: string }
+        if (username === 'ada' && password === 'lovelace') return { user: 'ada', role: 'admin' }
+        throw new Error(`bad password ${password}`)
+      },
+    },
+    (s) => s.route('/me', (ctx) => ctx.principal),
+  )
+  const onError = (m: unknown) => seen.push(m)
+  diagnostics.subscribe('polycall:server:error', onError)
+  t.teardown(() => diagnostics.unsubscribe('polycall:server:error', onError))
+  // Refused before authenticating.
+  const anon = newClient(t, port)
+  const e1 = (await t.throwsAsync(anon.request('/me'))) as PolyCallError
+  t.is(e1.code, ErrorCode.UNAUTHENTICATED)
+  // Wrong credentials.
+  const wrong = newClient(t, port)
+  const e2 = (await t.throwsAsync(wrong.authenticate({ username: 'ada', password: 'hunter2' }))) as PolyCallError
+  t.is(e2.code, ErrorCode.UNAUTHENTICATED)
+  t.false(e2.message.includes('hunter2'))
+  t.false(JSON.stringify(seen).includes('hunter2'))
+  // Right credentials.
+  const good = newClient(t, port)
+  await good.authenticate({ username: 'ada', password: 'lovelace' })
+  t.deepEqual(await good.request('/me'), { user: 'ada', role: 'admin' })
+  // Credentials given up front authenticate on connect.
+  const upfront = newClient(t, port, { credentials: { username: 'ada', password: 'lovelace' } })
+  t.deepEqual(await upfront.request('/me'), { user: 'ada', role: 'admin' })
+})
+
+test('requireAuth: a COMMAND before READY is refused with an ERROR echoing its sequence', async (t) => {
+  const { port } = await startServer(t, { requireAuth: true, authenticate: () => ({}) }, (s) => s.route('/x', () => 1))
+  const peer = await RawPeer.connect(t, port)
+  peer.send(MessageType.Handshake, 1, buildHandshake(Capability.Msgpack))
+  const hello = await peer.next()
+  t.is(hello?.type, MessageType.Response)
+  t.is(hello?.sequence, 1)
+  peer.send(MessageType.Command, 77, Buffer.from('{"command":"/x","data":null}'))
+  const refused = await peer.next()
+  t.is(refused?.type, MessageType.Error)
+  t.is(refused?.sequence, 77)
+})
+
+test('limits: maxInFlight answers BUSY beyond the limit and the server keeps serving', async (t) => {
+  let release!: () => void
+  const gate = new Promise<void>((r) => (release = r))
+  const { port } = await startServer(t, { maxInFlight: 2 }, (s) => {
+    s.route('/wait', () => gate)
+    s.route('/ok', () => 'ok')
+  })
+  const peer = await RawPeer.connect(t, port)
+  peer.send(MessageType.Handshake, 1, buildHandshake(0))
+  await peer.next()
+  const cmd = (c: string) => Buffer.from(JSON.stringify({ command: c, data: null }))
+  // Three commands in one write: two fill the limit, the third is over it.
+  peer.socket.write(
+    Buffer.concat([
+      (await import('../ts/index.js')).encodeFrame({ type: MessageType.Command, sequence: 2, payload: cmd('/wait') }),
+      (await import('../ts/index.js')).encodeFrame({ type: MessageType.Command, sequence: 3, payload: cmd('/wait') }),
+      (await import('../ts/index.js')).encodeFrame({ type: MessageType.Command, sequence: 4, payload: cmd('/ok') }),
+    ]),
+  )
+  const busy = await peer.next()
+  t.is(busy?.type, MessageType.Error)
+  t.is(busy?.sequence, 4)
+  t.regex(busy!.payload.toString(), /^ERR_POLYCALL_BUSY: /)
+  release()
+  const a = await peer.next()
+  const b = await peer.next()
+  t.deepEqual([a?.sequence, b?.sequence].sort(), [2, 3])
+  peer.send(MessageType.Command, 5, cmd('/ok'))
+  const ok = await peer.next()
+  t.is(ok?.sequence, 5)
+  t.is(ok?.payload.toString(), '"ok"')
+})
+
+test('limits: maxConnections refuses the extra connection with BUSY, the others keep working', async (t) => {
+  const { port, server } = await startServer(t, { maxConnections: 1 }, (s) => s.route('/ok', () => 'ok'))
+  const first = newClient(t, port)
+  t.is(await first.request('/ok'), 'ok')
+  const second = newClient(t, port)
+  const err = (await t.throwsAsync(second.connect())) as PolyCallError
+  t.is(err.code, ErrorCode.BUSY)
+  t.is(await first.request('/ok'), 'ok')
+  t.is(server.stats().connections.rejected, 1)
+})
+
+test('graceful close finishes requests in flight, refuses new ones, and is idempotent', async (t) => {
+  let release!: () => void
+  const gate = new Promise<void>((r) => (release = r))
+  let entered!: () => void
+  const inHandler = new Promise<void>((r) => (entered = r))
+  const server = new PolyCallServer()
+  server.route('/slow', async () => {
+    entered()
+    await gate
+    return 'finished'
+  })
+  const { port } = await server.listen(0)
+  t.teardown(() => server.destroy())
+  const client = newClient(t, port)
+  const slow = client.request('/slow')
+  await inHandler
+  const closing = server.close()
+  t.is(server.close(), closing)
+  t.true(server.closed)
+  const late = new PolyCallClient({ port, reconnect: false })
+  t.teardown(() => late.destroy())
+  await t.throwsAsync(late.connect({ timeout: 2000 }))
+  release()
+  t.is(await slow, 'finished')
+  await closing
+  t.is(server.stats().connections.current, 0)
+})
+
+test('destroy aborts handlers at once and rejects pending calls', async (t) => {
+  let signalReason: unknown
+  let entered!: () => void
+  const inHandler = new Promise<void>((r) => (entered = r))
+  const { server, port } = await startServer(t, {}, (s) =>
+    s.route('/hang', (ctx) => {
+      entered()
+      return new Promise((_, reject) =>
+        ctx.signal.addEventListener('abort', () => {
+          signalReason = ctx.signal.reason
+          reject(ctx.signal.reason)
+        }),
+      )
+    }),
+  )
+  const client = newClient(t, port)
+  const call = client.request('/hang', undefined, { timeout: 10_000 })
+  await inHandler
+  server.destroy()
+  server.destroy()
+  const err = (await t.throwsAsync(call)) as PolyCallError & { written?: boolean }
+  t.is(err.code, ErrorCode.CONNECTION_LOST)
+  t.true(err.written)
+  t.is((signalReason as PolyCallError).code, ErrorCode.UNAVAILABLE)
+  t.true(server.destroyed)
+})
+
+test('client close is graceful and idempotent; later calls are CLOSED; await using works', async (t) => {
+  const { port } = await startServer(t, {}, (s) => s.route('/later', async () => (await delay(50), 'done')))
+  const client = new PolyCallClient({ port })
+  const pending = client.request('/later')
+  const closing = client.close()
+  t.is(client.close(), closing)
+  t.is(await pending, 'done')
+  await closing
+  t.is(((await t.throwsAsync(client.request('/later'))) as PolyCallError).code, ErrorCode.CLOSED)
+  let scoped: PolyCallClient | undefined
+  {
+    await using c = new PolyCallClient({ port })
+    scoped = c
+    t.is(await c.request('/later'), 'done')
+  }
+  t.true(scoped.closed)
+})
+
+test('per-call timeout and AbortSignal reject with TIMEOUT / ABORTED and bad options are refused', async (t) => {
+  const { port } = await startServer(t, {}, (s) => s.route('/hang', () => new Promise(() => {})))
+  const client = newClient(t, port)
+  t.is(((await t.throwsAsync(client.request('/hang', undefined, { timeout: 50 }))) as PolyCallError).code, ErrorCode.TIMEOUT)
+  t.is(
+    ((await t.throwsAsync(client.request('/hang', undefined, { signal: AbortSignal.abort('stop') }))) as PolyCallError).code,
+    ErrorCode.ABORTED,
+  )
+  t.is(((await t.throwsAsync(client.request('', undefined))) as PolyCallError).code, ErrorCode.INVALID_ARGUMENT)
+  t.is(((await t.throwsAsync(client.request('/x', undefined, { timeout: -1 }))) as PolyCallError).code, ErrorCode.INVALID_ARGUMENT)
+  t.is(client.stats().requests.timedOut, 1)
+  t.is(client.stats().requests.aborted, 0, 'an already-aborted signal rejects before the call starts')
+  t.throws(() => new PolyCallClient({ port: -1 }), { code: ErrorCode.INVALID_ARGUMENT })
+  t.throws(() => new PolyCallServer({ maxInFlight: 0 }), { code: ErrorCode.INVALID_ARGUMENT })
+  t.throws(() => new PolyCallServer({ requireAuth: true }), { code: ErrorCode.INVALID_ARGUMENT })
+})
+
+test('connect failures: refused port, then reconnect with backoff once the server is up', async (t) => {
+  const probe = new PolyCallServer()
+  const { port } = await probe.listen(0)
+  await probe.close()
+  const noRetry = newClient(t, port)
+  t.is(((await t.throwsAsync(noRetry.connect())) as PolyCallError).code, ErrorCode.CONNECT_FAILED)
+  const attempts: number[] = []
+  const client = new PolyCallClient({ port, reconnect: { initialDelay: 20, multiplier: 2, maxDelay: 100 } })
+  t.teardown(() => client.destroy())
+  client.on('reconnecting', ({ attempt }) => attempts.push(attempt))
+  const call = client.request('/ok', undefined, { timeout: 5000 })
+  await delay(100)
+  const server = new PolyCallServer()
+  server.route('/ok', () => 'late but fine')
+  await server.listen(port)
+  t.teardown(() => server.destroy())
+  t.is(await call, 'late but fine')
+  t.true(attempts.length >= 1)
+  t.deepEqual(attempts, attempts.map((_, i) => i + 1))
+})
+
+test('idempotent calls are retried after a lost connection; others reject CONNECTION_LOST with written: true', async (t) => {
+  let calls = 0
+  let firstArrived!: () => void
+  const arrived = new Promise<void>((r) => (firstArrived = r))
+  const first = new PolyCallServer()
+  first.route('/op', () => {
+    calls++
+    firstArrived()
+    return new Promise(() => {})
+  })
+  const { port } = await first.listen(0)
+  t.teardown(() => first.destroy())
+  const client = new PolyCallClient({ port, reconnect: { initialDelay: 10, maxDelay: 50 } })
+  t.teardown(() => client.destroy())
+  const idem = client.request('/op', undefined, { idempotent: true, timeout: 10_000 })
+  const plain = client.request('/op', undefined, { timeout: 10_000 })
+  await arrived
+  await delay(20)
+  first.destroy()
+  const err = (await t.throwsAsync(plain)) as PolyCallError & { written?: boolean }
+  t.is(err.code, ErrorCode.CONNECTION_LOST)
+  t.true(err.written)
+  await first.close()
+  const second = new PolyCallServer()
+  second.route('/op', () => 'second server')
+  await second.listen(port)
+  t.teardown(() => second.destroy())
+  t.is(await idem, 'second server')
+  t.is(client.stats().requests.retried, 1)
+  t.true(calls >= 1)
+})
+
+test('diagnostics channels publish connect, request start/end and errors; stats count them', async (t) => {
+  const events: string[] = []
+  const names = [
+    'polycall:client:connect',
+    'polycall:client:request:start',
+    'polycall:client:request:end',
+    'polycall:server:connect',
+    'polycall:server:request:start',
+    'polycall:server:request:end',
+  ]
+  const subs = names.map((n) => {
+    const fn = () => events.push(n)
+    diagnostics.subscribe(n, fn)
+    return () => diagnostics.unsubscribe(n, fn)
+  })
+  t.teardown(() => subs.forEach((u) => u()))
+  const { port, server } = await startServer(t, {}, (s) => s.route('/x', () => 1))
+  const client = newClient(t, port)
+  await client.request('/x')
+  await client.request('/x')
+  for (const n of names) t.true(events.includes(n), n)
+  const s = server.stats()
+  t.is(s.requests.succeeded, 2)
+  t.is(s.connections.current, 1)
+  t.true(s.latency.count === 2 && s.latency.p99 >= s.latency.p50 && s.latency.max >= s.latency.p99)
+  t.true(s.bytesIn > 0 && s.bytesOut > 0)
+  t.is(client.stats().latency.count, 2)
+})
+
+test('the handshake reply carries the negotiated capabilities and the server limit', async (t) => {
+  const { port } = await startServer(t, { maxInFlight: 33 })
+  const peer = await RawPeer.connect(t, port)
+  peer.send(MessageType.Handshake, 9, buildHandshake(Capability.Msgpack | 0x8000))
+  const reply = await peer.next()
+  t.is(reply?.type, MessageType.Response)
+  t.is(reply?.sequence, 9)
+  t.deepEqual(parseHandshake(reply!.payload), { form: 'long', version: 1, flags: Capability.Msgpack, legacy: false, maxInFlight: 33 })
+})
