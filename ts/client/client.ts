@@ -84,6 +84,8 @@ export interface ClientOptions {
    * payloads, one frame per write and one request at a time. @defaultValue false
    */
   legacy?: boolean | undefined
+  /** @internal First sequence number of each connection (to exercise the 2^32 wrap). */
+  sequenceStart?: number | undefined
 }
 
 /** Options of {@link PolyCallClient.request}. */
@@ -171,6 +173,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
   readonly #maxInFlight: number
   readonly #heartbeat: number
   readonly #legacyOnly: boolean
+  readonly #sequenceStart: number | undefined
   #credentials: unknown
   #conn: Connection | undefined
   #connecting: Promise<Connection> | undefined
@@ -218,6 +221,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
     if (!Number.isInteger(this.#maxInFlight) || this.#maxInFlight < 1) throw invalidArgument('maxInFlight must be an integer ≥ 1')
     this.#heartbeat = options.heartbeatInterval ?? 30_000
     this.#legacyOnly = options.legacy === true
+    this.#sequenceStart = options.sequenceStart
     this.#credentials = options.credentials
   }
 
@@ -618,6 +622,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
     // Handshake (§4): long form with our capability bits; any of RESPONSE/ERROR echoing the
     // sequence, or a magic-bearing HANDSHAKE (echo peers), completes it.
     const offer = this.#legacyOnly ? 0 : SUPPORTED_CAPABILITIES
+    if (this.#sequenceStart !== undefined) conn.startSequence(this.#sequenceStart)
     const hello = conn.nextSequence()
     conn.session.to(SessionState.Handshake)
     const reply = step(this.#controlReply(conn, hello), 'handshake')

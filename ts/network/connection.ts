@@ -105,6 +105,11 @@ export class Connection {
     throw new PolyCallError(ErrorCode.BUSY, 'no free sequence number')
   }
 
+  /** Sets the counter so the next number is `next` (tests use it to cross the 2^32 wrap). */
+  startSequence(next: number): void {
+    this.#sequence = (next - 1) >>> 0
+  }
+
   /** Queues one frame; frames queued in the same tick leave in one write. */
   send(type: MessageType, sequence: number, payload?: Uint8Array, flags?: number): void {
     if (this.#closed || this.#ending) return
