@@ -847,4 +847,5 @@ module.exports.decoderRaise = nativeBinding.decoderRaise
 module.exports.decoderSetMeta = nativeBinding.decoderSetMeta
 module.exports.decoderTakeAssembled = nativeBinding.decoderTakeAssembled
 module.exports.encodeInto = nativeBinding.encodeInto
+module.exports.inspectFrame = nativeBinding.inspectFrame
 module.exports.parseHandshake = nativeBinding.parseHandshake

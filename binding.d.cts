@@ -23,6 +23,21 @@ export interface BindingHandshake {
   maxInFlight?: number
 }
 
+/** One frame inspected field by field (for `polycall decode`). */
+export interface BindingInspection {
+  version: number
+  kind: number
+  flags: number
+  sequence: number
+  payloadLength: number
+  checksum: number
+  computedChecksum?: number
+  payload: Buffer
+  trailing: number
+  /** `[code, message]` of every rule the bytes break. */
+  problems: Array<Array<string>>
+}
+
 /**
  * Builds the 8-byte long-form HANDSHAKE payload carrying `flags` (capability bits), or the
  * 12-byte extended form when `max_in_flight` is given.
@@ -68,6 +83,9 @@ export declare function decoderTakeAssembled(handle: number): Buffer | null
 
 /** Writes one frame into `out` (exactly 16 + payload bytes). Returns the payload checksum. */
 export declare function encodeInto(out: Buffer, kind: number, flags: number, sequence: number, payload: Uint8Array): number
+
+/** Inspects `bytes` as one frame; throws `ERR_POLYCALL_TRUNCATED_HEADER` under 16 bytes. */
+export declare function inspectFrame(bytes: Uint8Array): BindingInspection
 
 /** Parses a HANDSHAKE payload (PROTOCOL.md §4); `strict` refuses an empty payload. */
 export declare function parseHandshake(payload: Uint8Array, strict: boolean): BindingHandshake

@@ -22,3 +22,5 @@ export type { ClientEvents, ClientOptions, ClientStats, ClientTlsOptions, Reconn
 export type { CallOptions } from './core/abort.js'
 export type { LatencySummary } from './core/stats.js'
 export { channels as diagnosticsChannels } from './core/diagnostics.js'
+export { inspectFrame } from './protocol/inspect.js'
+export type { FrameInspection } from './protocol/inspect.js'

@@ -616,6 +616,17 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
       },
       { maxPayload: MAX_PAYLOAD },
     )
+    try {
+      await this.#setup(conn)
+    } catch (e) {
+      // Whatever failed (handshake refused, credentials refused, timeout), the socket goes too.
+      conn.destroy(isPolyCallError(e) ? e : undefined)
+      throw e
+    }
+    return conn
+  }
+
+  async #setup(conn: Connection): Promise<void> {
     const deadline = now() + this.#connectTimeout
     const step = <T>(p: Promise<T>, what: string) =>
       bounded(p, { timeout: Math.max(0, deadline - now()) }, what, (err) => conn.destroy(err))
@@ -652,7 +663,6 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
     if (this.#credentials !== undefined) await step(this.#sendAuth(conn), 'authenticate')
     else conn.session.to(SessionState.Ready)
     if (caps & Capability.Heartbeat) conn.startHeartbeat(this.#heartbeat)
-    return conn
   }
 
   #dial(): Promise<Socket> {

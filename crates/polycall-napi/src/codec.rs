@@ -82,3 +82,50 @@ pub fn build_handshake(flags: u32, max_in_flight: Option<u32>) -> Result<Buffer,
     }
     .into())
 }
+
+/// One frame inspected field by field (for `polycall decode`).
+#[napi(object)]
+pub struct BindingInspection {
+    /// Version byte.
+    pub version: u32,
+    /// Raw type byte.
+    pub kind: u32,
+    /// Flags field.
+    pub flags: u32,
+    /// Sequence field.
+    pub sequence: u32,
+    /// `payload_length` field.
+    pub payload_length: u32,
+    /// Checksum field.
+    pub checksum: u32,
+    /// Checksum of the payload when all of it is present.
+    pub computed_checksum: Option<u32>,
+    /// The payload bytes present.
+    pub payload: Buffer,
+    /// Bytes after the announced payload.
+    pub trailing: u32,
+    /// `[code, message]` of every rule the bytes break.
+    pub problems: Vec<Vec<String>>,
+}
+
+/// Inspects `bytes` as one frame; throws `ERR_POLYCALL_TRUNCATED_HEADER` under 16 bytes.
+#[napi]
+pub fn inspect_frame(bytes: &[u8]) -> Result<BindingInspection, String> {
+    let i = polycall_core::packet::inspect::inspect(bytes).map_err(to_js)?;
+    Ok(BindingInspection {
+        version: u32::from(i.version),
+        kind: u32::from(i.kind),
+        flags: u32::from(i.flags),
+        sequence: i.sequence,
+        payload_length: i.payload_length,
+        checksum: i.checksum,
+        computed_checksum: i.computed_checksum,
+        payload: i.payload.to_vec().into(),
+        trailing: u32::try_from(i.trailing).unwrap_or(u32::MAX),
+        problems: i
+            .problems
+            .iter()
+            .map(|e| vec![format!("ERR_POLYCALL_{}", e.code()), e.to_string()])
+            .collect(),
+    })
+}

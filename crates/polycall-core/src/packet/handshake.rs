@@ -77,9 +77,11 @@ pub fn build(flags: u16) -> [u8; LONG_FORM_SIZE] {
 /// assert_eq!((h.flags, h.max_in_flight), (1, Some(256)));
 /// ```
 pub fn build_extended(flags: u16, max_in_flight: u32) -> [u8; EXTENDED_SIZE] {
-    let [a, b, c, d, e, f, g, h] = build(flags);
-    let [i, j, k, l] = max_in_flight.to_le_bytes();
-    [a, b, c, d, e, f, g, h, i, j, k, l]
+    let mut out = [0u8; EXTENDED_SIZE];
+    let (long, ext) = out.split_at_mut(LONG_FORM_SIZE);
+    long.copy_from_slice(&build(flags));
+    ext.copy_from_slice(&max_in_flight.to_le_bytes());
+    out
 }
 
 /// Parses a received HANDSHAKE payload. Bytes after offset 7 are ignored, and so is the pad

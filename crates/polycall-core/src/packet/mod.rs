@@ -5,6 +5,7 @@ mod decoder;
 mod encode;
 pub mod handshake;
 mod header;
+pub mod inspect;
 
 pub use decoder::{DecodedFrame, Frame, FrameDecoder, Payload};
 pub use encode::{encode_frame, encode_into};
