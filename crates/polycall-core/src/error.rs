@@ -69,6 +69,48 @@ pub enum Error {
     /// An argument outside its domain (for example a flags value above `0xffff`).
     #[error("{0}")]
     InvalidArgument(String),
+    /// PCR1: the first four header bytes are not `PCR1`.
+    #[error("bad magic {found:02x?}: a PCR1 frame starts with 50 43 52 31")]
+    Pcr1BadMagic {
+        /// The four bytes found.
+        found: [u8; 4],
+    },
+    /// PCR1: the type byte is not 1..=4.
+    #[error("PCR1 frame type {found} is not one of 1..=4")]
+    Pcr1UnknownType {
+        /// The type byte found.
+        found: u8,
+    },
+    /// PCR1: the flags byte or the reserved u16 is not zero.
+    #[error("PCR1 flags {flags:#04x} and reserved {reserved:#06x} must be zero")]
+    Pcr1ReservedBits {
+        /// The flags byte.
+        flags: u8,
+        /// The reserved field.
+        reserved: u16,
+    },
+    /// PCR1: the length field is over the limit (1 048 576 bytes, or a lower configured one).
+    #[error("PCR1 length {length} exceeds the {limit}-byte limit")]
+    Pcr1PayloadTooLarge {
+        /// The announced or supplied length.
+        length: u64,
+        /// The limit in force.
+        limit: u32,
+    },
+    /// PCR1: the stream ended inside a header.
+    #[error("stream ended after {buffered} of 16 PCR1 header bytes")]
+    Pcr1TruncatedHeader {
+        /// Header bytes that had arrived.
+        buffered: usize,
+    },
+    /// PCR1: the stream ended inside a payload.
+    #[error("stream ended after {received} of {expected} PCR1 payload bytes")]
+    Pcr1TruncatedPayload {
+        /// The length field.
+        expected: u32,
+        /// Payload bytes that had arrived.
+        received: u32,
+    },
 }
 
 impl Error {
@@ -84,6 +126,12 @@ impl Error {
             Self::HandshakePayloadTooShort { .. } => "HANDSHAKE_PAYLOAD_TOO_SHORT",
             Self::HandshakeBadMagic { .. } => "HANDSHAKE_BAD_MAGIC",
             Self::InvalidArgument(_) => "INVALID_ARGUMENT",
+            Self::Pcr1BadMagic { .. } => "PCR1_BAD_MAGIC",
+            Self::Pcr1UnknownType { .. } => "PCR1_UNKNOWN_TYPE",
+            Self::Pcr1ReservedBits { .. } => "PCR1_RESERVED_BITS",
+            Self::Pcr1PayloadTooLarge { .. } => "PCR1_PAYLOAD_TOO_LARGE",
+            Self::Pcr1TruncatedHeader { .. } => "PCR1_TRUNCATED_HEADER",
+            Self::Pcr1TruncatedPayload { .. } => "PCR1_TRUNCATED_PAYLOAD",
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The streaming frame decoder (PROTOCOL.md §7, decoder algorithm).
+//! The streaming frame decoder (PROTOCOL.md §7, decoder algorithm), generic over the frame
+//! format so the v1 frame and the PCR1 frame (PROTOCOL-PCR1.md §1) share one implementation.
 //!
 //! TCP keeps no message boundaries, so one pushed chunk may hold many frames, part of one, or
 //! the end of one and the start of the next. The decoder keeps at most one unfinished frame
@@ -15,6 +16,52 @@ use super::header::{HEADER_SIZE, Header, MAX_PAYLOAD};
 use crate::checksum::{checksum, update};
 use crate::error::{Error, Result};
 
+/// A frame format: a 16-byte header validated on its own, then `payload_length` bytes.
+pub trait FrameFormat {
+    /// The validated header.
+    type Header: Copy + core::fmt::Debug + PartialEq + Eq;
+    /// The format's largest payload, inclusive.
+    const MAX_PAYLOAD: u32;
+    /// Parses and validates a header before any payload byte is looked at.
+    ///
+    /// # Errors
+    /// The format's header errors.
+    fn decode_header(bytes: &[u8; HEADER_SIZE], max_payload: u32) -> Result<Self::Header>;
+    /// The header's payload length.
+    fn payload_length(header: &Self::Header) -> u32;
+    /// The checksum the payload must have, for formats that carry one.
+    fn checksum(header: &Self::Header) -> Option<u32>;
+    /// The error for a stream that ended inside a header.
+    fn truncated_header(buffered: usize) -> Error;
+    /// The error for a stream that ended inside a payload.
+    fn truncated_payload(expected: u32, received: u32) -> Error;
+}
+
+/// The LibPolyCall v1 frame (PROTOCOL.md §1-§2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct V1;
+
+impl FrameFormat for V1 {
+    type Header = Header;
+    const MAX_PAYLOAD: u32 = MAX_PAYLOAD;
+
+    fn decode_header(bytes: &[u8; HEADER_SIZE], max_payload: u32) -> Result<Header> {
+        Header::decode(bytes, max_payload)
+    }
+    fn payload_length(header: &Header) -> u32 {
+        header.payload_length
+    }
+    fn checksum(header: &Header) -> Option<u32> {
+        Some(header.checksum)
+    }
+    fn truncated_header(buffered: usize) -> Error {
+        Error::TruncatedHeader { buffered }
+    }
+    fn truncated_payload(expected: u32, received: u32) -> Error {
+        Error::TruncatedPayload { expected, received }
+    }
+}
+
 /// Where a decoded frame's payload is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Payload {
@@ -29,53 +76,56 @@ pub enum Payload {
     Assembled(Vec<u8>),
 }
 
-/// One frame reported by [`FrameDecoder::decode`].
+/// One frame reported by [`StreamDecoder::decode`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DecodedFrame {
+pub struct DecodedFrame<H = Header> {
     /// The validated header.
-    pub header: Header,
+    pub header: H,
     /// The payload's location.
     pub payload: Payload,
 }
 
 /// A frame with an owned payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame {
+pub struct Frame<H = Header> {
     /// The validated header.
-    pub header: Header,
+    pub header: H,
     /// The payload bytes.
     pub payload: Vec<u8>,
 }
 
 #[derive(Debug)]
-struct Partial {
-    header: Header,
+struct Partial<H> {
+    header: H,
     payload: Vec<u8>,
     sum: u32,
 }
 
-/// Incremental v1 frame decoder. Unusable after an error: every later call returns that error
-/// again, since the stream has no resynchronisation marker.
+/// Incremental decoder of one byte stream in format `F`. Unusable after an error: every later
+/// call returns that error again, since neither format has a resynchronisation marker.
 #[derive(Debug)]
-pub struct FrameDecoder {
+pub struct StreamDecoder<F: FrameFormat> {
     max_payload: u32,
     head: [u8; HEADER_SIZE],
     head_len: usize,
-    partial: Option<Partial>,
+    partial: Option<Partial<F::Header>>,
     failed: Option<Error>,
 }
 
-impl Default for FrameDecoder {
+/// The v1 frame decoder.
+pub type FrameDecoder = StreamDecoder<V1>;
+
+impl<F: FrameFormat> Default for StreamDecoder<F> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl FrameDecoder {
-    /// A decoder enforcing the protocol's 1 MiB payload limit.
+impl<F: FrameFormat> StreamDecoder<F> {
+    /// A decoder enforcing the format's payload limit (1 MiB for both formats).
     pub fn new() -> Self {
         Self {
-            max_payload: MAX_PAYLOAD,
+            max_payload: F::MAX_PAYLOAD,
             head: [0; HEADER_SIZE],
             head_len: 0,
             partial: None,
@@ -86,11 +136,12 @@ impl FrameDecoder {
     /// A decoder with a lower payload limit.
     ///
     /// # Errors
-    /// `INVALID_ARGUMENT` when `max_payload` exceeds the protocol maximum of 1 048 576.
+    /// `INVALID_ARGUMENT` when `max_payload` exceeds the format's maximum of 1 048 576.
     pub fn with_max_payload(max_payload: u32) -> Result<Self> {
-        if max_payload > MAX_PAYLOAD {
+        if max_payload > F::MAX_PAYLOAD {
             return Err(Error::InvalidArgument(format!(
-                "maxPayload {max_payload} exceeds the protocol maximum of {MAX_PAYLOAD} bytes"
+                "maxPayload {max_payload} exceeds the protocol maximum of {} bytes",
+                F::MAX_PAYLOAD
             )));
         }
         Ok(Self {
@@ -126,14 +177,13 @@ impl FrameDecoder {
     /// returned, and the decoder stays failed.
     ///
     /// # Errors
-    /// `VERSION_MISMATCH`, `UNKNOWN_MESSAGE_TYPE`, `PAYLOAD_TOO_LARGE` (from the header, before
-    /// any payload byte is stored) or `CHECKSUM_MISMATCH`; or the earlier error of a failed
-    /// decoder.
-    pub fn decode<F: FnMut(DecodedFrame)>(
+    /// The format's header errors (before any payload byte is stored) or `CHECKSUM_MISMATCH`;
+    /// or the earlier error of a failed decoder.
+    pub fn decode<S: FnMut(DecodedFrame<F::Header>)>(
         &mut self,
         chunk: &[u8],
         max_frames: usize,
-        mut sink: F,
+        mut sink: S,
     ) -> Result<usize> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
@@ -150,7 +200,7 @@ impl FrameDecoder {
     ///
     /// # Errors
     /// As [`FrameDecoder::decode`].
-    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<Frame>) -> Result<()> {
+    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<Frame<F::Header>>) -> Result<()> {
         self.decode(chunk, usize::MAX, |f| {
             let payload = match f.payload {
                 Payload::InChunk { start, end } => chunk
@@ -177,14 +227,12 @@ impl FrameDecoder {
             return Err(e.clone());
         }
         let err = if let Some(p) = &self.partial {
-            Error::TruncatedPayload {
-                expected: p.header.payload_length,
-                received: u32::try_from(p.payload.len()).unwrap_or(u32::MAX),
-            }
+            F::truncated_payload(
+                F::payload_length(&p.header),
+                u32::try_from(p.payload.len()).unwrap_or(u32::MAX),
+            )
         } else if self.head_len > 0 {
-            Error::TruncatedHeader {
-                buffered: self.head_len,
-            }
+            F::truncated_header(self.head_len)
         } else {
             return Ok(());
         };
@@ -198,14 +246,21 @@ impl FrameDecoder {
         self.head_len = 0;
     }
 
-    fn verify(header: &Header, actual: u32) -> Result<()> {
-        if actual == header.checksum {
-            Ok(())
+    fn verify(header: &F::Header, actual: u32) -> Result<()> {
+        match F::checksum(header) {
+            Some(expected) if expected != actual => {
+                Err(Error::ChecksumMismatch { expected, actual })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The running checksum over `bytes`, only for formats that carry one.
+    fn sum(header: &F::Header, acc: u32, bytes: &[u8]) -> u32 {
+        if F::checksum(header).is_some() {
+            update(acc, bytes)
         } else {
-            Err(Error::ChecksumMismatch {
-                expected: header.checksum,
-                actual,
-            })
+            0
         }
     }
 
@@ -213,7 +268,7 @@ impl FrameDecoder {
         &mut self,
         chunk: &[u8],
         max_frames: usize,
-        sink: &mut impl FnMut(DecodedFrame),
+        sink: &mut impl FnMut(DecodedFrame<F::Header>),
     ) -> Result<usize> {
         let mut pos = 0usize;
         let mut produced = 0usize;
@@ -221,7 +276,7 @@ impl FrameDecoder {
             let rest = chunk.get(pos..).unwrap_or_default();
 
             if let Some(p) = self.partial.as_mut() {
-                let total = p.header.payload_length as usize;
+                let total = F::payload_length(&p.header) as usize;
                 let want = total - p.payload.len();
                 let take = want.min(rest.len());
                 let (piece, _) = rest.split_at(take);
@@ -232,7 +287,7 @@ impl FrameDecoder {
                     let target = needed.max(p.payload.capacity() * 2).min(total);
                     p.payload.reserve_exact(target - p.payload.len());
                 }
-                p.sum = update(p.sum, piece);
+                p.sum = Self::sum(&p.header, p.sum, piece);
                 p.payload.extend_from_slice(piece);
                 pos += take;
                 if take < want {
@@ -259,7 +314,7 @@ impl FrameDecoder {
                     .try_into()
                     .map_err(|_| Error::InvalidArgument("header slice".into()))?;
                 pos += HEADER_SIZE;
-                Header::decode(head, self.max_payload)?
+                F::decode_header(head, self.max_payload)?
             } else {
                 let take = (HEADER_SIZE - self.head_len).min(rest.len());
                 let (piece, _) = rest.split_at(take);
@@ -272,14 +327,16 @@ impl FrameDecoder {
                     return Ok(pos);
                 }
                 self.head_len = 0;
-                Header::decode(&self.head, self.max_payload)?
+                F::decode_header(&self.head, self.max_payload)?
             };
 
-            let len = header.payload_length as usize;
+            let len = F::payload_length(&header) as usize;
             let rest = chunk.get(pos..).unwrap_or_default();
             if rest.len() >= len {
                 let (payload, _) = rest.split_at(len);
-                Self::verify(&header, checksum(payload))?;
+                if F::checksum(&header).is_some() {
+                    Self::verify(&header, checksum(payload))?;
+                }
                 sink(DecodedFrame {
                     header,
                     payload: Payload::InChunk {
@@ -293,8 +350,8 @@ impl FrameDecoder {
                 let mut payload = Vec::with_capacity(rest.len().max(4096).min(len));
                 payload.extend_from_slice(rest);
                 self.partial = Some(Partial {
+                    sum: Self::sum(&header, 0, rest),
                     header,
-                    sum: checksum(rest),
                     payload,
                 });
                 return Ok(chunk.len());

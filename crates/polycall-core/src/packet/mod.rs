@@ -7,6 +7,6 @@ pub mod handshake;
 mod header;
 pub mod inspect;
 
-pub use decoder::{DecodedFrame, Frame, FrameDecoder, Payload};
+pub use decoder::{DecodedFrame, Frame, FrameDecoder, FrameFormat, Payload, StreamDecoder, V1};
 pub use encode::{encode_frame, encode_into};
 pub use header::{HEADER_SIZE, Header, MAX_PAYLOAD, MessageType, PROTOCOL_VERSION, flags};
