@@ -847,5 +847,6 @@ module.exports.decoderRaise = nativeBinding.decoderRaise
 module.exports.decoderSetMeta = nativeBinding.decoderSetMeta
 module.exports.decoderTakeAssembled = nativeBinding.decoderTakeAssembled
 module.exports.encodeInto = nativeBinding.encodeInto
+module.exports.encodePcr1 = nativeBinding.encodePcr1
 module.exports.inspectFrame = nativeBinding.inspectFrame
 module.exports.parseHandshake = nativeBinding.parseHandshake

@@ -25,14 +25,23 @@ export interface BindingHandshake {
 
 /** One frame inspected field by field (for `polycall decode`). */
 export interface BindingInspection {
+  /** Version byte. */
   version: number
+  /** Raw type byte. */
   kind: number
+  /** Flags field. */
   flags: number
+  /** Sequence field. */
   sequence: number
+  /** `payload_length` field. */
   payloadLength: number
+  /** Checksum field. */
   checksum: number
+  /** Checksum of the payload when all of it is present. */
   computedChecksum?: number
+  /** The payload bytes present. */
   payload: Buffer
+  /** Bytes after the announced payload. */
   trailing: number
   /** `[code, message]` of every rule the bytes break. */
   problems: Array<Array<string>>
@@ -59,8 +68,11 @@ export declare function decoderEnd(handle: number): void
 /** Releases a decoder. Freeing twice, or a stale handle, does nothing. */
 export declare function decoderFree(handle: number): void
 
-/** Creates a decoder with the given payload limit (at most 1 048 576) and returns its handle. */
-export declare function decoderNew(maxPayload: number): number
+/**
+ * Creates a decoder with the given payload limit (at most 1 048 576) and returns its handle.
+ * `format` is 0 for the v1 frame, 1 for the PCR1 frame.
+ */
+export declare function decoderNew(maxPayload: number, format: number): number
 
 /**
  * Decodes `chunk` into the registered metadata array. Returns the frame count, with `MORE`
@@ -83,6 +95,9 @@ export declare function decoderTakeAssembled(handle: number): Buffer | null
 
 /** Writes one frame into `out` (exactly 16 + payload bytes). Returns the payload checksum. */
 export declare function encodeInto(out: Buffer, kind: number, flags: number, sequence: number, payload: Uint8Array): number
+
+/** Encodes one PCR1 frame (big-endian header, no checksum). */
+export declare function encodePcr1(kind: number, corr: number, payload: Uint8Array): Buffer
 
 /** Inspects `bytes` as one frame; throws `ERR_POLYCALL_TRUNCATED_HEADER` under 16 bytes. */
 export declare function inspectFrame(bytes: Uint8Array): BindingInspection

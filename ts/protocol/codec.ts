@@ -159,15 +159,131 @@ const META_KEY = Symbol.for('polycall.decoder.meta.v1')
 const META: Uint32Array = ((globalThis as Record<symbol, unknown>)[META_KEY] as Uint32Array | undefined) ??
   ((globalThis as Record<symbol, unknown>)[META_KEY] = new Uint32Array(META_FRAMES * META_WORDS))
 native.decoderSetMeta(META)
-const ASSEMBLED = 0xffffffff
+/** @internal Payload-start marker of a frame assembled across chunks. */
+export const ASSEMBLED = 0xffffffff
 const MORE = 1 << 30
 const FAILED = 1 << 29
 const PARTIAL = 1 << 28
 const COUNT = PARTIAL - 1
 const FREED = -1
+/** @internal The metadata words of decoded frames, shared by every decoder of this thread. */
+export { META as DECODER_META, META_WORDS as DECODER_META_WORDS }
+/** @internal Frames written by a native push. */
+export const statusCount = (status: number): number => status & COUNT
+/** @internal The push stopped at a bad frame (call `fail`). */
+export const statusFailed = (status: number): boolean => (status & FAILED) !== 0
+/** @internal The metadata array filled up; push the rest of the chunk again. */
+export const statusMore = (status: number): boolean => (status & MORE) !== 0
 
 // Safety net only: decoders are freed explicitly by free(), dispose, end() and errors.
 const finalizer = new FinalizationRegistry<number>((handle) => native.decoderFree(handle))
+
+/**
+ * @internal The native half of a stream decoder: handle lifetime, the push/status protocol and
+ * the sticky failure. Subclasses read the frames out of {@link DECODER_META}.
+ */
+export abstract class NativeStreamDecoder {
+  #handle: number
+  #error: PolyCallError | undefined
+  /** The native side holds an unfinished frame. */
+  protected partial = false
+  /** The payload limit in force. */
+  readonly maxPayload: number
+
+  protected constructor(options: FrameDecoderOptions, format: 0 | 1) {
+    const max = options.maxPayload ?? MAX_PAYLOAD
+    if (!Number.isInteger(max) || max < 0 || max > MAX_PAYLOAD) {
+      throw invalidArgument(`maxPayload ${String(max)} is not an integer in 0..${MAX_PAYLOAD}`)
+    }
+    this.maxPayload = max
+    try {
+      this.#handle = native.decoderNew(max, format)
+    } catch (e) {
+      throw fromNative(e)
+    }
+    finalizer.register(this, this.#handle, this)
+  }
+
+  /**
+   * Runs one native push of `view`; returns the status word: the frame count written to the
+   * metadata array ({@link statusCount}), and whether decoding failed ({@link statusFailed}) or
+   * must continue with `view.subarray(this.consumed())` ({@link statusMore}).
+   */
+  protected nativePush(view: Uint8Array): number {
+    const status = native.decoderPush(this.live(), view)
+    if (!(status & (MORE | FAILED))) this.partial = (status & PARTIAL) !== 0
+    return status
+  }
+
+  /** The payload of the frame reported with {@link ASSEMBLED}. */
+  protected takeAssembled(): Buffer {
+    return native.decoderTakeAssembled(this.#handle)!
+  }
+
+  /** How far the last push read `view` when it returned `more`. */
+  protected consumed(): number {
+    return native.decoderConsumed(this.#handle)
+  }
+
+  /**
+   * Declares the end of the stream and releases the native state.
+   *
+   * @throws the format's truncation error when a frame was cut short, or the error that
+   *   already stopped this decoder
+   */
+  end(): void {
+    const handle = this.live()
+    try {
+      native.decoderEnd(handle)
+    } catch (e) {
+      throw this.fail([], e)
+    }
+    this.free()
+  }
+
+  /** Bytes held for a frame that has not completed yet (0 once freed). */
+  get buffered(): number {
+    return this.#handle === FREED ? 0 : native.decoderBuffered(this.#handle)
+  }
+
+  /** Releases the native state now. Idempotent; later pushes throw `ERR_POLYCALL_CLOSED`. */
+  free(): void {
+    if (this.#handle === FREED) return
+    native.decoderFree(this.#handle)
+    finalizer.unregister(this)
+    this.#handle = FREED
+  }
+
+  /** Same as `free()`, for `using decoder = ...`. */
+  [Symbol.dispose](): void {
+    this.free()
+  }
+
+  protected live(): number {
+    if (this.#error) throw this.#error
+    if (this.#handle === FREED) throw new PolyCallError(ErrorCode.CLOSED, 'the decoder was freed')
+    return this.#handle
+  }
+
+  /** Makes the decoder's failure sticky, frees the native state and returns the error. */
+  protected fail<T>(frames: T[], thrown?: unknown): PolyCallError & { frames: T[] } {
+    let err: PolyCallError
+    if (thrown !== undefined) err = fromNative(thrown)
+    else {
+      try {
+        native.decoderRaise(this.#handle)
+        err = new PolyCallError(ErrorCode.INTERNAL, 'decoder reported a failure without an error')
+      } catch (e) {
+        err = fromNative(e)
+      }
+    }
+    this.#error = err
+    this.free()
+    const withFrames = err as PolyCallError & { frames: T[] }
+    withFrames.frames = frames
+    return withFrames
+  }
+}
 
 /**
  * Incremental decoder for one byte stream. Push every chunk as it arrives; get back every frame
@@ -186,30 +302,13 @@ const finalizer = new FinalizationRegistry<number>((handle) => native.decoderFre
  * socket.on('end', () => decoder.end())
  * ```
  */
-export class FrameDecoder {
-  #handle: number
-  #error: PolyCallError | undefined
-  /** The native side holds an unfinished frame (so the JS fast path must not run). */
-  #partial = false
-  /** The payload limit in force. */
-  readonly maxPayload: number
-
+export class FrameDecoder extends NativeStreamDecoder {
   /**
    * @param options - `maxPayload` (at most 1 048 576)
    * @throws `ERR_POLYCALL_INVALID_ARGUMENT` for a bad `maxPayload`
    */
   constructor(options: FrameDecoderOptions = {}) {
-    const max = options.maxPayload ?? MAX_PAYLOAD
-    if (!Number.isInteger(max) || max < 0 || max > MAX_PAYLOAD) {
-      throw invalidArgument(`maxPayload ${String(max)} is not an integer in 0..${MAX_PAYLOAD}`)
-    }
-    this.maxPayload = max
-    try {
-      this.#handle = native.decoderNew(max)
-    } catch (e) {
-      throw fromNative(e)
-    }
-    finalizer.register(this, this.#handle, this)
+    super(options, 0)
   }
 
   /**
@@ -224,20 +323,20 @@ export class FrameDecoder {
    */
   push(chunk: Uint8Array): Frame[] {
     if (!(chunk instanceof Uint8Array)) throw invalidArgument('push(chunk): chunk must be a Uint8Array')
-    const handle = this.#live()
+    this.live()
     const frames: Frame[] = []
     let view = chunk
-    if (!this.#partial && chunk.length <= JS_DECODE_LIMIT) {
+    if (!this.partial && chunk.length <= JS_DECODE_LIMIT) {
       const used = decodeValidPrefixJs(chunk, this.maxPayload, frames)
       if (used === chunk.length) return frames
       view = chunk.subarray(used)
     }
     for (;;) {
-      const status = native.decoderPush(handle, view)
-      const n = status & COUNT
+      const status = this.nativePush(view)
+      const count = status & COUNT
       const ab = view.buffer
       const base = view.byteOffset
-      for (let i = 0, o = 0; i < n; i++, o += META_WORDS) {
+      for (let i = 0, o = 0; i < count; i++, o += META_WORDS) {
         const head = META[o]!
         const start = META[o + 3]!
         frames.push({
@@ -246,74 +345,12 @@ export class FrameDecoder {
           flags: head >>> 16,
           sequence: META[o + 1]!,
           checksum: META[o + 2]!,
-          payload: start === ASSEMBLED ? native.decoderTakeAssembled(handle)! : Buffer.from(ab, base + start, META[o + 4]!),
+          payload: start === ASSEMBLED ? this.takeAssembled() : Buffer.from(ab, base + start, META[o + 4]!),
         })
       }
-      if (status & FAILED) throw this.#fail(frames)
-      if (!(status & MORE)) {
-        this.#partial = (status & PARTIAL) !== 0
-        return frames
-      }
-      view = view.subarray(native.decoderConsumed(handle))
+      if (status & FAILED) throw this.fail(frames)
+      if (!(status & MORE)) return frames
+      view = view.subarray(this.consumed())
     }
-  }
-
-  /**
-   * Declares the end of the stream and releases the native state.
-   *
-   * @throws `ERR_POLYCALL_TRUNCATED_HEADER` or `ERR_POLYCALL_TRUNCATED_PAYLOAD` when a frame was cut
-   *   short, or the error that already stopped this decoder
-   */
-  end(): void {
-    const handle = this.#live()
-    try {
-      native.decoderEnd(handle)
-    } catch (e) {
-      throw this.#fail([], e)
-    }
-    this.free()
-  }
-
-  /** Bytes held for a frame that has not completed yet (0 once freed). */
-  get buffered(): number {
-    return this.#handle === FREED ? 0 : native.decoderBuffered(this.#handle)
-  }
-
-  /** Releases the native state now. Idempotent; later pushes throw `ERR_POLYCALL_CLOSED`. */
-  free(): void {
-    if (this.#handle === FREED) return
-    native.decoderFree(this.#handle)
-    finalizer.unregister(this)
-    this.#handle = FREED
-  }
-
-  /** Same as {@link FrameDecoder.free}, for `using decoder = new FrameDecoder()`. */
-  [Symbol.dispose](): void {
-    this.free()
-  }
-
-  #live(): number {
-    if (this.#error) throw this.#error
-    if (this.#handle === FREED) throw new PolyCallError(ErrorCode.CLOSED, 'the decoder was freed')
-    return this.#handle
-  }
-
-  #fail(frames: Frame[], thrown?: unknown): DecodeError {
-    let err: PolyCallError
-    if (thrown !== undefined) err = fromNative(thrown)
-    else {
-      try {
-        native.decoderRaise(this.#handle)
-        err = new PolyCallError(ErrorCode.INTERNAL, 'decoder reported a failure without an error')
-      } catch (e) {
-        err = fromNative(e)
-      }
-    }
-    // The decoder is unusable now: keep the error, release the native state.
-    this.#error = err
-    this.free()
-    const decodeError = err as DecodeError
-    decodeError.frames = frames
-    return decodeError
   }
 }

@@ -129,3 +129,14 @@ pub fn inspect_frame(bytes: &[u8]) -> Result<BindingInspection, String> {
             .collect(),
     })
 }
+
+/// Encodes one PCR1 frame (big-endian header, no checksum).
+#[napi]
+pub fn encode_pcr1(kind: u32, corr: u32, payload: &[u8]) -> Result<Buffer, String> {
+    let kind = u8::try_from(kind)
+        .map_err(|_| invalid("PCR1 type must be 1..4"))
+        .and_then(|k| polycall_core::pcr1::Pcr1Type::try_from(k).map_err(to_js))?;
+    polycall_core::pcr1::encode_frame(kind, corr, payload)
+        .map(Buffer::from)
+        .map_err(to_js)
+}

@@ -11,6 +11,8 @@ use std::cell::RefCell;
 use napi::bindgen_prelude::{Buffer, Uint32Array};
 use napi::{Env, Result};
 use napi_derive::napi;
+use polycall_core::packet::{DecodedFrame, FrameFormat, StreamDecoder};
+use polycall_core::pcr1::Pcr1Decoder;
 use polycall_core::{FrameDecoder, Payload};
 
 use crate::error::{invalid, to_js};
@@ -36,8 +38,35 @@ struct Slot {
     decoder: Option<Entry>,
 }
 
+/// The frame format a decoder reads: the v1 frame or the PCR1 frame.
+enum Inner {
+    V1(FrameDecoder),
+    Pcr1(Pcr1Decoder),
+}
+
+impl Inner {
+    fn buffered(&self) -> usize {
+        match self {
+            Self::V1(d) => d.buffered(),
+            Self::Pcr1(d) => d.buffered(),
+        }
+    }
+    fn failure(&self) -> Option<&polycall_core::Error> {
+        match self {
+            Self::V1(d) => d.failure(),
+            Self::Pcr1(d) => d.failure(),
+        }
+    }
+    fn finish(&mut self) -> polycall_core::Result<()> {
+        match self {
+            Self::V1(d) => d.finish(),
+            Self::Pcr1(d) => d.finish(),
+        }
+    }
+}
+
 struct Entry {
-    inner: FrameDecoder,
+    inner: Inner,
     assembled: Option<Vec<u8>>,
     consumed: u32,
 }
@@ -96,9 +125,14 @@ pub fn decoder_set_meta(env: Env, meta: Uint32Array) -> Result<(), String> {
 }
 
 /// Creates a decoder with the given payload limit (at most 1 048 576) and returns its handle.
+/// `format` is 0 for the v1 frame, 1 for the PCR1 frame.
 #[napi]
-pub fn decoder_new(max_payload: u32) -> Result<u32, String> {
-    let inner = FrameDecoder::with_max_payload(max_payload).map_err(to_js)?;
+pub fn decoder_new(max_payload: u32, format: u32) -> Result<u32, String> {
+    let inner = match format {
+        0 => Inner::V1(FrameDecoder::with_max_payload(max_payload).map_err(to_js)?),
+        1 => Inner::Pcr1(Pcr1Decoder::with_max_payload(max_payload).map_err(to_js)?),
+        _ => return Err(invalid("unknown frame format")),
+    };
     REGISTRY.with_borrow_mut(|r| {
         let entry = Entry {
             inner,
@@ -159,30 +193,19 @@ pub fn decoder_push(handle: u32, chunk: &[u8]) -> Result<u32, String> {
         // and, being fixed-length, keeps its address). JS runs on this thread and is suspended
         // for the length of this call, and no other slice of it exists during the call.
         let meta = unsafe { meta.as_mut() };
-        let capacity = meta.len() / META_WORDS;
-        let mut count = 0usize;
         let assembled = &mut entry.assembled;
-        let result = entry.inner.decode(chunk, capacity.max(1), |f| {
-            let (start, len) = match f.payload {
-                Payload::InChunk { start, end } => (start as u32, (end - start) as u32),
-                Payload::Assembled(bytes) => {
-                    let len = bytes.len() as u32;
-                    *assembled = Some(bytes);
-                    (ASSEMBLED, len)
-                }
-            };
-            let h = f.header;
-            if let Some(slot) = meta.get_mut(count * META_WORDS..(count + 1) * META_WORDS) {
-                slot.copy_from_slice(&[
+        let (count, result) = match &mut entry.inner {
+            Inner::V1(d) => run(d, chunk, meta, assembled, |h| {
+                [
                     u32::from(h.kind as u8) | (u32::from(h.flags) << 16),
                     h.sequence,
                     h.checksum,
-                    start,
-                    len,
-                ]);
-            }
-            count += 1;
-        });
+                ]
+            }),
+            Inner::Pcr1(d) => run(d, chunk, meta, assembled, |h| {
+                [u32::from(h.kind as u8), h.corr, 0]
+            }),
+        };
         let mut status = count as u32;
         match result {
             Ok(consumed) => {
@@ -198,6 +221,39 @@ pub fn decoder_push(handle: u32, chunk: &[u8]) -> Result<u32, String> {
         }
         Ok(status)
     })?
+}
+
+/// Decodes `chunk` with `decoder`, writing three header words (from `words`) plus the payload
+/// location per frame into `meta`. Returns the frame count and the decoder's result.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "chunks are checked to be under 4 GiB by the caller"
+)]
+fn run<F: FrameFormat>(
+    decoder: &mut StreamDecoder<F>,
+    chunk: &[u8],
+    meta: &mut [u32],
+    assembled: &mut Option<Vec<u8>>,
+    words: impl Fn(&F::Header) -> [u32; 3],
+) -> (usize, polycall_core::Result<usize>) {
+    let capacity = meta.len() / META_WORDS;
+    let mut count = 0usize;
+    let result = decoder.decode(chunk, capacity.max(1), |f: DecodedFrame<F::Header>| {
+        let (start, len) = match f.payload {
+            Payload::InChunk { start, end } => (start as u32, (end - start) as u32),
+            Payload::Assembled(bytes) => {
+                let len = bytes.len() as u32;
+                *assembled = Some(bytes);
+                (ASSEMBLED, len)
+            }
+        };
+        let [w0, w1, w2] = words(&f.header);
+        if let Some(slot) = meta.get_mut(count * META_WORDS..(count + 1) * META_WORDS) {
+            slot.copy_from_slice(&[w0, w1, w2, start, len]);
+        }
+        count += 1;
+    });
+    (count, result)
 }
 
 /// The payload of the frame reported with the `ASSEMBLED` marker by the last push.
