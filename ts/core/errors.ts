@@ -28,6 +28,18 @@ export const ErrorCode = {
   HANDSHAKE_PAYLOAD_TOO_SHORT: 'ERR_POLYCALL_HANDSHAKE_PAYLOAD_TOO_SHORT',
   /** A HANDSHAKE payload without the magic `43 4c 50 00`. */
   HANDSHAKE_BAD_MAGIC: 'ERR_POLYCALL_HANDSHAKE_BAD_MAGIC',
+  /** PCR1: the frame does not start with `PCR1`. */
+  PCR1_BAD_MAGIC: 'ERR_POLYCALL_PCR1_BAD_MAGIC',
+  /** PCR1: the type byte is not 1..4. */
+  PCR1_UNKNOWN_TYPE: 'ERR_POLYCALL_PCR1_UNKNOWN_TYPE',
+  /** PCR1: flags or reserved bits are set. */
+  PCR1_RESERVED_BITS: 'ERR_POLYCALL_PCR1_RESERVED_BITS',
+  /** PCR1: the length field is over 1 MiB (or the configured limit). */
+  PCR1_PAYLOAD_TOO_LARGE: 'ERR_POLYCALL_PCR1_PAYLOAD_TOO_LARGE',
+  /** PCR1: the stream ended inside a header. */
+  PCR1_TRUNCATED_HEADER: 'ERR_POLYCALL_PCR1_TRUNCATED_HEADER',
+  /** PCR1: the stream ended inside a payload. */
+  PCR1_TRUNCATED_PAYLOAD: 'ERR_POLYCALL_PCR1_TRUNCATED_PAYLOAD',
   /** An argument of the wrong type or outside its range. */
   INVALID_ARGUMENT: 'ERR_POLYCALL_INVALID_ARGUMENT',
   /** The call's AbortSignal fired; `cause` is the signal's reason. */
