@@ -1,7 +1,8 @@
 //! Sans-I/O core of polycall.
 //!
 //! Everything byte-level lives here: the LibPolyCall v1 frame codec (PROTOCOL.md §1-§5, §7),
-//! the checksum (§2), the handshake payload (§4) and the error identifiers (§8.1). The crate
+//! the checksum (§2), the handshake payload (§4), the error identifiers (§8.1, §8.4) and the
+//! state machines: the protocol session machine (§6) and user state machines (§9). The crate
 //! knows nothing about Node, sockets or timers: callers push byte slices in and get frames or
 //! errors back.
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@
 pub mod checksum;
 pub mod error;
 pub mod packet;
+pub mod state;
 
 pub use checksum::checksum;
 pub use error::{Error, Result};
