@@ -530,6 +530,27 @@ impl StateMachine {
         Ok(out)
     }
 
+    /// The state's metadata as a compact JSON array of `[key, value]` pairs, in insertion order
+    /// (a JSON object would lose the order of integer-like keys once parsed in JavaScript).
+    ///
+    /// # Errors
+    /// `InvalidState`.
+    pub fn metadata_entries_json(&self, id: StateId) -> Result<String> {
+        let mut out = String::from("[");
+        for (i, (k, v)) in self.record(id)?.metadata.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push('[');
+            write_str(&mut out, k);
+            out.push(',');
+            write_value(&mut out, v);
+            out.push(']');
+        }
+        out.push(']');
+        Ok(out)
+    }
+
     /// The state's node-polycall JSON, the text its checksum covers:
     /// `{"name","isLocked","endpoint","metadata","transitions"}` in that order, compact.
     ///
@@ -646,12 +667,16 @@ pub(super) fn write_metadata(out: &mut String, metadata: &[(String, MetaValue)])
         }
         write_str(out, k);
         out.push(':');
-        match v {
-            MetaValue::Int(n) => write_u64(out, *n),
-            MetaValue::Raw(raw) => out.push_str(raw),
-        }
+        write_value(out, v);
     }
     out.push('}');
+}
+
+fn write_value(out: &mut String, v: &MetaValue) {
+    match v {
+        MetaValue::Int(n) => write_u64(out, *n),
+        MetaValue::Raw(raw) => out.push_str(raw),
+    }
 }
 
 /// Parses a JSON object of initial metadata into `(key, JSON text)` pairs for
@@ -959,6 +984,12 @@ mod tests {
         );
         let d = m.diagnostics(a).unwrap();
         assert_eq!((d.version, d.created_at, d.last_modified), (3, T0, T0 + 8));
+        m.set_metadata(a, "1", "true", T0 + 9).unwrap();
+        assert!(
+            m.metadata_entries_json(a)
+                .unwrap()
+                .ends_with(r#"["n",[1, 2]],["1",true]]"#)
+        );
     }
 
     #[test]
