@@ -356,6 +356,11 @@ impl<'a> Parser<'a> {
             self.skip_ws();
             self.expect(b':')?;
             let node = self.value(depth + 1)?;
+            // JSON.stringify never repeats a key; JSON.parse would keep the last one and this
+            // reader the first, so a repeated key is refused rather than read differently.
+            if members.iter().any(|m| m.key == key) {
+                return self.err("repeated key");
+            }
             members.push(Member { raw_key, key, node });
             self.skip_ws();
             match self.peek() {
@@ -433,6 +438,7 @@ mod tests {
             "{} x",
             "[1 2]",
             "{\"a\":1,}",
+            "{\"a\":1,\"a\":2}",
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
