@@ -257,6 +257,8 @@ interface Waiter {
 /** Id the core never gives a state: transitions to unknown names are refused by the core. */
 const NO_STATE = 0xffffffff
 const FREED = -1
+/** `#current` while the machine has no current state (names[-1] is undefined). */
+const NO_CURRENT = -1
 const MAX_STATES_LIMIT = 1 << 20
 const NEVER = new AbortController().signal
 const LONE_SURROGATE = /\p{Cs}/u
@@ -302,6 +304,19 @@ async function runHook(hook: TransitionHook | undefined, ctx: TransitionContext,
     throw new PolyCallError(ErrorCode.HOOK_FAILED, `${what} of ${JSON.stringify(ctx.from)} -> ${JSON.stringify(ctx.to)} failed`, {
       cause: e,
     })
+  }
+}
+
+/** A snapshot's JSON text: strings pass through unchanged, objects go through JSON.stringify. */
+function snapshotText(snapshot: unknown): string {
+  if (typeof snapshot === 'string') return snapshot
+  if (snapshot === null || typeof snapshot !== 'object') {
+    throw new PolyCallError(ErrorCode.INVALID_SNAPSHOT, 'a snapshot must be an object or its JSON text')
+  }
+  try {
+    return JSON.stringify(snapshot)
+  } catch (cause) {
+    throw new PolyCallError(ErrorCode.INVALID_SNAPSHOT, 'the snapshot cannot be serialised as JSON', { cause })
   }
 }
 
@@ -404,8 +419,13 @@ export class State {
    *   `restoreState` throws
    */
   restore(snapshot: StateSnapshot | string): void {
-    const text = typeof snapshot === 'string' ? snapshot : JSON.stringify(snapshot)
-    const named = (JSON.parse(text) as { state?: { name?: unknown } } | null)?.state?.name
+    const text = snapshotText(snapshot)
+    let named: unknown
+    try {
+      named = (JSON.parse(text) as { state?: { name?: unknown } } | null)?.state?.name
+    } catch (cause) {
+      throw new PolyCallError(ErrorCode.INVALID_SNAPSHOT, 'the snapshot is not JSON', { cause })
+    }
     if (named !== this.name) {
       throw new PolyCallError(ErrorCode.INVALID_STATE, `a snapshot of ${JSON.stringify(named)} cannot restore ${JSON.stringify(this.name)}`)
     }
@@ -457,7 +477,7 @@ export class StateMachine extends EventEmitter<StateMachineEvents> {
   #handle: number
   #names: string[] = []
   #ids = new Map<string, number>()
-  #current = FREED
+  #current = NO_CURRENT
   #busy = false
   #waiters: Waiter[] = []
   /** Hooks by `from + "\0" + to` (names): what survives a restore. */
@@ -797,7 +817,7 @@ export class StateMachine extends EventEmitter<StateMachineEvents> {
    *   `ERR_POLYCALL_INVALID_SNAPSHOT`, `ERR_POLYCALL_MAX_TRANSITIONS_REACHED` (4)
    */
   restoreState(snapshot: StateSnapshot | string): void {
-    const text = this.#text(snapshot)
+    const text = snapshotText(snapshot)
     const handle = this.#live()
     call(() => native.smRestoreState(handle, text))
     this.#sync()
@@ -838,7 +858,7 @@ export class StateMachine extends EventEmitter<StateMachineEvents> {
    * ```
    */
   async restore(snapshot: StateMachineSnapshot | string, options: RestoreOptions = {}): Promise<SnapshotFormat> {
-    const text = this.#text(snapshot)
+    const text = snapshotText(snapshot)
     const strict = options.strict ?? false
     if (typeof strict !== 'boolean') throw invalidArgument('strict must be a boolean')
     const d = deadline(options)
@@ -915,18 +935,6 @@ export class StateMachine extends EventEmitter<StateMachineEvents> {
     return id
   }
 
-  #text(snapshot: unknown): string {
-    if (typeof snapshot === 'string') return snapshot
-    if (snapshot === null || typeof snapshot !== 'object') {
-      throw new PolyCallError(ErrorCode.INVALID_SNAPSHOT, 'a snapshot must be an object or its JSON text')
-    }
-    try {
-      return JSON.stringify(snapshot)
-    } catch (cause) {
-      throw new PolyCallError(ErrorCode.INVALID_SNAPSHOT, 'the snapshot cannot be serialised as JSON', { cause })
-    }
-  }
-
   #hasHooks(from: number, to: number): boolean {
     return (
       this.#edgeById[from]?.has(to) === true ||
@@ -966,56 +974,56 @@ export class StateMachine extends EventEmitter<StateMachineEvents> {
     return e
   }
 
+  /** The transition path with guards or hooks, in the FIFO queue. One async frame on purpose. */
   async #queued(to: string, d: Deadline): Promise<TransitionRecord> {
     try {
-      await this.#acquire(d)
+      if (this.#busy || d.signal !== undefined) await this.#acquire(d)
+      else this.#busy = true
     } catch (e) {
       throw this.#failed(e)
     }
     try {
-      return await this.#perform(to, d)
+      let handle = this.#live()
+      if (d.signal?.aborted) throw d.error()
+      const id = this.#ids.get(to) ?? NO_STATE
+      const from = this.#current
+      const edge = this.#edgeById[from]?.get(id)
+      const onExit = this.#stateById[from]?.onExit
+      const onEnter = this.#stateById[id]?.onEnter
+      // The state may have changed while this call waited: it may need no hooks now.
+      if (!edge && !onExit && !onEnter) return this.#commit(handle, id, to)
+      if (!native.smPrecheck(handle, id)) throw this.#refusal(handle, to)
+      const ctx: TransitionContext = { from: this.#names[from]!, to, signal: d.signal ?? NEVER }
+      try {
+        const guard = edge?.guard
+        if (guard) {
+          let ok: unknown
+          try {
+            ok = d.signal === undefined ? await guard(ctx) : await raceDeadline(guard(ctx), d)
+          } catch (e) {
+            if (isDeadlineError(e)) throw e
+            throw new PolyCallError(ErrorCode.GUARD_REJECTED, `the guard of ${JSON.stringify(ctx.from)} -> ${JSON.stringify(to)} threw`, {
+              cause: e,
+            })
+          }
+          if (!ok) throw new PolyCallError(ErrorCode.GUARD_REJECTED, `the guard of ${JSON.stringify(ctx.from)} -> ${JSON.stringify(to)} refused`)
+        }
+        if (onExit) await runHook(onExit, ctx, d, 'onExit')
+        if (edge?.before) await runHook(edge.before, ctx, d, 'before')
+      } catch (e) {
+        if (this.#handle === handle) native.smRecordFailure(handle)
+        throw e
+      }
+      handle = this.#live()
+      const record = this.#commit(handle, id, to)
+      if (onEnter) await runHook(onEnter, ctx, d, 'onEnter')
+      if (edge?.after) await runHook(edge.after, ctx, d, 'after')
+      return record
     } catch (e) {
       throw this.#failed(e)
     } finally {
       this.#release()
     }
-  }
-
-  async #perform(to: string, d: Deadline): Promise<TransitionRecord> {
-    let handle = this.#live()
-    if (d.signal?.aborted) throw d.error()
-    const id = this.#ids.get(to) ?? NO_STATE
-    const from = this.#current
-    const edge = this.#edgeById[from]?.get(id)
-    const onExit = this.#stateById[from]?.onExit
-    const onEnter = this.#stateById[id]?.onEnter
-    if (!edge && !onExit && !onEnter) return this.#commit(handle, id, to)
-    if (!native.smPrecheck(handle, id)) throw this.#refusal(handle, to)
-    const ctx: TransitionContext = { from: this.#names[from]!, to, signal: d.signal ?? NEVER }
-    try {
-      if (edge?.guard) {
-        let ok: unknown
-        try {
-          ok = await raceDeadline(edge.guard(ctx), d)
-        } catch (e) {
-          if (isDeadlineError(e)) throw e
-          throw new PolyCallError(ErrorCode.GUARD_REJECTED, `the guard of ${JSON.stringify(ctx.from)} -> ${JSON.stringify(to)} threw`, {
-            cause: e,
-          })
-        }
-        if (!ok) throw new PolyCallError(ErrorCode.GUARD_REJECTED, `the guard of ${JSON.stringify(ctx.from)} -> ${JSON.stringify(to)} refused`)
-      }
-      await runHook(onExit, ctx, d, 'onExit')
-      await runHook(edge?.before, ctx, d, 'before')
-    } catch (e) {
-      if (this.#handle === handle) native.smRecordFailure(handle)
-      throw e
-    }
-    handle = this.#live()
-    const record = this.#commit(handle, id, to)
-    await runHook(onEnter, ctx, d, 'onEnter')
-    await runHook(edge?.after, ctx, d, 'after')
-    return record
   }
 
   #acquire(d: Deadline): Promise<void> {

@@ -7,7 +7,7 @@
  * ERROR→CLOSED), a connection may fail (→ ERROR) or close (→ CLOSED) from any state before CLOSED:
  * a handshake can time out and a peer can send garbage before it is ready.
  */
-import { ErrorCode, PolyCallError } from '../core/errors.js'
+import { ErrorCode, PolyCallError, invalidArgument } from '../core/errors.js'
 import { native } from '../native.js'
 import type { MessageType } from '../protocol/constants.js'
 
@@ -37,12 +37,18 @@ const ACCEPTS: Record<SessionRole, readonly number[]> = {
 }
 
 /**
- * One connection's session state.
+ * One connection's session state: which state it is in, which edges it may take, and which
+ * received frame types it accepts. `accepts()` and the observers are table lookups in JS (the
+ * tables come from the Rust core once, at load), cheap enough for every frame.
  *
  * @example
  * ```ts
  * const session = new SessionMachine('server')
  * session.accepts(MessageType.Command) // false until READY
+ * session.to(SessionState.Handshake)
+ * session.to(SessionState.Auth)
+ * session.to(SessionState.Ready)
+ * session.accepts(MessageType.Command) // true
  * ```
  */
 export class SessionMachine {
@@ -50,8 +56,12 @@ export class SessionMachine {
   /** The side this machine tracks. */
   readonly role: SessionRole
 
-  /** @param role - `'client'` or `'server'` */
+  /**
+   * @param role - `'client'` or `'server'`
+   * @throws `ERR_POLYCALL_INVALID_ARGUMENT` for another role
+   */
   constructor(role: SessionRole) {
+    if (role !== 'client' && role !== 'server') throw invalidArgument(`session role ${String(role)} is not 'client' or 'server'`)
     this.role = role
   }
 
@@ -61,9 +71,12 @@ export class SessionMachine {
   }
 
   /**
-   * Moves to `next` along an allowed edge.
+   * Moves to `next` along an allowed edge: the C table, plus ERROR and CLOSED from any state
+   * before CLOSED.
    *
-   * @throws `ERR_POLYCALL_INVALID_TRANSITION` (errno 2) when the edge does not exist
+   * @param next - the state to move to
+   * @throws `ERR_POLYCALL_INVALID_TRANSITION` (errno 2) when the edge does not exist; the state
+   *   is unchanged
    */
   to(next: SessionState): void {
     if (!(EDGES[this.#state]! & (1 << next))) {
@@ -76,7 +89,13 @@ export class SessionMachine {
     this.#state = next
   }
 
-  /** Whether a received frame of `type` is acceptable in the current state. */
+  /**
+   * Whether a received frame of `type` is acceptable in the current state. A server accepts
+   * COMMAND once READY and HEARTBEAT in every state but CLOSED (PROTOCOL.md §6).
+   *
+   * @param type - the received frame's message type
+   * @returns true when the frame may be processed; otherwise answer it with ERROR
+   */
   accepts(type: MessageType): boolean {
     return (ACCEPTS[this.role][this.#state]! & (1 << type)) !== 0
   }
