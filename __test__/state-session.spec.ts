@@ -54,6 +54,7 @@ test('session states keep the C enumeration values', (t) => {
   const s = new SessionMachine('client')
   t.is(s.role, 'client')
   t.is(s.state, SessionState.Init)
+  t.throws(() => new SessionMachine('peer' as SessionRole), { code: ErrorCode.INVALID_ARGUMENT })
 })
 
 test('every edge of the table, and only those, is allowed', (t) => {

@@ -125,6 +125,8 @@ test('state restore rules: integrity 7, unknown 1, locked 8, version 9, zero che
   other.addState('X')
   code(t, t.throws(() => other.restoreState(snap)), ErrorCode.INVALID_STATE, 1)
   code(t, t.throws(() => sm.restoreState({ ...snap, checksum: 0 })), ErrorCode.INVALID_SNAPSHOT)
+  code(t, t.throws(() => a.restore('{not json')), ErrorCode.INVALID_SNAPSHOT)
+  code(t, t.throws(() => sm.restoreState('{not json')), ErrorCode.INVALID_SNAPSHOT)
   // At the right version, restore brings back the lock flag and the transitions.
   const b = sm.state('B')
   const bSnap = b.snapshot()
