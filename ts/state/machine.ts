@@ -20,7 +20,7 @@ import { EventEmitter } from 'node:events'
 import type { BindingStateInfo } from '../../binding.cjs'
 import { ErrorCode, PolyCallError, invalidArgument } from '../core/errors.js'
 import { fromNative, native } from '../native.js'
-import { type Deadline, type WaitOptions, checkSignal, checkTimeout, deadline, raceDeadline } from './wait.js'
+import { type Deadline, MAX_DELAY, type WaitOptions, checkSignal, checkTimeout, deadline, raceDeadline } from './wait.js'
 
 /** Options of {@link StateMachine}. */
 export interface StateMachineOptions {
@@ -889,6 +889,7 @@ export class StateMachine extends EventEmitter<StateMachineEvents> {
    * ```
    */
   watch(options: WatchOptions = {}): AsyncIterableIterator<TransitionRecord> {
+    if (options === null || typeof options !== 'object') throw invalidArgument('options must be an object')
     checkSignal(options.signal)
     checkTimeout(options.timeout)
     const size = limit(options.bufferSize, 'bufferSize', 1024, 1, 0x7fffffff)
@@ -1149,7 +1150,7 @@ class TransitionIterator implements AsyncIterableIterator<TransitionRecord> {
     return new Promise((resolve, reject) => {
       this.#pending.push({ resolve, reject })
       if (this.#idle !== undefined && this.#timer === undefined) {
-        const ms = Math.min(Math.ceil(this.#idle), 2 ** 31 - 1)
+        const ms = Math.min(Math.ceil(this.#idle), MAX_DELAY)
         this.#timer = setTimeout(() => {
           this.#timer = undefined
           this.#fail(new PolyCallError(ErrorCode.TIMEOUT, `no transition within ${ms} ms`))
