@@ -9,6 +9,7 @@ import {
   type StateMachineSnapshot,
   type StateSnapshot,
 } from '../ts/index.js'
+import { javaHash as javaHashJs } from '../benchmarks/plain-ts-state.js'
 import { hex, vectors } from './helpers/vectors.js'
 
 const T0 = 1_700_000_000_000
@@ -39,12 +40,6 @@ async function demo(t: ExecutionContext): Promise<StateMachine> {
 function timeless(snap: StateMachineSnapshot): unknown {
   const { timestamp: _t, checksum: _c, ...rest } = snap
   return { ...rest, states: rest.states.map(({ snapshot: { timestamp: _s, ...s }, ...e }) => ({ ...e, snapshot: s })) }
-}
-
-function javaHashJs(text: string): number {
-  let h = 0
-  for (let i = 0; i < text.length; i++) h = (Math.imul(h, 31) + text.charCodeAt(i)) | 0
-  return h >>> 0
 }
 
 function code(t: ExecutionContext, e: unknown, expected: string, errno?: number) {
