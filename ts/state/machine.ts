@@ -130,7 +130,10 @@ export interface NodeStateJson {
   isLocked: boolean
   /** Endpoint. */
   endpoint: string
-  /** Metadata, keys in insertion order: `createdAt`, `version`, `lastModified`, then others (`lockedAt`, user keys). */
+  /**
+   * Metadata in JavaScript's property order: integer-like keys first, then insertion order
+   * (`createdAt`, `version`, `lastModified`, then `lockedAt` and user keys as they were set).
+   */
   metadata: Record<string, unknown>
   /** Targets of the state's outgoing transitions, in the order added. */
   transitions: string[]

@@ -12,7 +12,10 @@
 //! transition from anywhere), a final state cannot be left (C lets it), capacity limits are
 //! configuration (defaulting to C's 32 states, 64 transitions and 31-byte names) and exceeding
 //! one is an error instead of a silent cut, unlocking removes `lockedAt` (so lock then unlock
-//! gives back the same checksum), and the diagnostics counters count.
+//! gives back the same checksum), and the diagnostics counters count. The metadata object is
+//! written in JavaScript's property order (array-index keys such as `"7"` first), the order a
+//! parsed JavaScript object has, so a snapshot keeps its checksums through `JSON.parse` and
+//! `JSON.stringify`; other keys keep node-polycall's insertion order.
 //!
 //! Time comes from the caller (`now`, milliseconds since the Unix epoch): the core reads no
 //! clock, which keeps it deterministic under test.
@@ -520,7 +523,8 @@ impl StateMachine {
         Ok(())
     }
 
-    /// The state's metadata as a compact JSON object, keys in insertion order.
+    /// The state's metadata as a compact JSON object, keys in JavaScript's property order
+    /// (array-index keys first, then insertion order), as in [`StateMachine::state_json`].
     ///
     /// # Errors
     /// `InvalidState`.
@@ -659,9 +663,28 @@ fn user_value(key: &str, raw: &str) -> Result<MetaValue> {
     Ok(MetaValue::Raw(node.raw.to_owned()))
 }
 
+/// The key as a JavaScript array index (a canonical decimal below 2^32 - 1), if it is one.
+fn array_index(key: &str) -> Option<u32> {
+    let canonical =
+        key == "0" || (!key.starts_with('0') && key.bytes().all(|b| b.is_ascii_digit()));
+    key.parse::<u32>()
+        .ok()
+        .filter(|n| canonical && !key.is_empty() && *n != u32::MAX)
+}
+
+/// Writes the metadata object in JavaScript's property order: array-index keys first, in
+/// ascending order, then the other keys in insertion order. That is the order `JSON.parse`
+/// gives the object back in, so a snapshot stays byte-identical (and its checksums valid) when
+/// it travels as a parsed object and is serialised again.
 pub(super) fn write_metadata(out: &mut String, metadata: &[(String, MetaValue)]) {
+    let mut indexed: Vec<(u32, &(String, MetaValue))> = metadata
+        .iter()
+        .filter_map(|e| array_index(&e.0).map(|i| (i, e)))
+        .collect();
+    indexed.sort_unstable_by_key(|(i, _)| *i);
+    let named = metadata.iter().filter(|e| array_index(&e.0).is_none());
     out.push('{');
-    for (i, (k, v)) in metadata.iter().enumerate() {
+    for (i, (k, v)) in indexed.into_iter().map(|(_, e)| e).chain(named).enumerate() {
         if i > 0 {
             out.push(',');
         }
