@@ -33,6 +33,8 @@ async function demo(t: ExecutionContext): Promise<StateMachine> {
   await sm.transition('RUNNING')
   sm.lock('PAUSED')
   sm.state('READY').setMetadata('note', { quote: '"', tab: '\t', emoji: '😀' })
+  // An integer-like key: JSON.parse puts it first, so the core writes it first too.
+  sm.state('READY').setMetadata('7', 'seven')
   return sm
 }
 
@@ -144,6 +146,7 @@ test('a machine snapshot restores to an equal machine whose transitions work', a
   t.deepEqual(copy.history(), sm.history())
   t.true(copy.state('PAUSED').locked)
   t.deepEqual(copy.state('READY').metadata.get('note'), { quote: '"', tab: '\t', emoji: '😀' })
+  t.deepEqual(Object.keys(snap.states[1]!.snapshot.state.metadata), ['7', 'createdAt', 'version', 'lastModified', 'note'])
   // node-polycall loses the transition table on restore; polycall rebuilds it.
   t.deepEqual(copy.transitions(), sm.transitions())
   copy.unlock('PAUSED')
