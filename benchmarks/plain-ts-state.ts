@@ -8,8 +8,8 @@
  * property tests. It is written for speed in the same way the native path is: ids in arrays,
  * a ring buffer for history, no async work for guard-less transitions.
  *
- * Simplification: user metadata values are kept as given and serialised with JSON.stringify, so
- * integer-like metadata keys would be reordered by JavaScript; polycall keeps insertion order.
+ * Metadata is serialised through a plain object, so integer-like keys come first, as they do in
+ * polycall's state JSON.
  */
 import { PolyCallError } from '../ts/index.js'
 
