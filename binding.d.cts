@@ -47,6 +47,44 @@ export interface BindingInspection {
   problems: Array<Array<string>>
 }
 
+/** Everything known about one state. */
+export interface BindingStateInfo {
+  /** State name. */
+  name: string
+  /** Endpoint. */
+  endpoint: string
+  /** Locked flag. */
+  locked: boolean
+  /** Final flag. */
+  isFinal: boolean
+  /** Metadata as a JSON array of `[key, value]` pairs, in insertion order. */
+  metadata: string
+  /** Ids of the transition targets, in the order added. */
+  targets: Array<number>
+  /** Metadata version. */
+  version: number
+  /** Metadata `createdAt` (ms). */
+  createdAt: number
+  /** Metadata `lastModified` (ms). */
+  lastModified: number
+  /** Metadata `lockedAt` (ms), while locked. */
+  lockedAt?: number
+  /** Stored node-polycall checksum. */
+  checksum: number
+  /** C-compatible checksum (NULL-action LP64 layout). */
+  cChecksum: number
+  /** Transitions into the state. */
+  transitionsIn: number
+  /** Transitions out of the state. */
+  transitionsOut: number
+  /** Refused or failed transitions from the state. */
+  failedTransitions: number
+  /** Integrity checks run. */
+  integrityChecks: number
+  /** Integrity checks failed. */
+  integrityFailures: number
+}
+
 /**
  * Builds the 8-byte long-form HANDSHAKE payload carrying `flags` (capability bits), or the
  * 12-byte extended form when `max_in_flight` is given.
@@ -55,6 +93,9 @@ export declare function buildHandshake(flags: number, maxInFlight?: number | und
 
 /** Checksum of `data` (PROTOCOL.md §2). */
 export declare function checksum(data: Uint8Array): number
+
+/** The C library's state checksum for the NULL-action LP64 layout (PROTOCOL.md §9.1). */
+export declare function cStateChecksum(name: string, isFinal: boolean, id: number): number
 
 /** Bytes held for an unfinished frame. */
 export declare function decoderBuffered(handle: number): number
@@ -102,5 +143,95 @@ export declare function encodePcr1(kind: number, corr: number, payload: Uint8Arr
 /** Inspects `bytes` as one frame; throws `ERR_POLYCALL_TRUNCATED_HEADER` under 16 bytes. */
 export declare function inspectFrame(bytes: Uint8Array): BindingInspection
 
+/** node-polycall's state checksum of a JSON text (PROTOCOL.md §9.2). */
+export declare function nodeStateChecksum(json: string): number
+
 /** Parses a HANDSHAKE payload (PROTOCOL.md §4); `strict` refuses an empty payload. */
 export declare function parseHandshake(payload: Uint8Array, strict: boolean): BindingHandshake
+
+/**
+ * The session machine's tables (PROTOCOL.md §6): 6 edge masks (`1 << state`), then 6 server
+ * and 6 client accepted-frame masks (`1 << type`), each indexed by state.
+ */
+export declare function sessionTables(): Array<number>
+
+/** Adds a state and returns its id. `metadata` is a JSON object of extra metadata. */
+export declare function smAddState(handle: number, name: string, endpoint: string | undefined | null, isFinal: boolean, deferred: boolean, metadata: string | undefined | null, now: number): number
+
+/** Adds the transition `from -> to` (state ids). */
+export declare function smAddTransition(handle: number, from: number, to: number): void
+
+/** The current state's id, or -1 when there is none. */
+export declare function smCurrent(handle: number): number
+
+/** Releases a state machine. Freeing twice, or a stale handle, does nothing. */
+export declare function smFree(handle: number): void
+
+/** History as a flat list of `from, to, timestamp` triples, oldest first. */
+export declare function smHistory(handle: number): Array<number>
+
+/** Locks state `id` (strict: locking a locked state throws `STATE_LOCKED`). */
+export declare function smLock(handle: number, id: number, now: number): void
+
+/** State names in id order. */
+export declare function smNames(handle: number): Array<string>
+
+/** Creates a state machine and returns its handle. A `maxHistory` of 0 means 100. */
+export declare function smNew(maxStates: number, maxTransitions: number, maxNameBytes: number, maxHistory: number, allowSelfTransitions: boolean): number
+
+/**
+ * Checks the transition to `to` without firing it; a refusal counts as a failed transition.
+ * Returns false when refused (`sm_raise` then throws the reason).
+ */
+export declare function smPrecheck(handle: number, to: number): boolean
+
+/** Throws the refusal kept by the last `sm_transition` or `sm_precheck` that returned false. */
+export declare function smRaise(handle: number): void
+
+/**
+ * Counts a failed transition of the current state (a guard said no, a hook threw, the call
+ * was aborted while its guard or hooks ran).
+ */
+export declare function smRecordFailure(handle: number): void
+
+/** Counts an integrity failure decided by a user hook. */
+export declare function smRecordIntegrityFailure(handle: number, id: number): void
+
+/** Restores a machine snapshot from its JSON text; returns `'polycall'` or `'node-polycall'`. */
+export declare function smRestore(handle: number, text: string, requireChecksum: boolean): string
+
+/** Restores one state from its snapshot's JSON text; returns the state's id. */
+export declare function smRestoreState(handle: number, text: string): number
+
+/** Sets metadata `key` of state `id` to the JSON text `value`; bumps the version. */
+export declare function smSetMetadata(handle: number, id: number, key: string, value: string, now: number): void
+
+/** The machine snapshot, as JSON text. */
+export declare function smSnapshot(handle: number, now: number): string
+
+/** Name, flags, metadata, targets, checksums and counters of state `id`. */
+export declare function smStateInfo(handle: number, id: number): BindingStateInfo
+
+/** The node-polycall JSON of state `id` (the text its checksum covers). */
+export declare function smStateJson(handle: number, id: number): string
+
+/** node-polycall's snapshot of state `id`, as JSON text. */
+export declare function smStateSnapshot(handle: number, id: number, now: number): string
+
+/**
+ * Fires the transition from the current state to `to`. Returns false when the core refuses
+ * it (`sm_raise` then throws the reason).
+ */
+export declare function smTransition(handle: number, to: number, now: number): boolean
+
+/** Every transition as a flat list of `from, to` id pairs. */
+export declare function smTransitions(handle: number): Array<number>
+
+/** Unlocks state `id` (strict: unlocking an unlocked state throws `STATE_NOT_LOCKED`). */
+export declare function smUnlock(handle: number, id: number): void
+
+/** Verifies state `id` against its stored checksum and, if given, `expected`. */
+export declare function smVerify(handle: number, id: number, expected?: number | undefined | null): number
+
+/** node-polycall's default endpoint of a state name. */
+export declare function stateEndpoint(name: string): string

@@ -2,7 +2,7 @@
 // directories, each loaded in a fresh Node process.
 import test from 'ava'
 import { execFileSync } from 'node:child_process'
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -15,6 +15,8 @@ function makePackage(t: import('ava').ExecutionContext): string {
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   for (const f of ['package.json', 'binding.cjs']) cpSync(join(root, f), join(dir, f))
   cpSync(join(root, 'dist'), join(dir, 'dist'), { recursive: true })
+  // The package's runtime dependencies, as an installed package would find them.
+  symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'), 'dir')
   return dir
 }
 

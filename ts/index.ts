@@ -24,3 +24,27 @@ export type { LatencySummary } from './core/stats.js'
 export { channels as diagnosticsChannels } from './core/diagnostics.js'
 export { inspectFrame } from './protocol/inspect.js'
 export type { FrameInspection } from './protocol/inspect.js'
+export { State, StateMachine } from './state/machine.js'
+export type {
+  Guard,
+  LockEvent,
+  NodeStateJson,
+  RestoreOptions,
+  SnapshotFormat,
+  StateDiagnostics,
+  StateMachineEvents,
+  StateMachineOptions,
+  StateMachineSnapshot,
+  StateMachineSnapshotState,
+  StateOptions,
+  StateSnapshot,
+  TransitionCallOptions,
+  TransitionContext,
+  TransitionHook,
+  TransitionOptions,
+  TransitionRecord,
+  WatchOptions,
+} from './state/machine.js'
+export { cStateChecksum, nodeStateChecksum, stateEndpoint } from './state/checksum.js'
+export type { CStateChecksumOptions } from './state/checksum.js'
+export type { WaitOptions } from './state/wait.js'

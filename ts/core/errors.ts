@@ -78,7 +78,59 @@ export const ErrorCode = {
   NATIVE_UNAVAILABLE: 'ERR_POLYCALL_NATIVE_UNAVAILABLE',
   /** An unexpected failure inside polycall or a handler; details are not sent to peers. */
   INTERNAL: 'ERR_POLYCALL_INTERNAL',
+  /** No state of that name (errno 1, `POLYCALL_SM_ERROR_INVALID_STATE`). */
+  INVALID_STATE: 'ERR_POLYCALL_INVALID_STATE',
+  /** No such transition from the current state, or no current state (errno 2). */
+  INVALID_TRANSITION: 'ERR_POLYCALL_INVALID_TRANSITION',
+  /** A self-transition while `allowSelfTransitions` is off (errno 2). */
+  SELF_TRANSITION: 'ERR_POLYCALL_SELF_TRANSITION',
+  /** Leaving a final state, or giving it a transition (errno 2). */
+  FINAL_STATE: 'ERR_POLYCALL_FINAL_STATE',
+  /** A guard returned a falsy value, threw or rejected (errno 2); `cause` is what it threw. */
+  GUARD_REJECTED: 'ERR_POLYCALL_GUARD_REJECTED',
+  /** A `before`/`after`/`onExit`/`onEnter` hook threw or rejected; `cause` is what it threw. */
+  HOOK_FAILED: 'ERR_POLYCALL_HOOK_FAILED',
+  /** The machine holds `maxStates` states already (errno 3). */
+  MAX_STATES_REACHED: 'ERR_POLYCALL_MAX_STATES_REACHED',
+  /** The machine holds `maxTransitions` transitions already (errno 4). */
+  MAX_TRANSITIONS_REACHED: 'ERR_POLYCALL_MAX_TRANSITIONS_REACHED',
+  /** A state name longer than `maxNameLength` UTF-8 bytes. */
+  STATE_NAME_TOO_LONG: 'ERR_POLYCALL_STATE_NAME_TOO_LONG',
+  /** A state of that name exists. */
+  DUPLICATE_STATE: 'ERR_POLYCALL_DUPLICATE_STATE',
+  /** That transition exists. */
+  DUPLICATE_TRANSITION: 'ERR_POLYCALL_DUPLICATE_TRANSITION',
+  /** The state is locked: a transition's source or target, a restore's target, or locking it again (errno 8). */
+  STATE_LOCKED: 'ERR_POLYCALL_STATE_LOCKED',
+  /** Unlocking a state that is not locked. */
+  STATE_NOT_LOCKED: 'ERR_POLYCALL_STATE_NOT_LOCKED',
+  /** A checksum does not match its content, or an integrity hook said no (errno 7). */
+  INTEGRITY_CHECK_FAILED: 'ERR_POLYCALL_INTEGRITY_CHECK_FAILED',
+  /** A state snapshot of another version than the live state (errno 9). */
+  STATE_VERSION_MISMATCH: 'ERR_POLYCALL_STATE_VERSION_MISMATCH',
+  /** A snapshot that is not well formed: shape, unknown states, a state checksum of 0. */
+  INVALID_SNAPSHOT: 'ERR_POLYCALL_INVALID_SNAPSHOT',
+  /** An async iterator of transitions fell further behind than its `bufferSize`. */
+  ITERATOR_OVERFLOW: 'ERR_POLYCALL_ITERATOR_OVERFLOW',
 } as const
+
+/**
+ * @internal The C library's `polycall_sm_status_t` value (PROTOCOL.md §8.4) of each code that
+ * has one. {@link PolyCallError} fills `errno` from it, so native errors (whose napi form
+ * cannot carry a number) get it too.
+ */
+export const ERRNO: Readonly<Record<string, number>> = {
+  [ErrorCode.INVALID_STATE]: 1,
+  [ErrorCode.INVALID_TRANSITION]: 2,
+  [ErrorCode.SELF_TRANSITION]: 2,
+  [ErrorCode.FINAL_STATE]: 2,
+  [ErrorCode.GUARD_REJECTED]: 2,
+  [ErrorCode.MAX_STATES_REACHED]: 3,
+  [ErrorCode.MAX_TRANSITIONS_REACHED]: 4,
+  [ErrorCode.INTEGRITY_CHECK_FAILED]: 7,
+  [ErrorCode.STATE_LOCKED]: 8,
+  [ErrorCode.STATE_VERSION_MISMATCH]: 9,
+}
 
 /** A code from {@link ErrorCode}. */
 export type PolyCallErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]
@@ -106,18 +158,19 @@ export interface PolyCallErrorOptions {
 export class PolyCallError extends Error {
   /** Stable code: one of {@link ErrorCode}, or an application code carried from a peer. */
   readonly code: string
-  /** The C library's numeric code where one exists. */
+  /** The C library's numeric code where one exists (for example 8 for `ERR_POLYCALL_STATE_LOCKED`). */
   declare readonly errno?: number
 
   /**
    * @param code - stable code, e.g. `ERR_POLYCALL_CHECKSUM_MISMATCH`
    * @param message - what was wrong, for people
-   * @param options - `cause` and `errno`
+   * @param options - `cause` and `errno` (by default the C library's value for `code`, if any)
    */
   constructor(code: string, message: string, options: PolyCallErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause })
     this.code = code
-    if (options.errno !== undefined) (this as { errno?: number }).errno = options.errno
+    const errno = options.errno ?? (Object.hasOwn(ERRNO, code) ? ERRNO[code] : undefined)
+    if (errno !== undefined) this.errno = errno
   }
 
   override get name(): string {

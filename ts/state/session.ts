@@ -7,8 +7,9 @@
  * ERROR→CLOSED), a connection may fail (→ ERROR) or close (→ CLOSED) from any state before CLOSED:
  * a handshake can time out and a peer can send garbage before it is ready.
  */
-import { PolyCallError } from '../core/errors.js'
-import { MessageType } from '../protocol/constants.js'
+import { ErrorCode, PolyCallError, invalidArgument } from '../core/errors.js'
+import { native } from '../native.js'
+import type { MessageType } from '../protocol/constants.js'
 
 /** Session states with the C library's enumeration values. */
 export enum SessionState {
@@ -23,44 +24,31 @@ export enum SessionState {
 /** Which side of the connection a session machine tracks. */
 export type SessionRole = 'client' | 'server'
 
-const bit = (...types: MessageType[]) => types.reduce((m, t) => m | (1 << t), 0)
-
+// The tables live in the Rust core (polycall_core::state::session) and are copied once here,
+// so the per-frame check `accepts()` is a mask test in JS instead of a call into the addon.
+// Layout: 6 edge masks (1 << state), then 6 server and 6 client accepted-frame masks
+// (1 << message type), each indexed by state.
+const TABLES = native.sessionTables()
+const EDGES: readonly number[] = TABLES.slice(0, 6)
 // Received frame types each state accepts, indexed by SessionState.
 const ACCEPTS: Record<SessionRole, readonly number[]> = {
-  server: [
-    bit(MessageType.Handshake, MessageType.Heartbeat), // INIT
-    bit(MessageType.Heartbeat), // HANDSHAKE (reply in progress)
-    bit(MessageType.Auth, MessageType.Heartbeat), // AUTH
-    bit(MessageType.Auth, MessageType.Command, MessageType.Heartbeat), // READY
-    bit(MessageType.Heartbeat), // ERROR
-    0, // CLOSED
-  ],
-  client: [
-    bit(MessageType.Heartbeat), // INIT
-    bit(MessageType.Handshake, MessageType.Response, MessageType.Error, MessageType.Heartbeat), // HANDSHAKE
-    bit(MessageType.Auth, MessageType.Response, MessageType.Error, MessageType.Heartbeat), // AUTH
-    bit(MessageType.Response, MessageType.Error, MessageType.Heartbeat), // READY
-    bit(MessageType.Heartbeat), // ERROR
-    0, // CLOSED
-  ],
+  server: TABLES.slice(6, 12),
+  client: TABLES.slice(12, 18),
 }
 
-const EDGES: readonly number[] = [
-  bit(SessionState.Handshake as number, SessionState.Error as number, SessionState.Closed as number), // INIT
-  bit(SessionState.Auth as number, SessionState.Error as number, SessionState.Closed as number), // HANDSHAKE
-  bit(SessionState.Ready as number, SessionState.Error as number, SessionState.Closed as number), // AUTH
-  bit(SessionState.Error as number, SessionState.Closed as number), // READY
-  bit(SessionState.Closed as number), // ERROR
-  0, // CLOSED
-]
-
 /**
- * One connection's session state.
+ * One connection's session state: which state it is in, which edges it may take, and which
+ * received frame types it accepts. `accepts()` and the observers are table lookups in JS (the
+ * tables come from the Rust core once, at load), cheap enough for every frame.
  *
  * @example
  * ```ts
  * const session = new SessionMachine('server')
  * session.accepts(MessageType.Command) // false until READY
+ * session.to(SessionState.Handshake)
+ * session.to(SessionState.Auth)
+ * session.to(SessionState.Ready)
+ * session.accepts(MessageType.Command) // true
  * ```
  */
 export class SessionMachine {
@@ -68,8 +56,12 @@ export class SessionMachine {
   /** The side this machine tracks. */
   readonly role: SessionRole
 
-  /** @param role - `'client'` or `'server'` */
+  /**
+   * @param role - `'client'` or `'server'`
+   * @throws `ERR_POLYCALL_INVALID_ARGUMENT` for another role
+   */
   constructor(role: SessionRole) {
+    if (role !== 'client' && role !== 'server') throw invalidArgument(`session role ${String(role)} is not 'client' or 'server'`)
     this.role = role
   }
 
@@ -79,14 +71,17 @@ export class SessionMachine {
   }
 
   /**
-   * Moves to `next` along an allowed edge.
+   * Moves to `next` along an allowed edge: the C table, plus ERROR and CLOSED from any state
+   * before CLOSED.
    *
-   * @throws `ERR_POLYCALL_INVALID_TRANSITION` (errno 2) when the edge does not exist
+   * @param next - the state to move to
+   * @throws `ERR_POLYCALL_INVALID_TRANSITION` (errno 2) when the edge does not exist; the state
+   *   is unchanged
    */
   to(next: SessionState): void {
     if (!(EDGES[this.#state]! & (1 << next))) {
       throw new PolyCallError(
-        'ERR_POLYCALL_INVALID_TRANSITION',
+        ErrorCode.INVALID_TRANSITION,
         `session cannot move from ${SessionState[this.#state]} to ${SessionState[next]}`,
         { errno: 2 },
       )
@@ -94,7 +89,13 @@ export class SessionMachine {
     this.#state = next
   }
 
-  /** Whether a received frame of `type` is acceptable in the current state. */
+  /**
+   * Whether a received frame of `type` is acceptable in the current state. A server accepts
+   * COMMAND once READY and HEARTBEAT in every state but CLOSED (PROTOCOL.md §6).
+   *
+   * @param type - the received frame's message type
+   * @returns true when the frame may be processed; otherwise answer it with ERROR
+   */
   accepts(type: MessageType): boolean {
     return (ACCEPTS[this.role][this.#state]! & (1 << type)) !== 0
   }

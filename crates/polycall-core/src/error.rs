@@ -1,6 +1,7 @@
-//! Error identifiers of PROTOCOL.md §8.1 (decoder and session errors) plus the encoder's
-//! argument errors. The identifiers returned by [`Error::code`] are public API: new variants
-//! may be added, existing identifiers are never renamed.
+//! Error identifiers of PROTOCOL.md §8.1 (decoder and session errors), the state-machine
+//! errors of §8.4 and §9, and the encoder's argument errors. The identifiers returned by
+//! [`Error::code`] are public API: new variants may be added, existing identifiers are never
+//! renamed. [`Error::errno`] gives the C library's `polycall_sm_status_t` value where one exists.
 
 use crate::packet::HEADER_SIZE;
 
@@ -111,6 +112,82 @@ pub enum Error {
         /// Payload bytes that had arrived.
         received: u32,
     },
+    /// A state the machine does not have (C `ERROR_INVALID_STATE`).
+    #[error("no state {0:?}")]
+    InvalidState(String),
+    /// No transition between the two states, or none possible (C `ERROR_INVALID_TRANSITION`).
+    #[error("no transition from {from} to {to}")]
+    InvalidTransition {
+        /// The source state (quoted), or `(none)` when the machine has no current state.
+        from: String,
+        /// The target state (quoted).
+        to: String,
+    },
+    /// A self-transition while `allow_self_transitions` is off.
+    #[error("self-transition of {0:?} is not allowed")]
+    SelfTransition(String),
+    /// A transition out of a final state.
+    #[error("state {0:?} is final and cannot be left")]
+    FinalState(String),
+    /// Adding a state beyond the configured limit (C `ERROR_MAX_STATES_REACHED`).
+    #[error("the machine already holds its limit of {limit} states")]
+    MaxStatesReached {
+        /// The limit in force.
+        limit: usize,
+    },
+    /// Adding a transition beyond the configured limit (C `ERROR_MAX_TRANSITIONS_REACHED`).
+    #[error("the machine already holds its limit of {limit} transitions")]
+    MaxTransitionsReached {
+        /// The limit in force.
+        limit: usize,
+    },
+    /// A state name longer than the configured limit, in UTF-8 bytes.
+    #[error("state name of {length} bytes exceeds the {limit}-byte limit")]
+    StateNameTooLong {
+        /// Name length in UTF-8 bytes.
+        length: usize,
+        /// The limit in force.
+        limit: usize,
+    },
+    /// Adding a state whose name is taken.
+    #[error("state {0:?} already exists")]
+    DuplicateState(String),
+    /// Adding a transition that exists.
+    #[error("a transition from {from:?} to {to:?} already exists")]
+    DuplicateTransition {
+        /// The source state.
+        from: String,
+        /// The target state.
+        to: String,
+    },
+    /// The state is locked (C `ERROR_STATE_LOCKED`): a transition's source or target, a
+    /// restore's target, or locking it again.
+    #[error("state {0:?} is locked")]
+    StateLocked(String),
+    /// Unlocking a state that is not locked.
+    #[error("state {0:?} is not locked")]
+    StateNotLocked(String),
+    /// A checksum does not match its content (C `ERROR_INTEGRITY_CHECK_FAILED`).
+    #[error("integrity check failed: expected {expected:#010x}, computed {actual:#010x}")]
+    IntegrityCheckFailed {
+        /// The checksum stored or supplied.
+        expected: u32,
+        /// The checksum of the content.
+        actual: u32,
+    },
+    /// A state snapshot of another version than the live state (C `ERROR_VERSION_MISMATCH`).
+    #[error("snapshot of {state:?} is version {snapshot}, the live state is version {live}")]
+    StateVersionMismatch {
+        /// The state's name.
+        state: String,
+        /// Version in the snapshot.
+        snapshot: u64,
+        /// Version of the live state.
+        live: u64,
+    },
+    /// A snapshot that is not well formed (shape, references, or a checksum of 0).
+    #[error("invalid snapshot: {0}")]
+    InvalidSnapshot(String),
 }
 
 impl Error {
@@ -132,6 +209,37 @@ impl Error {
             Self::Pcr1PayloadTooLarge { .. } => "PCR1_PAYLOAD_TOO_LARGE",
             Self::Pcr1TruncatedHeader { .. } => "PCR1_TRUNCATED_HEADER",
             Self::Pcr1TruncatedPayload { .. } => "PCR1_TRUNCATED_PAYLOAD",
+            Self::InvalidState(_) => "INVALID_STATE",
+            Self::InvalidTransition { .. } => "INVALID_TRANSITION",
+            Self::SelfTransition(_) => "SELF_TRANSITION",
+            Self::FinalState(_) => "FINAL_STATE",
+            Self::MaxStatesReached { .. } => "MAX_STATES_REACHED",
+            Self::MaxTransitionsReached { .. } => "MAX_TRANSITIONS_REACHED",
+            Self::StateNameTooLong { .. } => "STATE_NAME_TOO_LONG",
+            Self::DuplicateState(_) => "DUPLICATE_STATE",
+            Self::DuplicateTransition { .. } => "DUPLICATE_TRANSITION",
+            Self::StateLocked(_) => "STATE_LOCKED",
+            Self::StateNotLocked(_) => "STATE_NOT_LOCKED",
+            Self::IntegrityCheckFailed { .. } => "INTEGRITY_CHECK_FAILED",
+            Self::StateVersionMismatch { .. } => "STATE_VERSION_MISMATCH",
+            Self::InvalidSnapshot(_) => "INVALID_SNAPSHOT",
+        }
+    }
+
+    /// The C library's `polycall_sm_status_t` value (PROTOCOL.md §8.4) of a state-machine
+    /// error, or `None` where the C library has no equivalent.
+    pub fn errno(&self) -> Option<u8> {
+        match self {
+            Self::InvalidState(_) => Some(1),
+            Self::InvalidTransition { .. } | Self::SelfTransition(_) | Self::FinalState(_) => {
+                Some(2)
+            }
+            Self::MaxStatesReached { .. } => Some(3),
+            Self::MaxTransitionsReached { .. } => Some(4),
+            Self::IntegrityCheckFailed { .. } => Some(7),
+            Self::StateLocked(_) => Some(8),
+            Self::StateVersionMismatch { .. } => Some(9),
+            _ => None,
         }
     }
 }
@@ -179,6 +287,71 @@ mod tests {
         ];
         for (err, code) in cases {
             assert_eq!(err.code(), code);
+            assert_eq!(err.errno(), None, "{code}");
+            assert!(!err.to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn state_errors_carry_the_c_status() {
+        let s = || "S".to_owned();
+        let cases = [
+            (Error::InvalidState(s()), "INVALID_STATE", Some(1)),
+            (
+                Error::InvalidTransition { from: s(), to: s() },
+                "INVALID_TRANSITION",
+                Some(2),
+            ),
+            (Error::SelfTransition(s()), "SELF_TRANSITION", Some(2)),
+            (Error::FinalState(s()), "FINAL_STATE", Some(2)),
+            (
+                Error::MaxStatesReached { limit: 32 },
+                "MAX_STATES_REACHED",
+                Some(3),
+            ),
+            (
+                Error::MaxTransitionsReached { limit: 64 },
+                "MAX_TRANSITIONS_REACHED",
+                Some(4),
+            ),
+            (
+                Error::StateNameTooLong {
+                    length: 32,
+                    limit: 31,
+                },
+                "STATE_NAME_TOO_LONG",
+                None,
+            ),
+            (Error::DuplicateState(s()), "DUPLICATE_STATE", None),
+            (
+                Error::DuplicateTransition { from: s(), to: s() },
+                "DUPLICATE_TRANSITION",
+                None,
+            ),
+            (Error::StateLocked(s()), "STATE_LOCKED", Some(8)),
+            (Error::StateNotLocked(s()), "STATE_NOT_LOCKED", None),
+            (
+                Error::IntegrityCheckFailed {
+                    expected: 1,
+                    actual: 2,
+                },
+                "INTEGRITY_CHECK_FAILED",
+                Some(7),
+            ),
+            (
+                Error::StateVersionMismatch {
+                    state: s(),
+                    snapshot: 1,
+                    live: 2,
+                },
+                "STATE_VERSION_MISMATCH",
+                Some(9),
+            ),
+            (Error::InvalidSnapshot(s()), "INVALID_SNAPSHOT", None),
+        ];
+        for (err, code, errno) in cases {
+            assert_eq!(err.code(), code);
+            assert_eq!(err.errno(), errno, "{code}");
             assert!(!err.to_string().is_empty());
         }
     }

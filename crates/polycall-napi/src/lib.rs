@@ -10,3 +10,4 @@
 pub mod codec;
 pub mod decoder;
 pub mod error;
+pub mod state;

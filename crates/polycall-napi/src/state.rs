@@ -1,0 +1,424 @@
+//! State-machine bindings (PROTOCOL.md §6, §9).
+//!
+//! Machines live in a per-thread slab and JS holds a `u32` handle (slot index, generation
+//! above), the same scheme as the decoder bindings, and states are passed as their `u32` ids.
+//! Measured on Node 20 here, a `#[napi]` class method costs about 330 ns per call and a plain
+//! function with integer arguments about 100 ns, so the transition path is
+//! `sm_transition(handle, to, now)`: it returns `false` on a refusal and keeps the error for
+//! `sm_raise`, because building and throwing a JS error on every refusal costs more than the
+//! second call on the (rare) failure path.
+
+#![allow(
+    clippy::needless_pass_by_value,
+    reason = "#[napi] functions receive JS strings as owned Strings"
+)]
+
+use std::cell::RefCell;
+
+use napi::Result;
+use napi_derive::napi;
+use polycall_core::state::{
+    self, Config, RestoreOptions, SnapshotFormat, StateMachine, StateOptions,
+};
+
+use crate::error::{invalid, to_js};
+
+const INDEX_BITS: u32 = 20;
+const INDEX_MASK: u32 = (1 << INDEX_BITS) - 1;
+
+struct Entry {
+    machine: StateMachine,
+    /// The refusal reported by the last `sm_transition` or `sm_precheck` that returned false.
+    refusal: Option<polycall_core::Error>,
+}
+
+struct Slot {
+    generation: u32,
+    entry: Option<Entry>,
+}
+
+#[derive(Default)]
+struct Slab {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+}
+
+thread_local! {
+    // One slab per JS thread: each worker has its own machines.
+    static MACHINES: RefCell<Slab> = RefCell::new(Slab::default());
+}
+
+fn freed() -> napi::Error<String> {
+    invalid("the state machine was freed")
+}
+
+fn with<T>(handle: u32, f: impl FnOnce(&mut Entry) -> T) -> Result<T, String> {
+    MACHINES.with_borrow_mut(|slab| {
+        let slot = slab
+            .slots
+            .get_mut((handle & INDEX_MASK) as usize)
+            .filter(|s| s.generation == handle >> INDEX_BITS)
+            .ok_or_else(freed)?;
+        slot.entry.as_mut().map(f).ok_or_else(freed)
+    })
+}
+
+fn with_machine<T>(
+    handle: u32,
+    f: impl FnOnce(&mut StateMachine) -> polycall_core::Result<T>,
+) -> Result<T, String> {
+    with(handle, |e| f(&mut e.machine))?.map_err(to_js)
+}
+
+/// JS milliseconds (`Date.now()`) as the core's `u64`; NaN and negatives become 0.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "Date.now() values are non-negative integers far below 2^53; the cast saturates anyway"
+)]
+fn millis(now: f64) -> u64 {
+    if now > 0.0 { now as u64 } else { 0 }
+}
+
+/// Counters and timestamps as JS numbers (exact below 2^53, which they never reach).
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "counters and millisecond timestamps stay far below 2^53"
+)]
+fn num(n: u64) -> f64 {
+    n as f64
+}
+
+fn size(n: u32) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// Creates a state machine and returns its handle. A `maxHistory` of 0 means 100.
+#[napi]
+pub fn sm_new(
+    max_states: u32,
+    max_transitions: u32,
+    max_name_bytes: u32,
+    max_history: u32,
+    allow_self_transitions: bool,
+) -> Result<u32, String> {
+    let machine = StateMachine::new(Config {
+        max_states: size(max_states),
+        max_transitions: size(max_transitions),
+        max_name_bytes: size(max_name_bytes),
+        max_history: size(max_history),
+        allow_self_transitions,
+    });
+    MACHINES.with_borrow_mut(|slab| {
+        let index = if let Some(i) = slab.free.pop() {
+            i
+        } else {
+            let i = u32::try_from(slab.slots.len()).unwrap_or(u32::MAX);
+            if i > INDEX_MASK {
+                return Err(invalid("too many live state machines"));
+            }
+            slab.slots.push(Slot {
+                generation: 0,
+                entry: None,
+            });
+            i
+        };
+        let slot = slab.slots.get_mut(index as usize).ok_or_else(freed)?;
+        slot.entry = Some(Entry {
+            machine,
+            refusal: None,
+        });
+        Ok(index | (slot.generation << INDEX_BITS))
+    })
+}
+
+/// Releases a state machine. Freeing twice, or a stale handle, does nothing.
+#[napi]
+pub fn sm_free(handle: u32) {
+    MACHINES.with_borrow_mut(|slab| {
+        let index = handle & INDEX_MASK;
+        if let Some(slot) = slab.slots.get_mut(index as usize)
+            && slot.generation == handle >> INDEX_BITS
+            && slot.entry.take().is_some()
+        {
+            slot.generation = (slot.generation + 1) & (u32::MAX >> INDEX_BITS);
+            slab.free.push(index);
+        }
+    });
+}
+
+/// Adds a state and returns its id. `metadata` is a JSON object of extra metadata.
+#[napi]
+pub fn sm_add_state(
+    handle: u32,
+    name: String,
+    endpoint: Option<String>,
+    is_final: bool,
+    deferred: bool,
+    metadata: Option<String>,
+    now: f64,
+) -> Result<u32, String> {
+    let metadata = match metadata {
+        Some(text) => state::parse_metadata_object(&text).map_err(to_js)?,
+        None => Vec::new(),
+    };
+    let options = StateOptions {
+        endpoint,
+        is_final,
+        deferred,
+        metadata,
+    };
+    with_machine(handle, |m| m.add_state(&name, options, millis(now)))
+}
+
+/// Adds the transition `from -> to` (state ids).
+#[napi]
+pub fn sm_add_transition(handle: u32, from: u32, to: u32) -> Result<(), String> {
+    with_machine(handle, |m| m.add_transition(from, to))
+}
+
+/// Fires the transition from the current state to `to`. Returns false when the core refuses
+/// it (`sm_raise` then throws the reason).
+#[napi]
+pub fn sm_transition(handle: u32, to: u32, now: f64) -> Result<bool, String> {
+    with(handle, |e| match e.machine.transition(to, millis(now)) {
+        Ok(_) => true,
+        Err(err) => {
+            e.refusal = Some(err);
+            false
+        }
+    })
+}
+
+/// Checks the transition to `to` without firing it; a refusal counts as a failed transition.
+/// Returns false when refused (`sm_raise` then throws the reason).
+#[napi]
+pub fn sm_precheck(handle: u32, to: u32) -> Result<bool, String> {
+    with(handle, |e| match e.machine.precheck(to) {
+        Ok(_) => true,
+        Err(err) => {
+            e.refusal = Some(err);
+            false
+        }
+    })
+}
+
+/// Counts a failed transition of the current state (a guard said no, a hook threw, the call
+/// was aborted while its guard or hooks ran).
+#[napi]
+pub fn sm_record_failure(handle: u32) -> Result<(), String> {
+    with(handle, |e| e.machine.record_failure())
+}
+
+/// Throws the refusal kept by the last `sm_transition` or `sm_precheck` that returned false.
+#[napi]
+pub fn sm_raise(handle: u32) -> Result<(), String> {
+    match with(handle, |e| e.refusal.take())? {
+        Some(err) => Err(to_js(err)),
+        None => Err(invalid("no refusal to report")),
+    }
+}
+
+/// The current state's id, or -1 when there is none.
+#[napi]
+pub fn sm_current(handle: u32) -> Result<i64, String> {
+    with(handle, |e| e.machine.current().map_or(-1, i64::from))
+}
+
+/// Locks state `id` (strict: locking a locked state throws `STATE_LOCKED`).
+#[napi]
+pub fn sm_lock(handle: u32, id: u32, now: f64) -> Result<(), String> {
+    with_machine(handle, |m| m.lock(id, millis(now)))
+}
+
+/// Unlocks state `id` (strict: unlocking an unlocked state throws `STATE_NOT_LOCKED`).
+#[napi]
+pub fn sm_unlock(handle: u32, id: u32) -> Result<(), String> {
+    with_machine(handle, |m| m.unlock(id))
+}
+
+/// Sets metadata `key` of state `id` to the JSON text `value`; bumps the version.
+#[napi]
+pub fn sm_set_metadata(
+    handle: u32,
+    id: u32,
+    key: String,
+    value: String,
+    now: f64,
+) -> Result<(), String> {
+    with_machine(handle, |m| m.set_metadata(id, &key, &value, millis(now)))
+}
+
+/// Everything known about one state.
+#[napi(object)]
+pub struct BindingStateInfo {
+    /// State name.
+    pub name: String,
+    /// Endpoint.
+    pub endpoint: String,
+    /// Locked flag.
+    pub locked: bool,
+    /// Final flag.
+    pub is_final: bool,
+    /// Metadata as a JSON array of `[key, value]` pairs, in insertion order.
+    pub metadata: String,
+    /// Ids of the transition targets, in the order added.
+    pub targets: Vec<u32>,
+    /// Metadata version.
+    pub version: f64,
+    /// Metadata `createdAt` (ms).
+    pub created_at: f64,
+    /// Metadata `lastModified` (ms).
+    pub last_modified: f64,
+    /// Metadata `lockedAt` (ms), while locked.
+    pub locked_at: Option<f64>,
+    /// Stored node-polycall checksum.
+    pub checksum: u32,
+    /// C-compatible checksum (NULL-action LP64 layout).
+    pub c_checksum: u32,
+    /// Transitions into the state.
+    pub transitions_in: f64,
+    /// Transitions out of the state.
+    pub transitions_out: f64,
+    /// Refused or failed transitions from the state.
+    pub failed_transitions: f64,
+    /// Integrity checks run.
+    pub integrity_checks: f64,
+    /// Integrity checks failed.
+    pub integrity_failures: f64,
+}
+
+/// Name, flags, metadata, targets, checksums and counters of state `id`.
+#[napi]
+pub fn sm_state_info(handle: u32, id: u32) -> Result<BindingStateInfo, String> {
+    with_machine(handle, |m| {
+        let d = m.diagnostics(id)?;
+        Ok(BindingStateInfo {
+            name: m.name(id).unwrap_or_default().to_owned(),
+            endpoint: m.endpoint(id).unwrap_or_default().to_owned(),
+            locked: d.locked,
+            is_final: d.is_final,
+            metadata: m.metadata_entries_json(id)?,
+            targets: m.targets(id).unwrap_or_default().to_vec(),
+            version: num(d.version),
+            created_at: num(d.created_at),
+            last_modified: num(d.last_modified),
+            locked_at: d.locked_at.map(num),
+            checksum: d.checksum,
+            c_checksum: d.c_checksum,
+            transitions_in: num(d.counters.transitions_in),
+            transitions_out: num(d.counters.transitions_out),
+            failed_transitions: num(d.counters.failed_transitions),
+            integrity_checks: num(d.counters.integrity_checks),
+            integrity_failures: num(d.counters.integrity_failures),
+        })
+    })
+}
+
+/// The node-polycall JSON of state `id` (the text its checksum covers).
+#[napi]
+pub fn sm_state_json(handle: u32, id: u32) -> Result<String, String> {
+    with_machine(handle, |m| m.state_json(id))
+}
+
+/// node-polycall's snapshot of state `id`, as JSON text.
+#[napi]
+pub fn sm_state_snapshot(handle: u32, id: u32, now: f64) -> Result<String, String> {
+    with_machine(handle, |m| m.state_snapshot(id, millis(now)))
+}
+
+/// Restores one state from its snapshot's JSON text; returns the state's id.
+#[napi]
+pub fn sm_restore_state(handle: u32, text: String) -> Result<u32, String> {
+    with_machine(handle, |m| m.restore_state(&text))
+}
+
+/// Verifies state `id` against its stored checksum and, if given, `expected`.
+#[napi]
+pub fn sm_verify(handle: u32, id: u32, expected: Option<u32>) -> Result<u32, String> {
+    with_machine(handle, |m| m.verify(id, expected))
+}
+
+/// Counts an integrity failure decided by a user hook.
+#[napi]
+pub fn sm_record_integrity_failure(handle: u32, id: u32) -> Result<(), String> {
+    with_machine(handle, |m| m.record_integrity_failure(id))
+}
+
+/// The machine snapshot, as JSON text.
+#[napi]
+pub fn sm_snapshot(handle: u32, now: f64) -> Result<String, String> {
+    with(handle, |e| e.machine.snapshot(millis(now)))
+}
+
+/// Restores a machine snapshot from its JSON text; returns `'polycall'` or `'node-polycall'`.
+#[napi]
+pub fn sm_restore(handle: u32, text: String, require_checksum: bool) -> Result<String, String> {
+    let format = with_machine(handle, |m| {
+        m.restore(&text, RestoreOptions { require_checksum })
+    })?;
+    Ok(match format {
+        SnapshotFormat::Polycall => "polycall",
+        SnapshotFormat::NodePolycall => "node-polycall",
+    }
+    .to_owned())
+}
+
+/// State names in id order.
+#[napi]
+pub fn sm_names(handle: u32) -> Result<Vec<String>, String> {
+    with(handle, |e| e.machine.names().map(str::to_owned).collect())
+}
+
+/// Every transition as a flat list of `from, to` id pairs.
+#[napi]
+pub fn sm_transitions(handle: u32) -> Result<Vec<u32>, String> {
+    with(handle, |e| {
+        e.machine
+            .transitions()
+            .flat_map(|(from, to)| [from, to])
+            .collect()
+    })
+}
+
+/// History as a flat list of `from, to, timestamp` triples, oldest first.
+#[napi]
+pub fn sm_history(handle: u32) -> Result<Vec<f64>, String> {
+    with(handle, |e| {
+        e.machine
+            .history()
+            .flat_map(|h| [f64::from(h.from), f64::from(h.to), num(h.timestamp)])
+            .collect()
+    })
+}
+
+/// The C library's state checksum for the NULL-action LP64 layout (PROTOCOL.md §9.1).
+#[napi]
+pub fn c_state_checksum(name: String, is_final: bool, id: u32) -> u32 {
+    state::c_state_checksum(&name, is_final, id)
+}
+
+/// node-polycall's state checksum of a JSON text (PROTOCOL.md §9.2).
+#[napi]
+pub fn node_state_checksum(json: String) -> u32 {
+    state::node_state_checksum(&json)
+}
+
+/// node-polycall's default endpoint of a state name.
+#[napi]
+pub fn state_endpoint(name: String) -> String {
+    state::endpoint_for(&name)
+}
+
+/// The session machine's tables (PROTOCOL.md §6): 6 edge masks (`1 << state`), then 6 server
+/// and 6 client accepted-frame masks (`1 << type`), each indexed by state.
+#[napi]
+pub fn session_tables() -> Vec<u32> {
+    use state::session::{CLIENT_ACCEPTS, EDGES, SERVER_ACCEPTS};
+    EDGES
+        .iter()
+        .chain(&SERVER_ACCEPTS)
+        .chain(&CLIENT_ACCEPTS)
+        .map(|m| u32::from(*m))
+        .collect()
+}
