@@ -1,32 +1,74 @@
 /**
- * The end-to-end demo run by `npm start`: frames encoded, split across chunks the way TCP
- * delivers them, decoded, and a bad frame refused with its code.
+ * The end-to-end demo run by `npm start`: a server and a client on loopback, the handshake,
+ * authentication, several commands, state transitions through routes, a clean shutdown.
  */
-import { FrameDecoder, MessageType, encodeFrame, isPolyCallError, parseHandshake, buildHandshake } from '../ts/index.js'
+import { Capability, PolyCallClient, PolyCallError, isPolyCallError } from '../ts/index.js'
+import { createDemoServer } from '../ts/demo/service.js'
 
-const frames = [
-  encodeFrame({ type: MessageType.Handshake, sequence: 1, payload: buildHandshake(0) }),
-  encodeFrame({ type: MessageType.Auth, sequence: 2, payload: Buffer.from('{"username":"demo","password":"demo"}') }),
-  encodeFrame({ type: MessageType.Command, sequence: 3, payload: Buffer.from('{"command":"status","data":{}}') }),
-  encodeFrame({ type: MessageType.Heartbeat, sequence: 4 }),
-]
-const stream = Buffer.concat(frames)
-console.log(`encoded ${frames.length} frames, ${stream.length} bytes`)
+const step = (text: string) => console.log(`\n== ${text}`)
+const show = (label: string, value: unknown) => console.log(`   ${label.padEnd(34)} ${JSON.stringify(value)}`)
 
-const decoder = new FrameDecoder()
-for (let i = 0; i < stream.length; i += 7) {
-  for (const f of decoder.push(stream.subarray(i, i + 7))) {
-    const body = f.type === MessageType.Handshake ? JSON.stringify(parseHandshake(f.payload)) : f.payload.toString()
-    console.log(`  ${MessageType[f.type]!.padEnd(9)} seq=${f.sequence} flags=0x${f.flags.toString(16).padStart(4, '0')} ${body}`)
-  }
-}
-decoder.end()
+step('server: the demo service on 127.0.0.1, authentication required')
+const server = createDemoServer({ auth: { user: 'demo', password: 'demo' } })
+const { port } = await server.listen(0, '127.0.0.1')
+console.log(`   listening on 127.0.0.1:${port}`)
+console.log(`   routes: ${server.router.routes().map((r) => `${r.method === '*' ? '' : `${r.method} `}${r.path}`).join(', ')}`)
 
-const bad = Buffer.from(frames[2]!)
-bad[20]! ^= 0x20
+step('client: connect and handshake')
+const client = new PolyCallClient({ host: '127.0.0.1', port, timeout: 2000 })
+await client.connect()
+const caps = client.stats().capabilities
+const names = Object.entries(Capability).filter(([, bit]) => caps & bit).map(([name]) => name)
+console.log(`   negotiated capabilities: ${names.join(', ')} (0x${caps.toString(16)})`)
+
+step('a command before authenticating is refused')
 try {
-  new FrameDecoder().push(bad)
+  await client.request('status')
 } catch (err) {
   if (!isPolyCallError(err)) throw err
-  console.log(`corrupted frame refused: ${err.code} (${err.message})`)
+  console.log(`   ${err.code}: ${err.message}`)
 }
+
+step('authenticate')
+try {
+  await client.authenticate({ username: 'demo', password: 'wrong' })
+} catch (err) {
+  console.log(`   wrong password -> ${(err as PolyCallError).code}`)
+}
+await client.authenticate({ username: 'demo', password: 'demo' })
+console.log('   demo/demo accepted')
+
+step('commands')
+show('status', await client.request('status'))
+show('echo {"hello":"world"}', await client.request('echo', { hello: 'world' }))
+show('sum [1, 2, 3.5]', await client.request('sum', [1, 2, 3.5]))
+try {
+  await client.request('sum', 'not numbers')
+} catch (err) {
+  show('sum "not numbers"', `${(err as PolyCallError).code}: ${(err as PolyCallError).message}`)
+}
+const many = await Promise.all(Array.from({ length: 100 }, (_, i) => client.request('sum', [i, i])))
+show('100 pipelined sums', `${many.length} answers, all correct: ${many.every((v, i) => v === 2 * i)}`)
+
+step('the demo state machine through routes')
+show('GET machine', await client.request('machine'))
+for (const to of ['READY', 'RUNNING', 'PAUSED', 'RUNNING']) {
+  const t = (await client.request(`POST machine/transition/${to}`)) as { from: string; to: string }
+  show(`POST machine/transition/${to}`, `${t.from} -> ${t.to}`)
+}
+try {
+  await client.request('POST machine/transition/INIT')
+} catch (err) {
+  const e = err as PolyCallError
+  show('POST machine/transition/INIT', `refused: ${e.code}`)
+}
+const snapshot = (await client.request('machine/snapshot')) as { currentState: string; history: unknown[]; checksum: number }
+show('GET machine/snapshot', { currentState: snapshot.currentState, history: snapshot.history.length, checksum: snapshot.checksum })
+
+step('shutdown')
+const clientStats = client.stats()
+await client.close()
+await server.close()
+const s = server.stats()
+console.log(`   client: ${clientStats.requests.succeeded} succeeded, ${clientStats.requests.failed} failed, p50 ${clientStats.latency.p50} ms`)
+console.log(`   server: ${s.requests.total} requests, ${s.connections.total} connection(s), closed cleanly`)

@@ -1,11 +1,12 @@
 /**
  * The demo service behind `polycall serve` and `npm start`: a few plain routes and, under
- * `/machines`, the C library's demo state machine exposed as routes.
+ * `machine`, the C library's demo state machine (PROTOCOL.md §9.1) exposed as routes.
  * @internal
  * @packageDocumentation
  */
 import { ErrorCode, PolyCallError } from '../core/errors.js'
 import { PolyCallServer, type ServerOptions } from '../server/server.js'
+import { StateMachine } from '../state/machine.js'
 
 export interface DemoOptions {
   /** Require this user and password. */
@@ -47,5 +48,33 @@ export function createDemoServer(options: DemoOptions = {}): PolyCallServer {
     },
     { summary: 'adds an array of numbers', idempotent: true },
   )
+  const machine = demoMachine()
+  server.on('close', () => machine.free())
+  const view = () => ({ current: machine.current, history: machine.history(), states: machine.states().map((s) => s.name) })
+  server.route('machine', { GET: view }, { summary: 'the demo state machine: current state and history', idempotent: true })
+  server.route(
+    'machine/transition/:to',
+    {
+      POST: async (ctx) => {
+        const record = await machine.transition(ctx.params['to']!, { signal: ctx.signal })
+        return { ...record, current: machine.current }
+      },
+    },
+    { summary: 'moves the demo machine to another state' },
+  )
+  server.route('machine/snapshot', { GET: () => machine.snapshot() }, { summary: 'a snapshot of the demo machine', idempotent: true })
   return server
+}
+
+/** The C library's demo machine: INIT, READY, RUNNING, PAUSED and the final ERROR. */
+export function demoMachine(): StateMachine {
+  const sm = new StateMachine()
+  for (const name of ['INIT', 'READY', 'RUNNING', 'PAUSED']) sm.addState(name)
+  sm.addState('ERROR', { final: true })
+  sm.addTransition('INIT', 'READY')
+  sm.addTransition('READY', 'RUNNING')
+  sm.addTransition('RUNNING', 'PAUSED')
+  sm.addTransition('PAUSED', 'RUNNING')
+  sm.addTransition('RUNNING', 'ERROR')
+  return sm
 }
