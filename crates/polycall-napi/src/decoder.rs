@@ -16,6 +16,7 @@ use polycall_core::pcr1::Pcr1Decoder;
 use polycall_core::{FrameDecoder, Payload};
 
 use crate::error::{invalid, to_js};
+use crate::slab::Slab;
 
 /// u32 words per frame in the metadata array: `type | flags << 16`, `sequence`, `checksum`,
 /// payload start in the chunk (or `ASSEMBLED`), payload length.
@@ -28,15 +29,6 @@ const MORE: u32 = 1 << 30;
 const FAILED: u32 = 1 << 29;
 /// Result bit: the decoder holds the start of an unfinished frame after this push.
 const PARTIAL: u32 = 1 << 28;
-/// Handle layout: slot index in the low bits, a generation counter above, so a stale handle
-/// never reaches a slot's next occupant.
-const INDEX_BITS: u32 = 20;
-const INDEX_MASK: u32 = (1 << INDEX_BITS) - 1;
-
-struct Slot {
-    generation: u32,
-    decoder: Option<Entry>,
-}
 
 /// The frame format a decoder reads: the v1 frame or the PCR1 frame.
 enum Inner {
@@ -73,8 +65,7 @@ struct Entry {
 
 #[derive(Default)]
 struct Registry {
-    slots: Vec<Slot>,
-    free: Vec<u32>,
+    decoders: Slab<Entry>,
     meta: Option<Uint32Array>,
 }
 
@@ -92,14 +83,8 @@ fn with_entry<T>(
     f: impl FnOnce(&mut Entry, Option<&mut Uint32Array>) -> T,
 ) -> Result<T, String> {
     REGISTRY.with_borrow_mut(|r| {
-        let Registry { slots, meta, .. } = r;
-        let slot = slots
-            .get_mut((handle & INDEX_MASK) as usize)
-            .ok_or_else(stale)?;
-        if slot.generation != handle >> INDEX_BITS {
-            return Err(stale());
-        }
-        let entry = slot.decoder.as_mut().ok_or_else(stale)?;
+        let Registry { decoders, meta } = r;
+        let entry = decoders.get_mut(handle).ok_or_else(stale)?;
         Ok(f(entry, meta.as_mut()))
     })
 }
@@ -115,8 +100,7 @@ pub fn decoder_set_meta(env: Env, meta: Uint32Array) -> Result<(), String> {
         env.add_env_cleanup_hook((), |()| {
             REGISTRY.with_borrow_mut(|r| {
                 std::mem::forget(r.meta.take());
-                r.slots.clear();
-                r.free.clear();
+                r.decoders.clear();
             });
         })
         .map_err(|e| invalid(e.reason.clone()))?;
@@ -134,43 +118,20 @@ pub fn decoder_new(max_payload: u32, format: u32) -> Result<u32, String> {
         _ => return Err(invalid("unknown frame format")),
     };
     REGISTRY.with_borrow_mut(|r| {
-        let entry = Entry {
-            inner,
-            assembled: None,
-            consumed: 0,
-        };
-        let index = if let Some(i) = r.free.pop() {
-            i
-        } else {
-            let i = u32::try_from(r.slots.len()).unwrap_or(u32::MAX);
-            if i > INDEX_MASK {
-                return Err(invalid("too many live decoders"));
-            }
-            r.slots.push(Slot {
-                generation: 0,
-                decoder: None,
-            });
-            i
-        };
-        let slot = r.slots.get_mut(index as usize).ok_or_else(stale)?;
-        slot.decoder = Some(entry);
-        Ok(index | (slot.generation << INDEX_BITS))
+        r.decoders
+            .insert(Entry {
+                inner,
+                assembled: None,
+                consumed: 0,
+            })
+            .ok_or_else(|| invalid("too many live decoders"))
     })
 }
 
 /// Releases a decoder. Freeing twice, or a stale handle, does nothing.
 #[napi]
 pub fn decoder_free(handle: u32) {
-    REGISTRY.with_borrow_mut(|r| {
-        let index = handle & INDEX_MASK;
-        if let Some(slot) = r.slots.get_mut(index as usize)
-            && slot.generation == handle >> INDEX_BITS
-            && slot.decoder.take().is_some()
-        {
-            slot.generation = (slot.generation + 1) & (u32::MAX >> INDEX_BITS);
-            r.free.push(index);
-        }
-    });
+    REGISTRY.with_borrow_mut(|r| r.decoders.remove(handle));
 }
 
 /// Decodes `chunk` into the registered metadata array. Returns the frame count, with `MORE`

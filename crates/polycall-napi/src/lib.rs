@@ -10,4 +10,5 @@
 pub mod codec;
 pub mod decoder;
 pub mod error;
+pub mod slab;
 pub mod state;

@@ -22,9 +22,7 @@ use polycall_core::state::{
 };
 
 use crate::error::{invalid, to_js};
-
-const INDEX_BITS: u32 = 20;
-const INDEX_MASK: u32 = (1 << INDEX_BITS) - 1;
+use crate::slab::Slab;
 
 struct Entry {
     machine: StateMachine,
@@ -32,20 +30,9 @@ struct Entry {
     refusal: Option<polycall_core::Error>,
 }
 
-struct Slot {
-    generation: u32,
-    entry: Option<Entry>,
-}
-
-#[derive(Default)]
-struct Slab {
-    slots: Vec<Slot>,
-    free: Vec<u32>,
-}
-
 thread_local! {
     // One slab per JS thread: each worker has its own machines.
-    static MACHINES: RefCell<Slab> = RefCell::new(Slab::default());
+    static MACHINES: RefCell<Slab<Entry>> = RefCell::new(Slab::default());
 }
 
 fn freed() -> napi::Error<String> {
@@ -53,14 +40,7 @@ fn freed() -> napi::Error<String> {
 }
 
 fn with<T>(handle: u32, f: impl FnOnce(&mut Entry) -> T) -> Result<T, String> {
-    MACHINES.with_borrow_mut(|slab| {
-        let slot = slab
-            .slots
-            .get_mut((handle & INDEX_MASK) as usize)
-            .filter(|s| s.generation == handle >> INDEX_BITS)
-            .ok_or_else(freed)?;
-        slot.entry.as_mut().map(f).ok_or_else(freed)
-    })
+    MACHINES.with_borrow_mut(|slab| slab.get_mut(handle).map(f).ok_or_else(freed))
 }
 
 fn with_machine<T>(
@@ -110,41 +90,18 @@ pub fn sm_new(
         allow_self_transitions,
     });
     MACHINES.with_borrow_mut(|slab| {
-        let index = if let Some(i) = slab.free.pop() {
-            i
-        } else {
-            let i = u32::try_from(slab.slots.len()).unwrap_or(u32::MAX);
-            if i > INDEX_MASK {
-                return Err(invalid("too many live state machines"));
-            }
-            slab.slots.push(Slot {
-                generation: 0,
-                entry: None,
-            });
-            i
-        };
-        let slot = slab.slots.get_mut(index as usize).ok_or_else(freed)?;
-        slot.entry = Some(Entry {
+        slab.insert(Entry {
             machine,
             refusal: None,
-        });
-        Ok(index | (slot.generation << INDEX_BITS))
+        })
+        .ok_or_else(|| invalid("too many live state machines"))
     })
 }
 
 /// Releases a state machine. Freeing twice, or a stale handle, does nothing.
 #[napi]
 pub fn sm_free(handle: u32) {
-    MACHINES.with_borrow_mut(|slab| {
-        let index = handle & INDEX_MASK;
-        if let Some(slot) = slab.slots.get_mut(index as usize)
-            && slot.generation == handle >> INDEX_BITS
-            && slot.entry.take().is_some()
-        {
-            slot.generation = (slot.generation + 1) & (u32::MAX >> INDEX_BITS);
-            slab.free.push(index);
-        }
-    });
+    MACHINES.with_borrow_mut(|slab| slab.remove(handle));
 }
 
 /// Adds a state and returns its id. `metadata` is a JSON object of extra metadata.
