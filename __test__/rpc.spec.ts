@@ -77,11 +77,14 @@ test('PolyCallErrors travel with their code; unexpected errors become INTERNAL w
     })
   })
   const client = newClient(t, port)
-  const app = (await t.throwsAsync(client.request('/app'))) as PolyCallError & { remote?: boolean }
+  async function lookUpUser() {
+    return await client.request('/app')
+  }
+  const app = (await t.throwsAsync(lookUpUser())) as PolyCallError & { remote?: boolean }
   t.is(app.code, 'ERR_APP_NOT_FOUND')
   t.is(app.message, 'no such user')
   t.true(app.remote)
-  t.regex(app.stack ?? '', /rpc\.spec\.ts/, 'the stack points at the caller')
+  t.regex(app.stack ?? '', /at async lookUpUser \(.*rpc\.spec\.ts/, 'the stack points at the caller')
   const bug = (await t.throwsAsync(client.request('/bug'))) as PolyCallError
   t.is(bug.code, ErrorCode.INTERNAL)
   t.false(bug.message.includes('secret'))
@@ -114,21 +117,33 @@ test('10,000 pipelined requests at 128 in flight: every response matches its req
 })
 
 test('responses complete out of order when slow and fast handlers interleave', async (t) => {
+  // Each handler waits on a gate the test opens, so the completion order is chosen, not timed.
+  const gates = new Map<string, () => void>()
+  let arrived = 0
+  let allArrived!: () => void
+  const everyoneIn = new Promise<void>((r) => (allArrived = r))
   const { port } = await startServer(t, {}, (s) =>
-    s.route('/work/:ms', async (ctx) => {
-      await delay(Number(ctx.params.ms))
-      return Number(ctx.params.ms)
+    s.route('/work/:id', async (ctx) => {
+      await new Promise<void>((resolve) => {
+        gates.set(ctx.params['id']!, resolve)
+        if (++arrived === 6) allArrived()
+      })
+      return ctx.params['id']
     }),
   )
   const client = newClient(t, port)
   await client.connect()
-  const finished: number[] = []
-  const delays = [120, 5, 80, 1, 40, 10]
-  const results = await Promise.all(delays.map((ms) => client.request(`/work/${ms}`).then((v) => (finished.push(v as number), v))))
-  t.deepEqual(results, delays, 'each call got its own answer')
-  t.notDeepEqual(finished, delays, 'completion order differs from request order')
-  t.is(finished[0], 1)
-  t.is(finished.at(-1), 120)
+  const ids = ['a', 'b', 'c', 'd', 'e', 'f']
+  const finished: string[] = []
+  const calls = ids.map((id) => client.request(`/work/${id}`).then((v) => (finished.push(v as string), v)))
+  await everyoneIn
+  const releaseOrder = ['e', 'b', 'f', 'a', 'd', 'c']
+  for (const id of releaseOrder) {
+    gates.get(id)!()
+    await new Promise((r) => setImmediate(r))
+  }
+  t.deepEqual(await Promise.all(calls), ids, 'each call got its own answer')
+  t.deepEqual(finished, releaseOrder, 'answers arrive in completion order, not request order')
 })
 
 test('cancellation reaches the handler: ctx.signal aborts with CANCELLED and no reply is sent', async (t) => {

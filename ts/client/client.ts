@@ -1,7 +1,8 @@
 /**
  * PolyCallClient: one connection to a PolyCall server, many requests in flight on it,
  * correlated by sequence number (PROTOCOL.md §5), each bounded by a timeout and an AbortSignal,
- * with reconnection (exponential backoff with jitter) and retries of idempotent calls.
+ * with reconnection (exponential backoff with jitter) and retries of idempotent calls. The wire
+ * protocol (v1 or PCR1) is an adapter; everything else is shared.
  * @packageDocumentation
  */
 import { X509Certificate, createHash } from 'node:crypto'
@@ -17,23 +18,17 @@ import {
   timeoutError,
   unrefTimer,
 } from '../core/abort.js'
+import { Deadlines, type Expiring } from '../core/deadlines.js'
 import { channels } from '../core/diagnostics.js'
 import { TypedEmitter } from '../core/emitter.js'
 import { ErrorCode, PolyCallError, invalidArgument, isPolyCallError } from '../core/errors.js'
 import { LatencyHistogram, type LatencySummary } from '../core/stats.js'
 import { Connection } from '../network/connection.js'
-import type { Frame } from '../protocol/codec.js'
-import { MAX_PAYLOAD, MessageType, ProtocolFlag } from '../protocol/constants.js'
-import { buildHandshake, parseHandshake } from '../protocol/handshake.js'
-import {
-  Capability,
-  SUPPORTED_CAPABILITIES,
-  encodeCancel,
-  encodeCredentials,
-  jsonCodec,
-  msgpackCodec,
-} from '../protocol/payload.js'
+import type { WireFrame } from '../network/wire.js'
+import { pcr1ClientProtocol } from '../pcr1/client-protocol.js'
+import { MAX_PAYLOAD } from '../protocol/constants.js'
 import { SessionState } from '../state/session.js'
+import { v1ClientProtocol, type ClientProtocol, type ClientSetup, type PendingCall } from './protocol.js'
 
 /** TLS options of the client: node:tls options plus certificate pinning. */
 export interface ClientTlsOptions extends TlsConnectionOptions {
@@ -63,8 +58,11 @@ export interface ClientOptions {
   /** @defaultValue '127.0.0.1' */
   host?: string | undefined
   port: number
-  /** Wire protocol. @defaultValue 'v1' */
-  protocol?: 'v1' | undefined
+  /**
+   * Wire protocol: `'v1'` (LibPolyCall v1) or `'pcr1'` (the upstream runtime's polycall_rpc v1,
+   * where commands are `service.operation`). @defaultValue 'v1'
+   */
+  protocol?: 'v1' | 'pcr1' | undefined
   /** Connect with TLS; certificate validation is on unless `rejectUnauthorized: false`. */
   tls?: ClientTlsOptions | boolean | undefined
   /** Default per-request timeout in ms (`Infinity` for none). @defaultValue 5000 */
@@ -112,25 +110,34 @@ export interface ClientEvents {
   connect: [info: { legacy: boolean; capabilities: number }]
   disconnect: [error: PolyCallError | undefined]
   reconnecting: [info: { attempt: number; delay: number; error: PolyCallError }]
-  /** A RESPONSE or ERROR whose sequence matches no pending call (late, or unsolicited). */
-  unsolicited: [frame: Frame]
+  /** A reply whose sequence matches no pending call (late, or unsolicited). */
+  unsolicited: [frame: WireFrame]
 }
 
-interface Call {
-  command: string
-  data: unknown
-  deadline: number
-  idempotent: boolean
-  resolve(value: unknown): void
-  reject(error: PolyCallError): void
-  sequence: number
-  written: boolean
-  settled: boolean
-  started: number
-  timer: NodeJS.Timeout | undefined
-  signal: AbortSignal | undefined
-  onAbort: (() => void) | undefined
-  site: { stack?: string }
+/** Options of {@link PolyCallClient.control}. */
+export interface ControlOptions extends CallOptions {
+  /** The runtime's auth token (needed by `shutdown`). Never logged or published. */
+  authToken?: string | undefined
+}
+
+class Call implements PendingCall, Expiring {
+  sequence = 0
+  written = false
+  settled = false
+  deadlineBucket = -1
+  onAbort: (() => void) | undefined = undefined
+  readonly started = now()
+  constructor(
+    readonly kind: 'request' | 'control',
+    readonly command: string,
+    readonly data: unknown,
+    readonly authToken: string | undefined,
+    readonly deadline: number,
+    readonly idempotent: boolean,
+    readonly signal: AbortSignal | undefined,
+    readonly resolve: (value: unknown) => void,
+    readonly reject: (error: PolyCallError) => void,
+  ) {}
 }
 
 const DEFAULT_TIMEOUT = 5000
@@ -143,6 +150,22 @@ function lostError(call: Call, cause?: unknown): PolyCallError {
   ) as PolyCallError & { written: boolean }
   err.written = call.written
   return err
+}
+
+/**
+ * Points a failed call's stack at the code that awaited it. Runs inside `request()` after its
+ * await, where V8's async stack traces hold the caller's frames, and only on failure: a
+ * successful call captures nothing.
+ */
+function withCallerStack(e: unknown): unknown {
+  if (!isPolyCallError(e)) return e
+  const here: { stack?: string } = {}
+  Error.captureStackTrace(here, withCallerStack)
+  const frames = here.stack?.split('\n').slice(1).join('\n')
+  if (frames) {
+    Object.defineProperty(e, 'stack', { value: `${e.name} [${e.code}]: ${e.message}\n${frames}`, writable: true, configurable: true })
+  }
+  return e
 }
 
 function spkiHash(socket: TLSSocket): string {
@@ -165,38 +188,48 @@ function spkiHash(socket: TLSSocket): string {
 export class PolyCallClient extends TypedEmitter<ClientEvents> {
   readonly host: string
   readonly port: number
+  /** The wire protocol this client speaks. */
+  readonly protocol: 'v1' | 'pcr1'
+  readonly #proto: ClientProtocol
   readonly #tls: ClientTlsOptions | undefined
   readonly #pins: Set<string> | undefined
   readonly #timeout: number | undefined
   readonly #connectTimeout: number
   readonly #reconnect: Required<{ [K in keyof ReconnectOptions]-?: number }> | undefined
-  readonly #maxInFlight: number
-  readonly #heartbeat: number
-  readonly #legacyOnly: boolean
-  readonly #sequenceStart: number | undefined
-  #credentials: unknown
+  readonly #setup: ClientSetup & { credentials: unknown }
   #conn: Connection | undefined
   #connecting: Promise<Connection> | undefined
   readonly #pending = new Map<number, Call>()
   #waiting: Call[] = []
-  readonly #control = new Map<number, (f: Frame) => void>()
+  readonly #control = new Map<number, (f: WireFrame) => void>()
+  readonly #readyWaiters = new Set<(e: PolyCallError) => void>()
+  readonly #deadlines = new Deadlines<Call>((call) => {
+    this.#counters.timedOut++
+    this.#cancel(call, timeoutError(call.deadline - call.started, `${call.kind} ${call.command}`))
+  })
+  /** Calls in flight allowed on the current connection. */
+  #limit = 1
   #attempt = 0
   #reconnectTimer: NodeJS.Timeout | undefined
   #closing = false
   #destroyed = false
   #closePromise: Promise<void> | undefined
+  #idle: (() => void) | undefined
   #fatal: PolyCallError | undefined
   readonly #latency = new LatencyHistogram()
   readonly #counters = { requests: 0, succeeded: 0, failed: 0, timedOut: 0, aborted: 0, retried: 0, reconnects: 0 }
 
   /**
-   * @param options - address, TLS, timeouts, reconnection
+   * @param options - address, protocol, TLS, timeouts, reconnection
    * @throws `ERR_POLYCALL_INVALID_ARGUMENT` for a bad option
    */
   constructor(options: ClientOptions) {
     super()
     if (!options || typeof options !== 'object') throw invalidArgument('options must be an object')
-    if (options.protocol !== undefined && options.protocol !== 'v1') throw invalidArgument(`unsupported protocol ${String(options.protocol)}`)
+    const protocol = options.protocol ?? 'v1'
+    if (protocol !== 'v1' && protocol !== 'pcr1') throw invalidArgument(`unsupported protocol ${String(protocol)}`)
+    this.protocol = protocol
+    this.#proto = protocol === 'pcr1' ? pcr1ClientProtocol : v1ClientProtocol
     const port = options.port
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw invalidArgument('port must be an integer in 0..65535')
     this.host = options.host ?? '127.0.0.1'
@@ -207,22 +240,28 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
     this.#timeout = options.timeout === undefined ? DEFAULT_TIMEOUT : checkTimeout(options.timeout)
     this.#connectTimeout = checkTimeout(options.connectTimeout, 'connectTimeout') ?? 10_000
     const r = options.reconnect ?? true
+    const pick = (k: keyof ReconnectOptions) => (r === true || r === false ? undefined : r[k])
     this.#reconnect =
       r === false
         ? undefined
         : {
-            initialDelay: (r === true ? undefined : r.initialDelay) ?? 1000,
-            multiplier: (r === true ? undefined : r.multiplier) ?? 1.6,
-            jitter: (r === true ? undefined : r.jitter) ?? 0.2,
-            maxDelay: (r === true ? undefined : r.maxDelay) ?? 120_000,
-            maxAttempts: (r === true ? undefined : r.maxAttempts) ?? Infinity,
+            initialDelay: pick('initialDelay') ?? 1000,
+            multiplier: pick('multiplier') ?? 1.6,
+            jitter: pick('jitter') ?? 0.2,
+            maxDelay: pick('maxDelay') ?? 120_000,
+            maxAttempts: pick('maxAttempts') ?? Infinity,
           }
-    this.#maxInFlight = options.maxInFlight ?? 1024
-    if (!Number.isInteger(this.#maxInFlight) || this.#maxInFlight < 1) throw invalidArgument('maxInFlight must be an integer ≥ 1')
-    this.#heartbeat = options.heartbeatInterval ?? 30_000
-    this.#legacyOnly = options.legacy === true
-    this.#sequenceStart = options.sequenceStart
-    this.#credentials = options.credentials
+    const maxInFlight = options.maxInFlight ?? 1024
+    if (!Number.isInteger(maxInFlight) || maxInFlight < 1) throw invalidArgument('maxInFlight must be an integer ≥ 1')
+    if (protocol === 'pcr1' && options.credentials !== undefined) throw invalidArgument('PCR1 has no authentication step; credentials apply to v1')
+    this.#setup = {
+      exchange: (conn, type, payload, flags) => this.#exchange(conn, type, payload, flags),
+      credentials: options.credentials,
+      maxInFlight,
+      heartbeatInterval: options.heartbeatInterval ?? 30_000,
+      legacyOnly: options.legacy === true,
+      sequenceStart: options.sequenceStart,
+    }
   }
 
   /** True while a connection is established and ready for requests. */
@@ -247,7 +286,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
    *
    * @param options - bound: `timeout` (default `connectTimeout`) and `signal`
    * @throws `ERR_POLYCALL_CONNECT_FAILED`, `ERR_POLYCALL_UNAUTHENTICATED`, `ERR_POLYCALL_TLS_PIN_MISMATCH`,
-   *   `ERR_POLYCALL_TIMEOUT`, `ERR_POLYCALL_ABORTED`, `ERR_POLYCALL_CLOSED`
+   *   `ERR_POLYCALL_BUSY`, `ERR_POLYCALL_TIMEOUT`, `ERR_POLYCALL_ABORTED`, `ERR_POLYCALL_CLOSED`
    */
   async connect(options: CallOptions = {}): Promise<void> {
     if (this.#closing) throw new PolyCallError(ErrorCode.CLOSED, 'the client is closed')
@@ -269,16 +308,16 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
       this.#readyWaiters.add(onFail)
     })
     this.#ensureConnection()
-    await bounded(ready, { timeout, signal }, 'connect')
+    try {
+      await bounded(ready, { timeout, signal }, 'connect')
+    } catch (e) {
+      throw withCallerStack(e)
+    }
   }
-
-  readonly #readyWaiters = new Set<(e: PolyCallError) => void>()
-  /** Requests in flight allowed on the current connection: ours, the server's, 1 for legacy peers. */
-  #limit = 1
 
   /**
    * Authenticates with `credentials` (sent as JSON in an AUTH frame) and keeps them for
-   * reconnections. They are never logged or published.
+   * reconnections. They are never logged or published. v1 only.
    *
    * @param credentials - e.g. `{ username, password }`
    * @param options - timeout and signal
@@ -286,36 +325,67 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
    */
   async authenticate(credentials: unknown, options: CallOptions = {}): Promise<void> {
     if (this.#closing) throw new PolyCallError(ErrorCode.CLOSED, 'the client is closed')
-    this.#credentials = credentials
+    if (this.protocol === 'pcr1') throw invalidArgument('PCR1 has no authentication step; pass authToken to control()')
+    this.#setup.credentials = credentials
     if (!this.connected) {
       await this.connect(options)
       return
     }
     const conn = this.#conn!
     try {
-      await bounded(this.#sendAuth(conn), { timeout: checkTimeout(options.timeout) ?? this.#connectTimeout, signal: checkSignal(options.signal) }, 'authenticate')
+      await bounded(this.#proto.authenticate(conn, this.#setup), {
+        timeout: checkTimeout(options.timeout) ?? this.#connectTimeout,
+        signal: checkSignal(options.signal),
+      }, 'authenticate')
     } catch (e) {
-      this.#credentials = undefined
-      throw e
+      this.#setup.credentials = undefined
+      throw withCallerStack(e)
     }
   }
 
   /**
-   * Sends a COMMAND and resolves with the handler's return value.
+   * Sends a request and resolves with the handler's return value.
    *
-   * @param command - `[METHOD ]path[?query]`, e.g. `'/users/42'`
-   * @param data - the request data (msgpack for polycall servers, JSON for legacy ones)
+   * @param command - v1: `[METHOD ]path[?query]`, e.g. `'/users/42'`; PCR1: `'service.operation'`
+   * @param data - the request data (msgpack for polycall servers, JSON for legacy and PCR1 peers)
    * @param options - `timeout` (default the client's), `signal`, `idempotent`
-   * @returns the decoded RESPONSE payload
-   * @throws the server's error code (`ERR_POLYCALL_NOT_FOUND`, an application code, ...),
-   *   `ERR_POLYCALL_TIMEOUT`, `ERR_POLYCALL_ABORTED`, `ERR_POLYCALL_CONNECTION_LOST` (with
-   *   `written`), `ERR_POLYCALL_CONNECT_FAILED`, `ERR_POLYCALL_CLOSED`
+   * @returns the decoded reply
+   * @throws the server's error code (`ERR_POLYCALL_NOT_FOUND`, `operation.unknown`, an application
+   *   code, ...), `ERR_POLYCALL_TIMEOUT`, `ERR_POLYCALL_ABORTED`, `ERR_POLYCALL_CONNECTION_LOST`
+   *   (with `written`), `ERR_POLYCALL_CONNECT_FAILED`, `ERR_POLYCALL_CLOSED`
    * @example
    * ```ts
    * const out = await client.request('POST /orders', { sku: 'a1' }, { timeout: 2000, signal })
    * ```
    */
-  request<T = unknown>(command: string, data?: unknown, options: RequestOptions = {}): Promise<T> {
+  async request<T = unknown>(command: string, data?: unknown, options: RequestOptions = {}): Promise<T> {
+    try {
+      return (await this.#call('request', command, data, options, undefined)) as T
+    } catch (e) {
+      throw withCallerStack(e)
+    }
+  }
+
+  /**
+   * Sends a PCR1 control action (§2): `ping`, `describe`, `health` or `shutdown`.
+   *
+   * @param action - the action name
+   * @param options - `authToken` (for `shutdown`), `timeout`, `signal`
+   * @returns the reply's `data`
+   * @throws `auth.denied`, `control.unknown`, or the transport codes of {@link PolyCallClient.request};
+   *   `ERR_POLYCALL_INVALID_ARGUMENT` on a v1 client
+   */
+  async control<T = unknown>(action: string, options: ControlOptions = {}): Promise<T> {
+    try {
+      if (this.protocol !== 'pcr1') throw invalidArgument('control actions exist on the PCR1 wire only')
+      if (options.authToken !== undefined && typeof options.authToken !== 'string') throw invalidArgument('authToken must be a string')
+      return (await this.#call('control', action, undefined, options, options.authToken)) as T
+    } catch (e) {
+      throw withCallerStack(e)
+    }
+  }
+
+  #call(kind: 'request' | 'control', command: string, data: unknown, options: RequestOptions, authToken: string | undefined): Promise<unknown> {
     if (typeof command !== 'string' || command.length === 0) return Promise.reject(invalidArgument('command must be a non-empty string'))
     let signal: AbortSignal | undefined
     let timeout: number | undefined
@@ -327,32 +397,20 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
     }
     if (this.#closing) return Promise.reject(new PolyCallError(ErrorCode.CLOSED, 'the client is closed'))
     if (signal?.aborted) return Promise.reject(abortedError(signal))
-    const site: { stack?: string } = {}
-    Error.captureStackTrace(site, this.request)
-    return new Promise<T>((resolve, reject) => {
+    return new Promise<unknown>((resolve, reject) => {
       const started = now()
-      const call: Call = {
+      const call = new Call(
+        kind,
         command,
         data,
-        deadline: timeout === undefined ? Infinity : started + timeout,
-        idempotent: options.idempotent === true,
-        resolve: resolve as (v: unknown) => void,
-        reject,
-        sequence: 0,
-        written: false,
-        settled: false,
-        started,
-        timer: undefined,
+        authToken,
+        timeout === undefined ? Infinity : started + timeout,
+        options.idempotent === true,
         signal,
-        onAbort: undefined,
-        site,
-      }
-      if (timeout !== undefined) {
-        call.timer = unrefTimer(() => {
-          this.#counters.timedOut++
-          this.#cancel(call, timeoutError(timeout!, `request ${command}`))
-        }, timeout)
-      }
+        resolve,
+        reject,
+      )
+      this.#deadlines.add(call, call.deadline)
       if (signal) {
         call.onAbort = () => {
           this.#counters.aborted++
@@ -403,8 +461,6 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
     return this.#closePromise
   }
 
-  #idle: (() => void) | undefined
-
   /**
    * Immediate close: every pending and queued request rejects with `reason` (default
    * `ERR_POLYCALL_CLOSED`) and the socket is destroyed. Idempotent.
@@ -451,7 +507,9 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
     }
   }
 
-  // ---- requests -------------------------------------------------------------------------
+  // ---- calls -------------------------------------------------------------------------------
+
+  #inUse = (n: number): boolean => n === 0 || this.#pending.has(n) || this.#control.has(n)
 
   #pump(): void {
     const conn = this.#conn
@@ -459,36 +517,38 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
       if (this.#waiting.length > 0) this.#ensureConnection()
       return
     }
-    const limit = this.#limit
-    while (this.#waiting.length > 0 && this.#pending.size < limit) {
+    while (this.#waiting.length > 0 && this.#pending.size < this.#limit) {
       const call = this.#waiting.shift()!
       if (call.settled) continue
       const remaining = call.deadline - now()
-      let payload: Buffer
+      let frame: { type: number; payload: Buffer }
       try {
-        payload = conn.codec.encodeCommand(call.command, call.data, remaining === Infinity ? undefined : remaining)
+        frame = this.#proto.encode(conn, call, remaining === Infinity ? undefined : remaining)
       } catch (e) {
-        this.#settle(call, new PolyCallError(ErrorCode.INVALID_ARGUMENT, `request data cannot be encoded: ${(e as Error).message}`, { cause: e }))
+        this.#settle(
+          call,
+          isPolyCallError(e) ? e : new PolyCallError(ErrorCode.INVALID_ARGUMENT, `request data cannot be encoded: ${(e as Error).message}`, { cause: e }),
+        )
         continue
       }
-      if (payload.length > MAX_PAYLOAD) {
-        this.#settle(call, new PolyCallError(ErrorCode.PAYLOAD_TOO_LARGE, `request payload of ${payload.length} bytes exceeds ${MAX_PAYLOAD}`))
+      if (frame.payload.length > MAX_PAYLOAD) {
+        this.#settle(call, new PolyCallError(ErrorCode.PAYLOAD_TOO_LARGE, `request payload of ${frame.payload.length} bytes exceeds ${MAX_PAYLOAD}`))
         continue
       }
-      call.sequence = conn.nextSequence((n) => this.#pending.has(n) || this.#control.has(n))
+      // Sequence 0 is never used for a call: it is where connection-level notices go.
+      call.sequence = conn.nextSequence(this.#inUse)
       call.written = true
       this.#pending.set(call.sequence, call)
-      conn.send(MessageType.Command, call.sequence, payload)
+      conn.send(frame.type, call.sequence, frame.payload)
     }
   }
 
-  /** Timeout or abort of one call: forget it and tell the server, when it listens. */
+  /** Timeout or abort of one call: forget it and tell the server, where it can hear. */
   #cancel(call: Call, err: PolyCallError): void {
     if (call.settled) return
     if (call.written && this.#pending.get(call.sequence) === call) {
       this.#pending.delete(call.sequence)
-      const conn = this.#conn
-      if (conn && conn.capabilities & Capability.Cancel) conn.send(MessageType.Heartbeat, call.sequence, encodeCancel(call.sequence), ProtocolFlag.Urgent)
+      if (this.#conn) this.#proto.cancel(this.#conn, call)
     } else {
       const i = this.#waiting.indexOf(call)
       if (i >= 0) this.#waiting.splice(i, 1)
@@ -500,7 +560,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
   #settle(call: Call, err: PolyCallError | undefined, value?: unknown): void {
     if (call.settled) return
     call.settled = true
-    if (call.timer) clearTimeout(call.timer)
+    this.#deadlines.delete(call)
     if (call.onAbort) call.signal!.removeEventListener('abort', call.onAbort)
     const duration = now() - call.started
     if (err) {
@@ -517,39 +577,38 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
     this.#idle?.()
   }
 
-  #reply(f: Frame): void {
+  #frame(conn: Connection, f: WireFrame): void {
+    const control = this.#control.get(f.sequence)
+    if (control) return control(f)
+    const notice = this.#proto.notice(conn, f)
+    if (notice) {
+      // A connection-level failure (decode error, connection limit): every call on this
+      // connection fails with it, and the connection goes.
+      this.#fatal = notice
+      this.emit('unsolicited', f)
+      conn.destroy(notice)
+      return
+    }
+    if (conn !== this.#conn || !this.#proto.isReply(f)) return
     const call = this.#pending.get(f.sequence)
     if (!call) {
-      const control = this.#control.get(f.sequence)
-      if (control) return control(f)
       this.emit('unsolicited', f)
-      if (f.sequence === 0 && f.type === MessageType.Error) {
-        // A connection-level notice (decode failure, connection limit): the server closes next.
-        const { code, message } = this.#conn!.codec.decodeError(f.payload)
-        this.#fatal = new PolyCallError(code, message)
-      }
       return
     }
     this.#pending.delete(f.sequence)
-    const codec = this.#conn!.codec
-    if (f.type === MessageType.Response) {
-      let value: unknown
-      try {
-        value = codec.decodeValue(f.payload)
-      } catch (e) {
-        this.#settle(call, new PolyCallError(ErrorCode.PROTOCOL, 'the response payload could not be decoded', { cause: e }))
-        this.#pump()
-        return
-      }
-      this.#settle(call, undefined, value)
-    } else {
-      const { code, message, data } = codec.decodeError(f.payload)
-      const err = new PolyCallError(code, message) as PolyCallError & { remote: boolean; data?: unknown }
+    let outcome
+    try {
+      outcome = this.#proto.outcome(conn, f, call)
+    } catch (e) {
+      this.#settle(call, new PolyCallError(ErrorCode.PROTOCOL, 'the reply payload could not be decoded', { cause: e }))
+      this.#pump()
+      return
+    }
+    if (outcome.ok) this.#settle(call, undefined, outcome.value)
+    else {
+      const err = new PolyCallError(outcome.code, outcome.message) as PolyCallError & { remote: boolean; data?: unknown }
       err.remote = true
-      if (data !== undefined) err.data = data
-      // Point the trace at the caller, as grpc-js does: the remote failure, then where it was requested.
-      const callerFrames = call.site.stack?.split('\n').slice(1).join('\n')
-      if (callerFrames) err.stack = `${err.name} [${code}]: ${message}\n${callerFrames}`
+      if (outcome.data !== undefined) err.data = outcome.data
       this.#settle(call, err)
     }
     this.#pump()
@@ -581,7 +640,8 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
   }
 
   #connectFailed(err: PolyCallError): void {
-    const permanent = err.code === ErrorCode.UNAUTHENTICATED || err.code === ErrorCode.TLS_PIN_MISMATCH || err.code === ErrorCode.PROTOCOL
+    const permanent =
+      err.code === ErrorCode.UNAUTHENTICATED || err.code === ErrorCode.TLS_PIN_MISMATCH || err.code === ErrorCode.PROTOCOL
     const policy = this.#reconnect
     this.#attempt++
     if (!permanent && policy && !this.#closing && this.#attempt < policy.maxAttempts) {
@@ -605,7 +665,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
 
   async #open(): Promise<Connection> {
     const socket = await this.#dial()
-    const conn = new Connection(
+    const conn: Connection = new Connection(
       socket,
       'client',
       {
@@ -614,55 +674,19 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
         end: () => conn.end(),
         close: (e) => this.#lost(conn, e),
       },
-      { maxPayload: MAX_PAYLOAD },
+      { maxPayload: MAX_PAYLOAD, wire: this.#proto.wire },
     )
+    const deadline = now() + this.#connectTimeout
     try {
-      await this.#setup(conn)
+      this.#limit = await bounded(this.#proto.setup(conn, this.#setup), { timeout: Math.max(0, deadline - now()) }, 'connection setup', (err) =>
+        conn.destroy(err),
+      )
     } catch (e) {
       // Whatever failed (handshake refused, credentials refused, timeout), the socket goes too.
       conn.destroy(isPolyCallError(e) ? e : undefined)
       throw e
     }
     return conn
-  }
-
-  async #setup(conn: Connection): Promise<void> {
-    const deadline = now() + this.#connectTimeout
-    const step = <T>(p: Promise<T>, what: string) =>
-      bounded(p, { timeout: Math.max(0, deadline - now()) }, what, (err) => conn.destroy(err))
-    // Handshake (§4): long form with our capability bits; any of RESPONSE/ERROR echoing the
-    // sequence, or a magic-bearing HANDSHAKE (echo peers), completes it.
-    const offer = this.#legacyOnly ? 0 : SUPPORTED_CAPABILITIES
-    if (this.#sequenceStart !== undefined) conn.startSequence(this.#sequenceStart)
-    const hello = conn.nextSequence()
-    conn.session.to(SessionState.Handshake)
-    const reply = step(this.#controlReply(conn, hello), 'handshake')
-    conn.send(MessageType.Handshake, hello, buildHandshake(offer))
-    const answer = await reply
-    if (answer.type === MessageType.Error) {
-      const { code, message } = jsonCodec.decodeError(answer.payload)
-      conn.destroy()
-      throw new PolyCallError(code === ErrorCode.REMOTE ? ErrorCode.PROTOCOL : code, `handshake refused: ${message}`)
-    }
-    let caps = 0
-    let limit = this.#maxInFlight
-    if (answer.type === MessageType.Response) {
-      try {
-        const h = parseHandshake(answer.payload)
-        caps = h.flags & offer
-        if (h.maxInFlight) limit = Math.min(limit, h.maxInFlight)
-      } catch {
-        caps = 0
-      }
-    }
-    this.#limit = caps === 0 ? 1 : limit
-    conn.capabilities = caps
-    conn.legacy = caps === 0
-    conn.codec = caps & Capability.Msgpack ? msgpackCodec : jsonCodec
-    conn.session.to(SessionState.Auth)
-    if (this.#credentials !== undefined) await step(this.#sendAuth(conn), 'authenticate')
-    else conn.session.to(SessionState.Ready)
-    if (caps & Capability.Heartbeat) conn.startHeartbeat(this.#heartbeat)
   }
 
   #dial(): Promise<Socket> {
@@ -707,66 +731,32 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
     return /^[\d.]+$|:/.test(this.host) ? undefined : this.host
   }
 
-  #controlReply(conn: Connection, sequence: number): Promise<Frame> {
-    return new Promise<Frame>((resolve, reject) => {
-      this.#control.set(sequence, (f) => {
-        this.#control.delete(sequence)
-        resolve(f)
-      })
-      conn.socket.once('close', () => {
+  /** One setup exchange (handshake, AUTH): sends a frame, resolves with the frame answering it. */
+  #exchange(conn: Connection, type: number, payload: Uint8Array, flags?: number): Promise<WireFrame> {
+    const sequence = conn.nextSequence(this.#inUse)
+    return new Promise<WireFrame>((resolve, reject) => {
+      const onClose = () => {
         if (!this.#control.delete(sequence)) return
         const fatal = this.#fatal
         this.#fatal = undefined
         reject(fatal ?? new PolyCallError(ErrorCode.CONNECT_FAILED, 'the server closed the connection during setup'))
+      }
+      this.#control.set(sequence, (f) => {
+        this.#control.delete(sequence)
+        conn.socket.off('close', onClose)
+        resolve(f)
       })
+      conn.socket.once('close', onClose)
+      conn.send(type, sequence, payload, flags)
     })
-  }
-
-  async #sendAuth(conn: Connection): Promise<void> {
-    const seq = conn.nextSequence((n) => this.#pending.has(n) || this.#control.has(n))
-    const reply = this.#controlReply(conn, seq)
-    conn.send(MessageType.Auth, seq, encodeCredentials(this.#credentials))
-    const f = await reply
-    if (f.type === MessageType.Error) {
-      const { message } = conn.codec.decodeError(f.payload)
-      throw new PolyCallError(ErrorCode.UNAUTHENTICATED, message)
-    }
-    if (conn.session.state === SessionState.Auth) conn.session.to(SessionState.Ready)
-  }
-
-  #frame(conn: Connection, f: Frame): void {
-    if (conn !== this.#conn && !this.#control.has(f.sequence)) {
-      // Frames during setup belong to the control exchanges only.
-      if (f.type === MessageType.Handshake && conn.session.state === SessionState.Handshake) {
-        // An echo peer (the C demo) returns our own hello: that completes the handshake too.
-        for (const [seq, handler] of this.#control) if (seq === f.sequence) handler(f)
-      } else if (f.type === MessageType.Error && f.sequence === 0) {
-        const { code, message } = jsonCodec.decodeError(f.payload)
-        this.#fatal = new PolyCallError(code, message)
-      }
-      return
-    }
-    switch (f.type) {
-      case MessageType.Response:
-      case MessageType.Error:
-        return this.#reply(f)
-      case MessageType.Handshake: {
-        const control = this.#control.get(f.sequence)
-        if (control) control(f)
-        return
-      }
-      default:
-        // HEARTBEAT: liveness is tracked by the connection; AUTH from a server means nothing here.
-        return
-    }
   }
 
   #lost(conn: Connection, error: PolyCallError | undefined): void {
     if (!conn.session.closed) conn.session.to(SessionState.Closed)
     if (conn !== this.#conn) return
+    this.#conn = undefined
     const reason = this.#fatal ?? error
     this.#fatal = undefined
-    this.#conn = undefined
     const retry: Call[] = []
     for (const call of this.#pending.values()) {
       if (call.idempotent && call.deadline > now() && !this.#closing) {

@@ -25,6 +25,10 @@ export interface RouteOptions {
    * @defaultValue false
    */
   idempotent?: boolean | undefined
+  /** A hint of the input's shape, as JSON text (listed by PCR1 `describe`). @defaultValue '{}' */
+  inputHint?: string | undefined
+  /** A hint of the output's shape, as JSON text (listed by PCR1 `describe`). @defaultValue '{}' */
+  outputHint?: string | undefined
 }
 
 /** A registered route as listed by {@link Router.routes}. */
@@ -33,6 +37,8 @@ export interface RouteInfo {
   path: string
   summary?: string | undefined
   idempotent: boolean
+  inputHint?: string | undefined
+  outputHint?: string | undefined
 }
 
 /** The outcome of {@link Router.find}. */
@@ -50,6 +56,7 @@ interface Store {
 }
 
 const KNOWN_METHODS = new Set(METHODS)
+const CACHE_SIZE = 1024
 
 /** Splits a command into its method and path (with query). */
 export function parseCommand(command: string): { method: string; path: string } {
@@ -78,6 +85,9 @@ function normalizePath(path: string): string {
 export class Router {
   readonly #fmw = FindMyWay<FindMyWay.HTTPVersion.V1>({ ignoreTrailingSlash: true, caseSensitive: true })
   readonly #routes: RouteInfo[] = []
+  // Commands repeat (the same few operations, often with the same parameters): remember the
+  // last matches. Matches are frozen, so handlers share them safely.
+  #cache = new Map<string, RouteMatch | null>()
 
   /**
    * Registers a path.
@@ -101,7 +111,14 @@ export class Router {
     for (const [method, h] of entries) {
       if (typeof h !== 'function') throw invalidArgument(`route ${method} ${p}: handler must be a function`)
       if (method !== '*' && !KNOWN_METHODS.has(method)) throw invalidArgument(`route ${p}: unknown method ${method}`)
-      const route: RouteInfo = { method, path: p, summary: options.summary, idempotent: options.idempotent === true }
+      const route: RouteInfo = {
+        method,
+        path: p,
+        summary: options.summary,
+        idempotent: options.idempotent === true,
+        inputHint: options.inputHint,
+        outputHint: options.outputHint,
+      }
       try {
         if (method === '*') this.#fmw.all(p, h as never, { route } satisfies Store)
         else this.#fmw.on(method as FindMyWay.HTTPMethod, p, h as never, { route } satisfies Store)
@@ -110,6 +127,7 @@ export class Router {
       }
       this.#routes.push(route)
     }
+    this.#cache.clear()
     return this
   }
 
@@ -120,18 +138,27 @@ export class Router {
    * @returns the match, or undefined when no route matches
    */
   find(command: string): RouteMatch | undefined {
+    const cached = this.#cache.get(command)
+    if (cached !== undefined) return cached ?? undefined
+    const match = this.#find(command)
+    if (this.#cache.size >= CACHE_SIZE) this.#cache.clear()
+    this.#cache.set(command, match ?? null)
+    return match
+  }
+
+  #find(command: string): RouteMatch | undefined {
     const { method, path } = parseCommand(command)
     const found = this.#fmw.find(method as FindMyWay.HTTPMethod, path)
     if (!found) return undefined
     const q = path.indexOf('?')
-    return {
+    return Object.freeze({
       handler: found.handler as unknown as Handler,
       method,
       path: q < 0 ? path : path.slice(0, q),
-      params: found.params as Record<string, string>,
-      query: (found.searchParams ?? {}) as Record<string, string>,
+      params: Object.freeze({ ...(found.params as Record<string, string>) }),
+      query: Object.freeze({ ...((found.searchParams ?? {}) as Record<string, string>) }),
       route: (found.store as Store).route,
-    }
+    })
   }
 
   /** Every registered route, in registration order. */

@@ -1,34 +1,39 @@
 /**
- * One socket speaking the v1 wire: framing through the native decoder (one crossing per chunk),
- * a write queue that turns the frames produced in one tick into one socket write, `write()`
- * backpressure, read pausing, heartbeats with dead-peer detection, and the session state.
- * Client and server both drive one of these per connection; what a frame means is theirs to
- * decide.
+ * One socket speaking one wire format (v1 or PCR1): framing through the native decoder (one
+ * crossing per chunk), a write queue that turns the frames produced in one tick into one socket
+ * write, `write()` backpressure, read pausing, heartbeats with dead-peer detection, and the
+ * session state. Client and server both drive one of these per connection; what a frame means is
+ * theirs to decide.
  * @internal
  * @packageDocumentation
  */
 import type { Socket } from 'node:net'
 import { ErrorCode, PolyCallError, isPolyCallError } from '../core/errors.js'
 import { now } from '../core/abort.js'
-import { FrameDecoder, encodeFrame, type DecodeError, type Frame } from '../protocol/codec.js'
-import { MessageType, ProtocolFlag } from '../protocol/constants.js'
-import { heartbeatPayload, jsonCodec, type PayloadCodec } from '../protocol/payload.js'
+import type { DecodeError } from '../protocol/codec.js'
+import { jsonCodec, type PayloadCodec } from '../protocol/payload.js'
 import { SessionMachine, type SessionRole } from '../state/session.js'
+import type { Wire, WireDecoder, WireFrame } from './wire.js'
 
 /** What the owner of a connection hears. */
 export interface ConnectionHooks {
-  /** A complete, checksum-verified frame. */
-  frame(frame: Frame): void
+  /** A complete, validated frame. */
+  frame(frame: WireFrame): void
   /** The peer sent bytes that are not a valid frame stream; the connection is failing. */
   decodeError(error: PolyCallError): void
   /** The peer closed its sending side. */
   end(): void
   /** The socket is gone. `error` is set when it did not close cleanly. */
   close(error: PolyCallError | undefined): void
+  /** The peer stopped in the middle of a frame for `stallTimeout` ms. */
+  stalled?(): void
 }
 
 export interface ConnectionOptions {
   maxPayload: number
+  wire: Wire
+  /** Fail when a partial frame makes no progress for this long; 0 or absent disables. */
+  stallTimeout?: number
 }
 
 /** Why reading is paused; reading resumes when no reason is left. */
@@ -50,7 +55,8 @@ export class Connection {
   bytesOut = 0
 
   readonly #hooks: ConnectionHooks
-  readonly #decoder: FrameDecoder
+  readonly #wire: Wire
+  readonly #decoder: WireDecoder
   #queue: Buffer[] = []
   #queuedBytes = 0
   #flushScheduled = false
@@ -59,6 +65,8 @@ export class Connection {
   #sequence = 0
   #heartbeat: NodeJS.Timeout | undefined
   #error: PolyCallError | undefined
+  #stallTimeout: number
+  #stallTimer: NodeJS.Timeout | undefined
   #closed = false
   #ending = false
 
@@ -66,7 +74,9 @@ export class Connection {
     this.socket = socket
     this.session = new SessionMachine(role)
     this.#hooks = hooks
-    this.#decoder = new FrameDecoder({ maxPayload: options.maxPayload })
+    this.#wire = options.wire
+    this.#decoder = options.wire.decoder(options.maxPayload)
+    this.#stallTimeout = options.stallTimeout ?? 0
     socket.setNoDelay(true)
     socket.on('data', (chunk: Buffer) => this.#onData(chunk))
     socket.on('end', () => this.#onEnd())
@@ -111,9 +121,9 @@ export class Connection {
   }
 
   /** Queues one frame; frames queued in the same tick leave in one write. */
-  send(type: MessageType, sequence: number, payload?: Uint8Array, flags?: number): void {
+  send(type: number, sequence: number, payload?: Uint8Array, flags?: number): void {
     if (this.#closed || this.#ending) return
-    const bytes = encodeFrame({ type, sequence, payload, flags })
+    const bytes = this.#wire.encode(type, sequence, payload, flags)
     this.#queue.push(bytes)
     this.#queuedBytes += bytes.length
     if (!this.#flushScheduled) {
@@ -137,10 +147,11 @@ export class Connection {
   }
 
   /**
-   * Sends a HEARTBEAT whenever nothing was sent for `interval` ms, and fails the connection when
-   * nothing was received for three intervals. Only for peers that advertised heartbeats.
+   * Calls `beat` (which sends a heartbeat) whenever nothing was sent for `interval` ms, and fails
+   * the connection when nothing was received for three intervals. Only for peers that advertised
+   * heartbeats.
    */
-  startHeartbeat(interval: number): void {
+  startHeartbeat(interval: number, beat: () => void): void {
     if (interval <= 0 || this.#heartbeat || this.#closed) return
     this.#heartbeat = setInterval(() => {
       const t = now()
@@ -148,7 +159,7 @@ export class Connection {
         this.destroy(new PolyCallError(ErrorCode.CONNECTION_LOST, `peer sent nothing for ${Math.round(t - this.lastReceived)} ms`))
         return
       }
-      if (t - this.lastSent >= interval * 0.9) this.send(MessageType.Heartbeat, this.nextSequence(), heartbeatPayload(), ProtocolFlag.None)
+      if (t - this.lastSent >= interval * 0.9) beat()
     }, interval)
     this.#heartbeat.unref()
   }
@@ -194,7 +205,7 @@ export class Connection {
   #onData(chunk: Buffer): void {
     this.lastReceived = now()
     this.bytesIn += chunk.length
-    let frames: Frame[]
+    let frames: WireFrame[]
     try {
       frames = this.#decoder.push(chunk)
     } catch (e) {
@@ -206,9 +217,27 @@ export class Connection {
       if (!this.#closed) this.#hooks.decodeError(err)
       return
     }
+    if (this.#stallTimeout > 0) this.#watchStall()
     for (let i = 0; i < frames.length; i++) {
       if (this.#closed) return
       this.#hooks.frame(frames[i]!)
+    }
+  }
+
+  /** Arms (or re-arms) the stall timer while a frame is incomplete; disarms it otherwise. */
+  #watchStall(): void {
+    if (this.#decoder.pending) {
+      if (this.#stallTimer) this.#stallTimer.refresh()
+      else {
+        this.#stallTimer = setTimeout(() => {
+          this.#stallTimer = undefined
+          if (!this.#closed && this.#decoder.pending) this.#hooks.stalled?.()
+        }, this.#stallTimeout)
+        this.#stallTimer.unref()
+      }
+    } else if (this.#stallTimer) {
+      clearTimeout(this.#stallTimer)
+      this.#stallTimer = undefined
     }
   }
 
@@ -226,6 +255,7 @@ export class Connection {
     if (this.#closed) return
     this.#closed = true
     this.#stopHeartbeat()
+    if (this.#stallTimer) clearTimeout(this.#stallTimer)
     this.#queue = []
     this.#queuedBytes = 0
     this.#decoder.free()

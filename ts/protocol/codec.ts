@@ -241,6 +241,11 @@ export abstract class NativeStreamDecoder {
     this.free()
   }
 
+  /** True while the start of a frame is buffered (free to read: no native call). */
+  get pending(): boolean {
+    return this.partial
+  }
+
   /** Bytes held for a frame that has not completed yet (0 once freed). */
   get buffered(): number {
     return this.#handle === FREED ? 0 : native.decoderBuffered(this.#handle)

@@ -1,39 +1,37 @@
 /**
- * PolyCallServer: accepts connections over TCP or TLS, runs the session machine of each
- * (PROTOCOL.md §6), answers the handshake (§4), authenticates, and dispatches COMMAND frames
- * through middleware and the router. Every reply echoes its request's sequence (§5).
+ * PolyCallServer: accepts connections over TCP or TLS, runs a session per connection, and
+ * dispatches requests through middleware and the router. The wire protocol (v1 with its
+ * handshake and AUTH, or PCR1) is an adapter (ts/server/v1.ts, ts/pcr1/server-protocol.ts);
+ * limits, deadlines, cancellation, shutdown and statistics are shared.
  * @packageDocumentation
  */
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net'
 import { createServer as createTlsServer, type TLSSocket, type TlsOptions } from 'node:tls'
 import { type CallOptions, checkSignal, checkTimeout, now, unrefTimer } from '../core/abort.js'
+import { Deadlines } from '../core/deadlines.js'
 import { channels } from '../core/diagnostics.js'
 import { TypedEmitter } from '../core/emitter.js'
 import { ErrorCode, PolyCallError, invalidArgument, isPolyCallError } from '../core/errors.js'
 import { LatencyHistogram, type LatencySummary } from '../core/stats.js'
 import { Router, type Handler, type MethodHandlers, type RouteInfo, type RouteOptions } from '../client/router.js'
 import { Connection } from '../network/connection.js'
-import { encodeFrame, type Frame } from '../protocol/codec.js'
-import { MAX_PAYLOAD, MessageType } from '../protocol/constants.js'
-import { buildHandshake, parseHandshake } from '../protocol/handshake.js'
-import {
-  Capability,
-  SUPPORTED_CAPABILITIES,
-  decodeCancel,
-  decodeCredentials,
-  jsonCodec,
-  msgpackCodec,
-} from '../protocol/payload.js'
+import { pcr1ServerProtocol } from '../pcr1/server-protocol.js'
+import { MAX_PAYLOAD } from '../protocol/constants.js'
 import { SessionState } from '../state/session.js'
 import { compose, type Middleware, type PeerInfo, type RequestContext } from './context.js'
+import { ServerRequest, ServerSession, type ServerHost, type ServerLimits, type ServerProtocol } from './session.js'
+import { v1ServerProtocol } from './v1.js'
 
 /** Verifies credentials; returns the principal, throws to refuse. */
 export type Authenticator = (credentials: unknown, peer: PeerInfo) => unknown | Promise<unknown>
 
 /** Options of {@link PolyCallServer}. */
 export interface ServerOptions {
-  /** Wire protocol. @defaultValue 'v1' */
-  protocol?: 'v1' | undefined
+  /**
+   * Wire protocol: `'v1'` (LibPolyCall v1) or `'pcr1'` (the upstream runtime's polycall_rpc v1;
+   * routes are addressed as `service.operation`). @defaultValue 'v1'
+   */
+  protocol?: 'v1' | 'pcr1' | undefined
   /**
    * Checks AUTH credentials (the JSON the client sent) and returns the principal handlers see as
    * `ctx.principal`. Throwing refuses with `ERR_POLYCALL_UNAUTHENTICATED`; credentials are never
@@ -66,6 +64,10 @@ export interface ServerOptions {
   heartbeatInterval?: number | undefined
   /** Deadline for requests whose caller sent none. @defaultValue none */
   requestTimeout?: number | undefined
+  /** Close a connection whose peer stopped in the middle of a frame for this long; 0 disables. @defaultValue 10000 */
+  stallTimeout?: number | undefined
+  /** PCR1: the token `shutdown` requires; without it `shutdown` is always denied. */
+  controlToken?: string | undefined
   /** Called with errors that peers only see as `ERR_POLYCALL_INTERNAL` (handler bugs, encode failures). */
   onError?: ((error: unknown, ctx?: RequestContext) => void) | undefined
 }
@@ -89,78 +91,6 @@ export interface ServerEvents {
 /** Options of {@link PolyCallServer.close}. */
 export interface ServerCloseOptions extends CallOptions {}
 
-interface Limits {
-  maxConnections: number
-  maxPayload: number
-  maxInFlight: number
-  handshakeTimeout: number
-  idleTimeout: number
-  heartbeatInterval: number
-}
-
-const AUTH_ATTEMPTS = 3
-const BUSY_NOTICE = `${ErrorCode.BUSY}: server is at its connection limit`
-
-class ServerRequest implements RequestContext {
-  result: unknown = undefined
-  done = false
-  cancelled = false
-  timer: NodeJS.Timeout | undefined = undefined
-  readonly started = now()
-  #controller: AbortController | undefined
-  #reason: PolyCallError | undefined
-  #state: Record<string, unknown> | undefined
-
-  constructor(
-    readonly command: string,
-    readonly method: string,
-    readonly path: string,
-    readonly params: Record<string, string>,
-    readonly query: Record<string, string>,
-    readonly data: unknown,
-    readonly principal: unknown,
-    readonly deadline: number,
-    readonly sequence: number,
-    readonly route: RouteInfo | undefined,
-    readonly peer: PeerInfo,
-    readonly handler: Handler | undefined,
-  ) {}
-
-  // Most handlers never look at the signal: the AbortController is made on first access.
-  get signal(): AbortSignal {
-    if (!this.#controller) {
-      this.#controller = new AbortController()
-      if (this.#reason) this.#controller.abort(this.#reason)
-    }
-    return this.#controller.signal
-  }
-
-  get state(): Record<string, unknown> {
-    return (this.#state ??= {})
-  }
-
-  abort(reason: PolyCallError): void {
-    if (this.#reason) return
-    this.#reason = reason
-    this.#controller?.abort(reason)
-  }
-}
-
-class Session {
-  readonly inflight = new Map<number, ServerRequest>()
-  principal: unknown = undefined
-  authenticated = false
-  authFailures = 0
-  authPending = false
-  peerEnded = false
-  handshakeTimer: NodeJS.Timeout | undefined
-  idleTimer: NodeJS.Timeout | undefined
-  constructor(
-    readonly conn: Connection,
-    readonly peer: PeerInfo,
-  ) {}
-}
-
 function certificateOf(socket: Socket): PeerInfo['certificate'] {
   const tlsSocket = socket as TLSSocket
   if (typeof tlsSocket.getPeerCertificate !== 'function' || !tlsSocket.authorized) return undefined
@@ -180,6 +110,12 @@ function checkLimit(value: unknown, name: string, fallback: number, min = 0): nu
   return value
 }
 
+async function runHandler(ctx: RequestContext): Promise<void> {
+  const req = ctx as ServerRequest
+  if (!req.handler) throw new PolyCallError(ErrorCode.NOT_FOUND, `no route for ${req.method} ${req.path}`)
+  ctx.result = await req.handler(ctx)
+}
+
 /**
  * A PolyCall server.
  *
@@ -196,30 +132,42 @@ function checkLimit(value: unknown, name: string, fallback: number, min = 0): nu
 export class PolyCallServer extends TypedEmitter<ServerEvents> {
   /** The router commands are dispatched through. */
   readonly router = new Router()
-  readonly #options: ServerOptions & Limits
+  /** The wire protocol this server speaks. */
+  readonly protocol: 'v1' | 'pcr1'
+  readonly #proto: ServerProtocol
+  readonly #options: ServerOptions & ServerLimits
   readonly #middleware: Middleware[] = []
   #chain: ((ctx: RequestContext) => Promise<void>) | undefined
   readonly #net: NetServer
-  readonly #sessions = new Set<Session>()
+  readonly #sessions = new Set<ServerSession>()
   #listening: Promise<AddressInfo> | undefined
   #closing = false
   #destroyed = false
   #closePromise: Promise<void> | undefined
   #drained: (() => void) | undefined
+  readonly #deadlines = new Deadlines<ServerRequest>((req) => this.#expire(req))
   readonly #latency = new LatencyHistogram()
   readonly #counters = { connections: 0, rejected: 0, requests: 0, succeeded: 0, failed: 0, cancelled: 0, timedOut: 0, bytesIn: 0, bytesOut: 0 }
+  readonly #host: ServerHost
 
   /**
-   * @param options - authentication, TLS and limits
+   * @param options - protocol, authentication, TLS and limits
    * @throws `ERR_POLYCALL_INVALID_ARGUMENT` for a bad option
    */
   constructor(options: ServerOptions = {}) {
     super()
-    if (options.protocol !== undefined && options.protocol !== 'v1') throw invalidArgument(`unsupported protocol ${String(options.protocol)}`)
+    const protocol = options.protocol ?? 'v1'
+    if (protocol !== 'v1' && protocol !== 'pcr1') throw invalidArgument(`unsupported protocol ${String(protocol)}`)
+    this.protocol = protocol
+    this.#proto = protocol === 'pcr1' ? pcr1ServerProtocol : v1ServerProtocol
     if (options.authenticate !== undefined && typeof options.authenticate !== 'function') throw invalidArgument('authenticate must be a function')
     if (options.requireAuth && !options.authenticate && !options.tls?.requestCert) {
       throw invalidArgument('requireAuth needs an authenticate function or TLS client certificates (tls.requestCert)')
     }
+    if (protocol === 'pcr1' && (options.requireAuth || options.authenticate)) {
+      throw invalidArgument('PCR1 has no authentication step; use TLS client certificates or controlToken')
+    }
+    if (options.controlToken !== undefined && typeof options.controlToken !== 'string') throw invalidArgument('controlToken must be a string')
     this.#options = {
       ...options,
       maxConnections: checkLimit(options.maxConnections, 'maxConnections', 10_000, 1),
@@ -228,9 +176,27 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
       handshakeTimeout: checkLimit(options.handshakeTimeout, 'handshakeTimeout', 10_000, 1),
       idleTimeout: checkLimit(options.idleTimeout, 'idleTimeout', 300_000),
       heartbeatInterval: checkLimit(options.heartbeatInterval, 'heartbeatInterval', 30_000),
+      stallTimeout: checkLimit(options.stallTimeout, 'stallTimeout', 10_000),
     }
     if (this.#options.maxPayload > MAX_PAYLOAD) throw invalidArgument(`maxPayload must be at most ${MAX_PAYLOAD}`)
     checkTimeout(options.requestTimeout, 'requestTimeout')
+    const self = this
+    this.#host = {
+      get options() {
+        return self.#options
+      },
+      get closing() {
+        return self.#closing
+      },
+      dispatch: (s, sequence, command, data, timeout) => this.#dispatch(s, sequence, command, data, timeout),
+      cancel: (s, sequence) => this.#cancel(s, sequence),
+      fail: (s, err, sequence) => this.#fail(s, err, sequence),
+      established: (s) => this.#established(s),
+      routes: () => this.router.routes(),
+      stats: () => this.stats(),
+      close: () => this.close(),
+      report: (error) => this.#report(error),
+    }
     const onSocket = (socket: Socket) => this.#accept(socket)
     if (options.tls) {
       const server = createTlsServer({ ...options.tls, allowHalfOpen: true } as TlsOptions, onSocket)
@@ -261,11 +227,12 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
   }
 
   /**
-   * Registers a route (see {@link Router.route}).
+   * Registers a route (see {@link Router.route}). PCR1 servers address routes as
+   * `service.operation`.
    *
    * @param path - `/users/:id`, `inventory.get`, ...
    * @param handler - a handler or `{ GET, POST, ... }`
-   * @param options - summary and idempotency
+   * @param options - summary, idempotency, describe hints
    * @returns this server
    */
   route(path: string, handler: Handler | MethodHandlers, options?: RouteOptions): this {
@@ -406,9 +373,10 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     if (this.#closing || this.#sessions.size >= this.#options.maxConnections) {
       this.#counters.rejected++
       socket.on('error', () => {})
-      // No handshake yet, so the peer's conventions are unknown: a text ERROR (sequence 0) is
-      // what every reference understands.
-      socket.end(jsonErrorFrame(this.#closing ? `${ErrorCode.UNAVAILABLE}: server is shutting down` : BUSY_NOTICE))
+      const err = this.#closing
+        ? new PolyCallError(ErrorCode.UNAVAILABLE, 'server is shutting down')
+        : new PolyCallError(ErrorCode.BUSY, 'server is at its connection limit')
+      socket.end(this.#proto.refusal(err))
       unrefTimer(() => socket.destroy(), 1000)
       return
     }
@@ -417,211 +385,130 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
       remotePort: socket.remotePort,
       tls: 'encrypted' in socket,
       certificate: certificateOf(socket),
-      legacy: true,
+      legacy: this.protocol === 'v1',
     }
-    let session!: Session
+    let session!: ServerSession
     const conn = new Connection(
       socket,
       'server',
       {
-        frame: (f) => this.#frame(session, f),
+        frame: (f) => {
+          if (session.idleTimer) session.idleTimer.refresh()
+          this.#proto.frame(this.#host, session, f)
+        },
         decodeError: (e) => this.#fail(session, e, 0),
         end: () => {
           session.peerEnded = true
           if (session.inflight.size === 0) conn.end()
         },
         close: (e) => this.#closed(session, e),
+        stalled: () => this.#fail(session, new PolyCallError(ErrorCode.PROTOCOL, `no progress on a partial frame for ${this.#options.stallTimeout} ms`), 0),
       },
-      { maxPayload: this.#options.maxPayload },
+      { maxPayload: this.#options.maxPayload, wire: this.#proto.wire, stallTimeout: this.#options.stallTimeout },
     )
-    session = new Session(conn, peer)
+    session = new ServerSession(conn, peer)
     if (peer.certificate) {
       session.principal = { subject: peer.certificate.subject, fingerprint256: peer.certificate.fingerprint256 }
       session.authenticated = true
     }
     this.#sessions.add(session)
     this.#counters.connections++
-    session.handshakeTimer = unrefTimer(() => {
-      this.#fail(session, new PolyCallError(ErrorCode.PROTOCOL, `no handshake within ${this.#options.handshakeTimeout} ms`))
-    }, this.#options.handshakeTimeout)
+    if (this.#proto.handshake) {
+      session.handshakeTimer = unrefTimer(() => {
+        this.#fail(session, new PolyCallError(ErrorCode.PROTOCOL, `no handshake within ${this.#options.handshakeTimeout} ms`))
+      }, this.#options.handshakeTimeout)
+    } else {
+      conn.session.to(SessionState.Handshake)
+      conn.session.to(SessionState.Auth)
+      conn.session.to(SessionState.Ready)
+      this.#established(session)
+    }
     if (channels.serverConnect.hasSubscribers) {
       channels.serverConnect.publish({ server: this, remoteAddress: peer.remoteAddress, remotePort: peer.remotePort, tls: peer.tls })
     }
     this.emit('connect', peer)
   }
 
-  #frame(s: Session, f: Frame): void {
-    if (s.idleTimer) s.idleTimer.refresh()
-    switch (f.type) {
-      case MessageType.Command:
-        return this.#command(s, f)
-      case MessageType.Heartbeat: {
-        const cancelled = decodeCancel(f.payload)
-        if (cancelled !== undefined) this.#cancel(s, cancelled)
-        return
-      }
-      case MessageType.Handshake:
-        return this.#handshake(s, f)
-      case MessageType.Auth:
-        return this.#auth(s, f)
-      default:
-        return this.#reply(s, f.sequence, undefined, notAllowed(s, f.type))
-    }
-  }
-
-  #handshake(s: Session, f: Frame): void {
-    const { conn } = s
-    if (conn.session.state !== SessionState.Init) return this.#reply(s, f.sequence, undefined, notAllowed(s, f.type))
-    let hello
-    try {
-      hello = parseHandshake(f.payload)
-    } catch (e) {
-      return this.#fail(s, e as PolyCallError, f.sequence)
-    }
-    const caps = hello.legacy ? 0 : hello.flags & SUPPORTED_CAPABILITIES
-    conn.capabilities = caps
-    conn.legacy = caps === 0
-    conn.codec = caps & Capability.Msgpack ? msgpackCodec : jsonCodec
-    s.peer.legacy = conn.legacy
-    conn.session.to(SessionState.Handshake)
-    conn.send(MessageType.Response, f.sequence, caps ? buildHandshake(caps, this.#options.maxInFlight) : buildHandshake(0))
-    conn.session.to(SessionState.Auth)
+  #established(s: ServerSession): void {
     if (s.handshakeTimer) clearTimeout(s.handshakeTimer)
     s.handshakeTimer = undefined
-    if (!this.#options.requireAuth || s.authenticated) conn.session.to(SessionState.Ready)
-    if (caps & Capability.Heartbeat) conn.startHeartbeat(this.#options.heartbeatInterval)
-    if (this.#options.idleTimeout > 0) {
-      s.idleTimer = unrefTimer(() => this.#idle(s), this.#options.idleTimeout)
-    }
+    if (this.#options.idleTimeout > 0 && !s.idleTimer) s.idleTimer = unrefTimer(() => this.#idle(s), this.#options.idleTimeout)
   }
 
-  #idle(s: Session): void {
+  #idle(s: ServerSession): void {
     if (s.inflight.size === 0) s.conn.end()
     else s.idleTimer?.refresh()
   }
 
-  #auth(s: Session, f: Frame): void {
+  #dispatch(s: ServerSession, sequence: number, command: string, data: unknown, timeout: number | undefined): void {
     const { conn } = s
-    if (!conn.session.accepts(MessageType.Auth)) return this.#reply(s, f.sequence, undefined, notAllowed(s, f.type))
-    if (s.authPending) return this.#reply(s, f.sequence, undefined, new PolyCallError(ErrorCode.BUSY, 'an authentication is already in progress'))
-    const credentials = decodeCredentials(f.payload)
-    const verify = this.#options.authenticate
-    s.authPending = true
-    Promise.resolve()
-      .then(() => (verify ? verify(credentials, s.peer) : s.principal))
-      .then(
-        (principal) => {
-          s.authPending = false
-          if (conn.closed) return
-          s.principal = principal
-          s.authenticated = true
-          s.authFailures = 0
-          if (conn.session.state === SessionState.Auth) conn.session.to(SessionState.Ready)
-          conn.send(MessageType.Response, f.sequence, conn.codec.encodeValue({ authenticated: true }))
-        },
-        (e: unknown) => {
-          s.authPending = false
-          if (conn.closed) return
-          const err =
-            isPolyCallError(e) && e.code === ErrorCode.UNAUTHENTICATED
-              ? e
-              : new PolyCallError(ErrorCode.UNAUTHENTICATED, 'authentication failed', { cause: e })
-          this.#reply(s, f.sequence, undefined, err)
-          if (++s.authFailures >= AUTH_ATTEMPTS) conn.end()
-        },
-      )
-  }
-
-  #command(s: Session, f: Frame): void {
-    const { conn } = s
-    const seq = f.sequence
-    if (!conn.session.accepts(MessageType.Command)) {
-      const err =
-        conn.session.state === SessionState.Auth
-          ? new PolyCallError(ErrorCode.UNAUTHENTICATED, 'authenticate before sending commands')
-          : notAllowed(s, f.type)
-      return this.#reply(s, seq, undefined, err)
+    const limits = this.#options
+    if (this.#closing) return this.#proto.refuse(this.#host, s, sequence, new PolyCallError(ErrorCode.UNAVAILABLE, 'the server is shutting down'))
+    if (s.inflight.size >= limits.maxInFlight) {
+      return this.#proto.refuse(this.#host, s, sequence, new PolyCallError(ErrorCode.BUSY, `more than ${limits.maxInFlight} requests in flight`))
     }
-    if (this.#closing) return this.#reply(s, seq, undefined, new PolyCallError(ErrorCode.UNAVAILABLE, 'the server is shutting down'))
-    if (s.inflight.size >= this.#options.maxInFlight) {
-      return this.#reply(s, seq, undefined, new PolyCallError(ErrorCode.BUSY, `more than ${this.#options.maxInFlight} requests in flight`))
+    if (s.inflight.has(sequence)) {
+      return this.#proto.refuse(this.#host, s, sequence, new PolyCallError(ErrorCode.BAD_REQUEST, `sequence ${sequence} is already in flight`))
     }
-    if (s.inflight.has(seq)) {
-      return this.#reply(s, seq, undefined, new PolyCallError(ErrorCode.BAD_REQUEST, `sequence ${seq} is already in flight`))
-    }
-    let cmd
-    try {
-      cmd = conn.codec.decodeCommand(f.payload)
-    } catch (e) {
-      return this.#reply(s, seq, undefined, e as PolyCallError)
-    }
-    const match = this.router.find(cmd.command)
-    const timeout = cmd.timeout ?? this.#options.requestTimeout
+    const match = this.router.find(command)
+    const deadlineMs = timeout ?? limits.requestTimeout
     const req = new ServerRequest(
-      cmd.command,
+      s,
+      command,
       match?.method ?? 'GET',
-      match?.path ?? cmd.command,
+      match?.path ?? command,
       match?.params ?? {},
       match?.query ?? {},
-      cmd.data,
+      data,
       s.principal,
-      timeout === undefined ? Infinity : Date.now() + timeout,
-      seq,
+      deadlineMs === undefined ? Infinity : Date.now() + deadlineMs,
+      sequence,
       match?.route,
       s.peer,
       match?.handler,
     )
-    s.inflight.set(seq, req)
+    s.inflight.set(sequence, req)
     this.#counters.requests++
-    if (s.inflight.size >= this.#options.maxInFlight) conn.pause('dispatch')
-    if (timeout !== undefined) req.timer = unrefTimer(() => this.#expire(s, req), timeout)
+    if (s.inflight.size >= limits.maxInFlight) conn.pause('dispatch')
+    if (deadlineMs !== undefined) this.#deadlines.add(req, req.started + deadlineMs)
     if (channels.serverRequestStart.hasSubscribers) {
-      channels.serverRequestStart.publish({ server: this, command: req.command, sequence: seq, remoteAddress: s.peer.remoteAddress })
+      channels.serverRequestStart.publish({ server: this, command, sequence, remoteAddress: s.peer.remoteAddress })
     }
     this.#chain ??= compose(this.#middleware, runHandler)
     this.#chain(req).then(
-      () => this.#finish(s, req, undefined),
-      (e: unknown) => this.#finish(s, req, e),
+      () => this.#finish(req, undefined),
+      (e: unknown) => this.#finish(req, e),
     )
   }
 
-  #finish(s: Session, req: ServerRequest, error: unknown): void {
+  #finish(req: ServerRequest, error: unknown): void {
     if (req.done) return
     req.done = true
-    if (req.timer) clearTimeout(req.timer)
+    this.#deadlines.delete(req)
+    const s = req.session
     if (s.inflight.get(req.sequence) === req) s.inflight.delete(req.sequence)
-    const { conn } = s
-    let failure: PolyCallError | undefined
-    if (error !== undefined) failure = this.#toWire(error, req)
-    if (!req.cancelled && !conn.closed) {
-      if (failure === undefined) {
-        let payload: Buffer | undefined
-        try {
-          payload = conn.codec.encodeValue(req.result)
-        } catch (e) {
-          failure = this.#toWire(e, req)
-        }
-        if (payload && payload.length > MAX_PAYLOAD) {
-          failure = new PolyCallError(ErrorCode.PAYLOAD_TOO_LARGE, `the response of ${payload.length} bytes exceeds the ${MAX_PAYLOAD}-byte limit`)
-        } else if (payload) conn.send(MessageType.Response, req.sequence, payload)
+    let failure: PolyCallError | undefined = error === undefined ? undefined : this.#toWire(error, req)
+    if (!req.cancelled && !s.conn.closed) {
+      try {
+        this.#proto.respond(this.#host, s, req, failure)
+      } catch (e) {
+        // The result could not be encoded (or is over 1 MiB): the caller gets an error instead.
+        failure = this.#toWire(e, req)
+        this.#proto.respond(this.#host, s, req, failure)
       }
-      if (failure !== undefined) this.#reply(s, req.sequence, req, failure)
     }
-    if (failure === undefined && !req.cancelled) this.#counters.succeeded++
-    else if (!req.cancelled) this.#counters.failed++
+    if (!req.cancelled) {
+      if (failure === undefined) this.#counters.succeeded++
+      else this.#counters.failed++
+    }
     const duration = now() - req.started
     this.#latency.record(duration)
     if (channels.serverRequestEnd.hasSubscribers) {
       channels.serverRequestEnd.publish({ server: this, command: req.command, sequence: req.sequence, durationMs: duration, error: failure })
     }
-    this.#settled(s)
-  }
-
-  /** After a request leaves the in-flight set: resume reading, finish a graceful close. */
-  #settled(s: Session): void {
-    const { conn } = s
-    if (s.inflight.size <= this.#options.maxInFlight >>> 1) conn.resume('dispatch')
-    if (s.inflight.size === 0 && (this.#closing || s.peerEnded)) conn.end()
+    // Resume reading at half the limit, finish a graceful close once the connection is quiet.
+    if (s.inflight.size <= this.#options.maxInFlight >>> 1) s.conn.resume('dispatch')
+    if (s.inflight.size === 0 && (this.#closing || s.peerEnded)) s.conn.end()
   }
 
   /** Maps a thrown value to what the peer sees; unexpected errors are reported, not leaked. */
@@ -631,34 +518,28 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     return new PolyCallError(ErrorCode.INTERNAL, 'internal error')
   }
 
-  #expire(s: Session, req: ServerRequest): void {
+  #expire(req: ServerRequest): void {
     if (req.done) return
     const err = new PolyCallError(ErrorCode.DEADLINE_EXCEEDED, `the request's deadline passed after ${Math.round(now() - req.started)} ms`)
     req.abort(err)
     this.#counters.timedOut++
-    this.#finish(s, req, err)
+    this.#finish(req, err)
   }
 
-  #cancel(s: Session, sequence: number): void {
+  #cancel(s: ServerSession, sequence: number): void {
     const req = s.inflight.get(sequence)
     if (!req || req.done) return
     req.cancelled = true
     req.abort(new PolyCallError(ErrorCode.CANCELLED, 'the caller cancelled the request'))
     this.#counters.cancelled++
-    this.#finish(s, req, undefined)
+    this.#finish(req, undefined)
   }
 
-  #reply(s: Session, sequence: number, _req: ServerRequest | undefined, err: PolyCallError): void {
+  /** A connection-level failure: tell the peer when possible, then close. */
+  #fail(s: ServerSession, err: PolyCallError, sequence = 0): void {
     const { conn } = s
     if (conn.closed) return
-    conn.send(MessageType.Error, sequence, conn.codec.encodeError(err.code, err.message))
-  }
-
-  /** A connection-level failure: answer with ERROR when possible, then close. */
-  #fail(s: Session, err: PolyCallError, sequence = 0): void {
-    const { conn } = s
-    if (conn.closed) return
-    this.#reply(s, sequence, undefined, err)
+    this.#proto.notice(this.#host, s, err, sequence)
     if (conn.session.state !== SessionState.Error && conn.session.state !== SessionState.Closed) conn.session.to(SessionState.Error)
     for (const req of s.inflight.values()) {
       req.cancelled = true
@@ -668,7 +549,7 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     unrefTimer(() => conn.destroy(), 2000)
   }
 
-  #closed(s: Session, error: PolyCallError | undefined): void {
+  #closed(s: ServerSession, error: PolyCallError | undefined): void {
     if (s.handshakeTimer) clearTimeout(s.handshakeTimer)
     if (s.idleTimer) clearTimeout(s.idleTimer)
     if (!s.conn.session.closed) s.conn.session.to(SessionState.Closed)
@@ -676,7 +557,7 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     for (const req of s.inflight.values()) {
       req.cancelled = true
       req.abort(lost)
-      this.#finish(s, req, undefined)
+      this.#finish(req, undefined)
     }
     this.#counters.bytesIn += s.conn.bytesIn
     this.#counters.bytesOut += s.conn.bytesOut
@@ -692,21 +573,4 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
       drained()
     }
   }
-}
-
-async function runHandler(ctx: RequestContext): Promise<void> {
-  const req = ctx as ServerRequest
-  if (!req.handler) throw new PolyCallError(ErrorCode.NOT_FOUND, `no route for ${req.method} ${req.path}`)
-  ctx.result = await req.handler(ctx)
-}
-
-function notAllowed(s: Session, type: MessageType): PolyCallError {
-  return new PolyCallError(
-    ErrorCode.PROTOCOL,
-    `${MessageType[type]?.toUpperCase() ?? type} is not allowed in session state ${SessionState[s.conn.session.state]?.toUpperCase()}`,
-  )
-}
-
-function jsonErrorFrame(text: string): Buffer {
-  return encodeFrame({ type: MessageType.Error, sequence: 0, payload: Buffer.from(text) })
 }

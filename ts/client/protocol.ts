@@ -1,0 +1,137 @@
+/**
+ * What a client needs from a wire protocol: connection setup, how a call is framed, how a reply
+ * is read, connection-level notices and cancellation. {@link v1ClientProtocol} speaks
+ * LibPolyCall v1; the PCR1 adapter lives in ts/pcr1/client-protocol.ts.
+ * @internal
+ * @packageDocumentation
+ */
+import { ErrorCode, PolyCallError } from '../core/errors.js'
+import type { Connection } from '../network/connection.js'
+import { v1Wire, type Wire, type WireFrame } from '../network/wire.js'
+import { MessageType, ProtocolFlag } from '../protocol/constants.js'
+import { buildHandshake, parseHandshake } from '../protocol/handshake.js'
+import {
+  Capability,
+  SUPPORTED_CAPABILITIES,
+  encodeCancel,
+  encodeCredentials,
+  heartbeatPayload,
+  jsonCodec,
+  msgpackCodec,
+} from '../protocol/payload.js'
+import { SessionState } from '../state/session.js'
+
+/** The parts of a call a protocol reads. */
+export interface PendingCall {
+  readonly kind: 'request' | 'control'
+  /** v1: the command; PCR1: `service.operation`, or the control action. */
+  readonly command: string
+  readonly data: unknown
+  readonly authToken: string | undefined
+  sequence: number
+}
+
+/** What the client lends a protocol during setup. */
+export interface ClientSetup {
+  /** Sends one frame and resolves with the frame that answers its sequence. */
+  exchange(conn: Connection, type: number, payload: Uint8Array, flags?: number): Promise<WireFrame>
+  readonly credentials: unknown
+  readonly maxInFlight: number
+  readonly heartbeatInterval: number
+  readonly legacyOnly: boolean
+  readonly sequenceStart: number | undefined
+}
+
+/** A reply's outcome. */
+export type ReplyOutcome = { ok: true; value: unknown } | { ok: false; code: string; message: string; data?: unknown }
+
+export interface ClientProtocol {
+  readonly wire: Wire
+  /** Handshake and authentication on a fresh connection; returns its limit of calls in flight. */
+  setup(conn: Connection, setup: ClientSetup): Promise<number>
+  /** Authenticates a live connection with `setup.credentials`. */
+  authenticate(conn: Connection, setup: ClientSetup): Promise<void>
+  /** The frame type and payload of a call; `remaining` is the time left in ms. */
+  encode(conn: Connection, call: PendingCall, remaining: number | undefined): { type: number; payload: Buffer }
+  /** Whether `f` answers a call. */
+  isReply(f: WireFrame): boolean
+  outcome(conn: Connection, f: WireFrame, call: PendingCall): ReplyOutcome
+  /** A connection-level notice (it fails every call on the connection), or undefined. */
+  notice(conn: Connection, f: WireFrame): PolyCallError | undefined
+  /** Tells the server a written call was abandoned, where the protocol can. */
+  cancel(conn: Connection, call: PendingCall): void
+}
+
+/** LibPolyCall v1: handshake with capability bits, JSON AUTH, COMMAND/RESPONSE/ERROR. */
+export const v1ClientProtocol: ClientProtocol = {
+  wire: v1Wire,
+
+  async setup(conn, setup) {
+    // Handshake (§4): long form with our capability bits; any of RESPONSE/ERROR echoing the
+    // sequence, or a magic-bearing HANDSHAKE (echo peers), completes it.
+    const offer = setup.legacyOnly ? 0 : SUPPORTED_CAPABILITIES
+    if (setup.sequenceStart !== undefined) conn.startSequence(setup.sequenceStart)
+    conn.session.to(SessionState.Handshake)
+    const answer = await setup.exchange(conn, MessageType.Handshake, buildHandshake(offer))
+    if (answer.type === MessageType.Error) {
+      const { code, message } = jsonCodec.decodeError(answer.payload)
+      throw new PolyCallError(code === ErrorCode.REMOTE ? ErrorCode.PROTOCOL : code, `handshake refused: ${message}`)
+    }
+    let caps = 0
+    let limit = setup.maxInFlight
+    if (answer.type === MessageType.Response) {
+      try {
+        const h = parseHandshake(answer.payload)
+        caps = h.flags & offer
+        if (h.maxInFlight) limit = Math.min(limit, h.maxInFlight)
+      } catch {
+        caps = 0
+      }
+    }
+    conn.capabilities = caps
+    conn.legacy = caps === 0
+    conn.codec = caps & Capability.Msgpack ? msgpackCodec : jsonCodec
+    conn.session.to(SessionState.Auth)
+    if (setup.credentials !== undefined) await this.authenticate(conn, setup)
+    else conn.session.to(SessionState.Ready)
+    if (caps & Capability.Heartbeat) {
+      conn.startHeartbeat(setup.heartbeatInterval, () =>
+        conn.send(MessageType.Heartbeat, conn.nextSequence(), heartbeatPayload(), ProtocolFlag.None),
+      )
+    }
+    // Legacy peers read one frame per read: keep one call outstanding (PROTOCOL.md §10.1).
+    return caps === 0 ? 1 : limit
+  },
+
+  async authenticate(conn, setup) {
+    const f = await setup.exchange(conn, MessageType.Auth, encodeCredentials(setup.credentials))
+    if (f.type === MessageType.Error) {
+      const { message } = conn.codec.decodeError(f.payload)
+      throw new PolyCallError(ErrorCode.UNAUTHENTICATED, message)
+    }
+    if (conn.session.state === SessionState.Auth) conn.session.to(SessionState.Ready)
+  },
+
+  encode(conn, call, remaining) {
+    if (call.kind !== 'request') throw new PolyCallError(ErrorCode.INVALID_ARGUMENT, 'control actions exist on the PCR1 wire only')
+    return { type: MessageType.Command, payload: conn.codec.encodeCommand(call.command, call.data, remaining) }
+  },
+
+  isReply: (f) => (f.type === MessageType.Response || f.type === MessageType.Error) && f.sequence !== 0,
+
+  outcome(conn, f) {
+    if (f.type === MessageType.Response) return { ok: true, value: conn.codec.decodeValue(f.payload) }
+    const { code, message, data } = conn.codec.decodeError(f.payload)
+    return data === undefined ? { ok: false, code, message } : { ok: false, code, message, data }
+  },
+
+  notice(conn, f) {
+    if (f.type !== MessageType.Error || f.sequence !== 0) return undefined
+    const { code, message } = conn.codec.decodeError(f.payload)
+    return new PolyCallError(code, message)
+  },
+
+  cancel(conn, call) {
+    if (conn.capabilities & Capability.Cancel) conn.send(MessageType.Heartbeat, call.sequence, encodeCancel(call.sequence), ProtocolFlag.Urgent)
+  },
+}

@@ -1,0 +1,54 @@
+/**
+ * The client side of PCR1 (PROTOCOL-PCR1.md §2-§3, §6): no handshake, REQUEST/RESPONSE for calls,
+ * CONTROL/CONTROL_REPLY for control actions, and corr-0 CONTROL_REPLY as a connection-level
+ * failure.
+ * @internal
+ * @packageDocumentation
+ */
+import { PolyCallError } from '../core/errors.js'
+import type { ClientProtocol } from '../client/protocol.js'
+import { pcr1Wire } from '../network/wire.js'
+import { SessionState } from '../state/session.js'
+import { Pcr1Type } from './frame.js'
+import { MAX_DEADLINE_MS, decodeOutcome, encodeControl, encodeRequest, splitOperation } from './messages.js'
+
+export const pcr1ClientProtocol: ClientProtocol = {
+  wire: pcr1Wire,
+
+  async setup(conn, setup) {
+    // PCR1 has no hello: the connection is ready as soon as it is open.
+    conn.session.to(SessionState.Handshake)
+    conn.session.to(SessionState.Auth)
+    conn.session.to(SessionState.Ready)
+    conn.legacy = false
+    if (setup.sequenceStart !== undefined) conn.startSequence(setup.sequenceStart)
+    return setup.maxInFlight
+  },
+
+  async authenticate() {
+    throw new PolyCallError('ERR_POLYCALL_INVALID_ARGUMENT', 'PCR1 has no authentication step; pass authToken to control()')
+  },
+
+  encode(_conn, call, remaining) {
+    if (call.kind === 'control') return { type: Pcr1Type.Control, payload: encodeControl(call.command, call.authToken) }
+    const { service, operation } = splitOperation(call.command)
+    const deadline = remaining === undefined ? MAX_DEADLINE_MS : Math.ceil(remaining)
+    return { type: Pcr1Type.Request, payload: encodeRequest(service, operation, deadline, call.data) }
+  },
+
+  isReply: (f) => (f.type === Pcr1Type.Response || f.type === Pcr1Type.ControlReply) && f.sequence !== 0,
+
+  outcome(_conn, f, call) {
+    return decodeOutcome(f.payload, call.kind === 'control' ? 'data' : 'output')
+  },
+
+  notice(_conn, f) {
+    if (f.type !== Pcr1Type.ControlReply || f.sequence !== 0) return undefined
+    const outcome = decodeOutcome(f.payload, 'data')
+    return outcome.ok ? undefined : new PolyCallError(outcome.code, outcome.message)
+  },
+
+  cancel() {
+    // PCR1 has no cancellation: the runtime finishes the call and its reply is dropped.
+  },
+}

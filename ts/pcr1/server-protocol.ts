@@ -1,0 +1,168 @@
+/**
+ * The PCR1 side of the server (PROTOCOL-PCR1.md §2-§4): REQUEST dispatch to `service.operation`
+ * routes, control actions, replies in request order per connection (as the C runtime serves a
+ * connection on one thread), `frame.type` for frames a client must not send, and corr-0
+ * CONTROL_REPLY notices before closing.
+ * @internal
+ * @packageDocumentation
+ */
+import { ErrorCode, PolyCallError } from '../core/errors.js'
+import { pcr1Wire, type WireFrame } from '../network/wire.js'
+import type { ServerHost, ServerProtocol, ServerSession } from '../server/session.js'
+import { encodePcr1Frame, Pcr1Type } from './frame.js'
+import { Pcr1Code, decodeControl, decodeRequest, encodeOutcome, toPcr1Code, type Pcr1Outcome } from './messages.js'
+
+/** One reply slot, in the order the requests arrived. */
+interface Slot {
+  sequence: number
+  type: Pcr1Type
+  payload: Buffer | undefined
+  after?: () => void
+}
+
+function order(s: ServerSession): Slot[] {
+  return (s.extra ??= []) as Slot[]
+}
+
+/** Sends every finished reply at the head of the queue, in arrival order. */
+function flush(s: ServerSession): void {
+  const queue = order(s)
+  while (queue.length > 0 && queue[0]!.payload) {
+    const slot = queue.shift()!
+    s.conn.send(slot.type, slot.sequence, slot.payload)
+    slot.after?.()
+  }
+}
+
+function reserve(s: ServerSession, sequence: number, type: Pcr1Type): Slot {
+  const slot: Slot = { sequence, type, payload: undefined }
+  order(s).push(slot)
+  return slot
+}
+
+function fill(s: ServerSession, slot: Slot, outcome: Pcr1Outcome, key: 'output' | 'data', after?: () => void): void {
+  slot.payload = encodeOutcome(outcome, key)
+  if (after) slot.after = after
+  flush(s)
+}
+
+function failure(err: unknown): Pcr1Outcome {
+  const { code, message } = toPcr1Code(err)
+  return { ok: false, code, message }
+}
+
+function control(host: ServerHost, s: ServerSession, f: WireFrame): void {
+  const slot = reserve(s, f.sequence, Pcr1Type.ControlReply)
+  let action
+  try {
+    action = decodeControl(f.payload)
+  } catch (e) {
+    return fill(s, slot, failure(e), 'data')
+  }
+  switch (action.action) {
+    case 'ping':
+      return fill(s, slot, { ok: true, value: { pong: true, abi: 1 } }, 'data')
+    case 'describe':
+      return fill(s, slot, { ok: true, value: { operations: describe(host) } }, 'data')
+    case 'health': {
+      const stats = host.stats()
+      return fill(
+        s,
+        slot,
+        {
+          ok: true,
+          value: {
+            status: host.closing ? 'draining' : 'ok',
+            connections: stats.connections.current,
+            in_flight: stats.requests.inFlight,
+            requests: stats.requests.total,
+          },
+        },
+        'data',
+      )
+    }
+    case 'shutdown': {
+      const token = host.options.controlToken
+      if (token === undefined || action.authToken !== token) {
+        return fill(s, slot, { ok: false, code: Pcr1Code.AUTH_DENIED, message: 'shutdown needs the runtime auth token' }, 'data')
+      }
+      // Answer first, then drain: the reply leaves before the connection closes.
+      return fill(s, slot, { ok: true, value: { shutting_down: true } }, 'data', () => void host.close())
+    }
+    default:
+      return fill(s, slot, { ok: false, code: Pcr1Code.CONTROL_UNKNOWN, message: `unknown control action ${action.action}` }, 'data')
+  }
+}
+
+function describe(host: ServerHost) {
+  return host
+    .routes()
+    .filter((r) => r.path.includes('.'))
+    .map((r) => {
+      const name = r.path.slice(1)
+      const dot = name.lastIndexOf('.')
+      return {
+        service: name.slice(0, dot),
+        operation: name.slice(dot + 1),
+        summary: r.summary ?? '',
+        input: r.inputHint ?? '{}',
+        output: r.outputHint ?? '{}',
+        idempotent: r.idempotent,
+      }
+    })
+}
+
+export const pcr1ServerProtocol: ServerProtocol = {
+  wire: pcr1Wire,
+  handshake: false,
+
+  frame(host, s, f) {
+    switch (f.type) {
+      case Pcr1Type.Request: {
+        if (order(s).length >= host.options.maxInFlight) {
+          return fill(s, reserve(s, f.sequence, Pcr1Type.Response), { ok: false, code: Pcr1Code.SERVER_BUSY, message: 'too many requests in flight' }, 'output')
+        }
+        let request
+        try {
+          request = decodeRequest(f.payload)
+        } catch (e) {
+          return fill(s, reserve(s, f.sequence, Pcr1Type.Response), failure(e), 'output')
+        }
+        reserve(s, f.sequence, Pcr1Type.Response)
+        return host.dispatch(s, f.sequence, `${request.service}.${request.operation}`, request.input, request.deadlineMs)
+      }
+      case Pcr1Type.Control:
+        return control(host, s, f)
+      default:
+        // RESPONSE and CONTROL_REPLY flow from server to client only.
+        return fill(
+          s,
+          reserve(s, f.sequence, Pcr1Type.ControlReply),
+          { ok: false, code: Pcr1Code.FRAME_TYPE, message: `a client may not send frame type ${f.type}` },
+          'data',
+        )
+    }
+  },
+
+  respond(_host, s, req, err) {
+    const slot = order(s).find((x) => x.sequence === req.sequence && x.type === Pcr1Type.Response && !x.payload)
+    if (!slot) return
+    fill(s, slot, err ? failure(err) : { ok: true, value: req.result }, 'output')
+  },
+
+  refuse(_host, s, sequence, err) {
+    const slot = order(s).find((x) => x.sequence === sequence && !x.payload) ?? reserve(s, sequence, Pcr1Type.Response)
+    fill(s, slot, failure(err), 'output')
+  },
+
+  notice(_host, s, err) {
+    // Connection-level: one CONTROL_REPLY with corr 0, outside the reply order, then close.
+    const code = err.code === ErrorCode.BUSY ? Pcr1Code.SERVER_BUSY : Pcr1Code.FRAME_INVALID
+    s.conn.send(Pcr1Type.ControlReply, 0, encodeOutcome({ ok: false, code, message: err.message }, 'data'))
+  },
+
+  refusal(err) {
+    const code = err.code === ErrorCode.BUSY || err.code === ErrorCode.UNAVAILABLE ? Pcr1Code.SERVER_BUSY : Pcr1Code.FRAME_INVALID
+    return encodePcr1Frame(Pcr1Type.ControlReply, 0, encodeOutcome({ ok: false, code, message: err.message }, 'data'))
+  },
+}

@@ -1,0 +1,127 @@
+/**
+ * The server's per-connection and per-request state, and the contract between the server core
+ * (accepting, dispatching through middleware and routes, deadlines, limits, shutdown) and a
+ * wire protocol adapter (v1 in ts/server/v1.ts, PCR1 in ts/pcr1/server-protocol.ts).
+ * @internal
+ * @packageDocumentation
+ */
+import type { RouteInfo, Handler } from '../client/router.js'
+import type { PolyCallError } from '../core/errors.js'
+import type { Expiring } from '../core/deadlines.js'
+import { now } from '../core/abort.js'
+import type { Connection } from '../network/connection.js'
+import type { Wire, WireFrame } from '../network/wire.js'
+import type { PeerInfo, RequestContext } from './context.js'
+import type { ServerOptions, ServerStats } from './server.js'
+
+/** One request being served. */
+export class ServerRequest implements RequestContext, Expiring {
+  result: unknown = undefined
+  done = false
+  /** The caller gave up (or the connection went): no reply is sent. */
+  cancelled = false
+  deadlineBucket = -1
+  readonly started = now()
+  #controller: AbortController | undefined
+  #reason: PolyCallError | undefined
+  #state: Record<string, unknown> | undefined
+
+  constructor(
+    readonly session: ServerSession,
+    readonly command: string,
+    readonly method: string,
+    readonly path: string,
+    readonly params: Record<string, string>,
+    readonly query: Record<string, string>,
+    readonly data: unknown,
+    readonly principal: unknown,
+    readonly deadline: number,
+    readonly sequence: number,
+    readonly route: RouteInfo | undefined,
+    readonly peer: PeerInfo,
+    readonly handler: Handler | undefined,
+  ) {}
+
+  // Most handlers never look at the signal: the AbortController is made on first access.
+  get signal(): AbortSignal {
+    if (!this.#controller) {
+      this.#controller = new AbortController()
+      if (this.#reason) this.#controller.abort(this.#reason)
+    }
+    return this.#controller.signal
+  }
+
+  get state(): Record<string, unknown> {
+    return (this.#state ??= {})
+  }
+
+  abort(reason: PolyCallError): void {
+    if (this.#reason) return
+    this.#reason = reason
+    this.#controller?.abort(reason)
+  }
+}
+
+/** One connection on the server. */
+export class ServerSession {
+  readonly inflight = new Map<number, ServerRequest>()
+  principal: unknown = undefined
+  authenticated = false
+  authFailures = 0
+  authPending = false
+  peerEnded = false
+  handshakeTimer: NodeJS.Timeout | undefined
+  idleTimer: NodeJS.Timeout | undefined
+  /** Protocol-specific state (PCR1 keeps its reply order here). */
+  extra: unknown = undefined
+  constructor(
+    readonly conn: Connection,
+    readonly peer: PeerInfo,
+  ) {}
+}
+
+/** Resolved limits of a server. */
+export interface ServerLimits {
+  maxConnections: number
+  maxPayload: number
+  maxInFlight: number
+  handshakeTimeout: number
+  idleTimeout: number
+  heartbeatInterval: number
+  stallTimeout: number
+}
+
+/** What the server core offers a protocol adapter. */
+export interface ServerHost {
+  readonly options: ServerOptions & ServerLimits
+  readonly closing: boolean
+  /** Runs a request through middleware and routes; the adapter's `respond` gets the outcome. */
+  dispatch(s: ServerSession, sequence: number, command: string, data: unknown, timeout: number | undefined): void
+  /** The caller gave up on `sequence`: abort its handler, send nothing. */
+  cancel(s: ServerSession, sequence: number): void
+  /** A connection-level failure: the adapter's notice, then close. */
+  fail(s: ServerSession, err: PolyCallError, sequence?: number): void
+  /** Starts the idle timer once a session is established. */
+  established(s: ServerSession): void
+  routes(): RouteInfo[]
+  stats(): ServerStats
+  close(): Promise<void>
+  report(error: unknown): void
+}
+
+/** A wire protocol on the server side. */
+export interface ServerProtocol {
+  readonly wire: Wire
+  /** Whether a new connection waits for a handshake (v1) or is ready at once (PCR1). */
+  readonly handshake: boolean
+  /** A complete frame from the peer. */
+  frame(host: ServerHost, s: ServerSession, f: WireFrame): void
+  /** A dispatched request finished: send its reply (`failure` set when it failed). */
+  respond(host: ServerHost, s: ServerSession, req: ServerRequest, failure: PolyCallError | undefined): void
+  /** Refuses one request before dispatch (busy, shutting down, malformed). */
+  refuse(host: ServerHost, s: ServerSession, sequence: number, err: PolyCallError): void
+  /** Tells the peer about a connection-level failure (the server closes next). */
+  notice(host: ServerHost, s: ServerSession, err: PolyCallError, sequence: number): void
+  /** The bytes that refuse a connection before any session exists (connection limit, shutdown). */
+  refusal(err: PolyCallError): Buffer
+}

@@ -1,0 +1,153 @@
+/**
+ * The LibPolyCall v1 side of the server: the handshake (PROTOCOL.md §4) with capability
+ * negotiation, AUTH, COMMAND dispatch, cancellation notices, and ERROR replies in the peer's
+ * conventions (msgpack for polycall peers, text for legacy ones).
+ * @internal
+ * @packageDocumentation
+ */
+import { ErrorCode, PolyCallError, isPolyCallError } from '../core/errors.js'
+import { v1Wire, type WireFrame } from '../network/wire.js'
+import { encodeFrame } from '../protocol/codec.js'
+import { MessageType, ProtocolFlag } from '../protocol/constants.js'
+import { buildHandshake, parseHandshake } from '../protocol/handshake.js'
+import {
+  Capability,
+  SUPPORTED_CAPABILITIES,
+  decodeCancel,
+  decodeCredentials,
+  heartbeatPayload,
+  jsonCodec,
+  msgpackCodec,
+} from '../protocol/payload.js'
+import { SessionState } from '../state/session.js'
+import type { ServerHost, ServerProtocol, ServerSession } from './session.js'
+
+const AUTH_ATTEMPTS = 3
+
+function notAllowed(s: ServerSession, type: number): PolyCallError {
+  return new PolyCallError(
+    ErrorCode.PROTOCOL,
+    `${MessageType[type]?.toUpperCase() ?? type} is not allowed in session state ${SessionState[s.conn.session.state]?.toUpperCase()}`,
+  )
+}
+
+function sendError(s: ServerSession, sequence: number, err: PolyCallError): void {
+  if (s.conn.closed) return
+  s.conn.send(MessageType.Error, sequence, s.conn.codec.encodeError(err.code, err.message, (err as { data?: unknown }).data))
+}
+
+function handshake(host: ServerHost, s: ServerSession, f: WireFrame): void {
+  const { conn } = s
+  if (conn.session.state !== SessionState.Init) return sendError(s, f.sequence, notAllowed(s, f.type))
+  let hello
+  try {
+    hello = parseHandshake(f.payload)
+  } catch (e) {
+    return host.fail(s, e as PolyCallError, f.sequence)
+  }
+  const caps = hello.legacy ? 0 : hello.flags & SUPPORTED_CAPABILITIES
+  conn.capabilities = caps
+  conn.legacy = caps === 0
+  conn.codec = caps & Capability.Msgpack ? msgpackCodec : jsonCodec
+  s.peer.legacy = conn.legacy
+  conn.session.to(SessionState.Handshake)
+  conn.send(MessageType.Response, f.sequence, caps ? buildHandshake(caps, host.options.maxInFlight) : buildHandshake(0))
+  conn.session.to(SessionState.Auth)
+  if (!host.options.requireAuth || s.authenticated) conn.session.to(SessionState.Ready)
+  if (caps & Capability.Heartbeat) {
+    conn.startHeartbeat(host.options.heartbeatInterval, () =>
+      conn.send(MessageType.Heartbeat, conn.nextSequence(), heartbeatPayload(), ProtocolFlag.None),
+    )
+  }
+  host.established(s)
+}
+
+function auth(host: ServerHost, s: ServerSession, f: WireFrame): void {
+  const { conn } = s
+  if (!conn.session.accepts(MessageType.Auth)) return sendError(s, f.sequence, notAllowed(s, f.type))
+  if (s.authPending) return sendError(s, f.sequence, new PolyCallError(ErrorCode.BUSY, 'an authentication is already in progress'))
+  const credentials = decodeCredentials(f.payload)
+  const verify = host.options.authenticate
+  s.authPending = true
+  Promise.resolve()
+    .then(() => (verify ? verify(credentials, s.peer) : s.principal))
+    .then(
+      (principal) => {
+        s.authPending = false
+        if (conn.closed) return
+        s.principal = principal
+        s.authenticated = true
+        s.authFailures = 0
+        if (conn.session.state === SessionState.Auth) conn.session.to(SessionState.Ready)
+        conn.send(MessageType.Response, f.sequence, conn.codec.encodeValue({ authenticated: true }))
+      },
+      (e: unknown) => {
+        s.authPending = false
+        if (conn.closed) return
+        const err =
+          isPolyCallError(e) && e.code === ErrorCode.UNAUTHENTICATED
+            ? e
+            : new PolyCallError(ErrorCode.UNAUTHENTICATED, 'authentication failed', { cause: e })
+        sendError(s, f.sequence, err)
+        if (++s.authFailures >= AUTH_ATTEMPTS) conn.end()
+      },
+    )
+}
+
+function command(host: ServerHost, s: ServerSession, f: WireFrame): void {
+  const { conn } = s
+  if (!conn.session.accepts(MessageType.Command)) {
+    const err =
+      conn.session.state === SessionState.Auth
+        ? new PolyCallError(ErrorCode.UNAUTHENTICATED, 'authenticate before sending commands')
+        : notAllowed(s, f.type)
+    return sendError(s, f.sequence, err)
+  }
+  let cmd
+  try {
+    cmd = conn.codec.decodeCommand(f.payload)
+  } catch (e) {
+    return sendError(s, f.sequence, e as PolyCallError)
+  }
+  host.dispatch(s, f.sequence, cmd.command, cmd.data, cmd.timeout)
+}
+
+export const v1ServerProtocol: ServerProtocol = {
+  wire: v1Wire,
+  handshake: true,
+
+  frame(host, s, f) {
+    switch (f.type) {
+      case MessageType.Command:
+        return command(host, s, f)
+      case MessageType.Heartbeat: {
+        const cancelled = decodeCancel(f.payload)
+        if (cancelled !== undefined) host.cancel(s, cancelled)
+        return
+      }
+      case MessageType.Handshake:
+        return handshake(host, s, f)
+      case MessageType.Auth:
+        return auth(host, s, f)
+      default:
+        return sendError(s, f.sequence, notAllowed(s, f.type))
+    }
+  },
+
+  respond(_host, s, req, failure) {
+    if (failure) return sendError(s, req.sequence, failure)
+    s.conn.send(MessageType.Response, req.sequence, s.conn.codec.encodeValue(req.result))
+  },
+
+  refuse(_host, s, sequence, err) {
+    sendError(s, sequence, err)
+  },
+
+  notice(_host, s, err, sequence) {
+    sendError(s, sequence, err)
+  },
+
+  // No handshake yet, so the peer's conventions are unknown: a text ERROR (sequence 0) is what
+  // every reference understands.
+  refusal: (err) => encodeFrame({ type: MessageType.Error, sequence: 0, payload: Buffer.from(`${err.code}: ${err.message}`) }),
+}
