@@ -15,6 +15,7 @@ import {
   checkSignal,
   checkTimeout,
   now,
+  tickNow,
   timeoutError,
   unrefTimer,
 } from '../core/abort.js'
@@ -125,9 +126,10 @@ class Call implements PendingCall, Expiring {
   written = false
   settled = false
   deadlineBucket = -1
+  deadlineSlot = 0
   onAbort: (() => void) | undefined = undefined
-  readonly started = now()
   constructor(
+    readonly started: number,
     readonly kind: 'request' | 'control',
     readonly command: string,
     readonly data: unknown,
@@ -398,8 +400,11 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
     if (this.#closing) return Promise.reject(new PolyCallError(ErrorCode.CLOSED, 'the client is closed'))
     if (signal?.aborted) return Promise.reject(abortedError(signal))
     return new Promise<unknown>((resolve, reject) => {
+      // The exact clock here: a deadline must not start from a reading taken before a long
+      // synchronous stretch of the caller's code.
       const started = now()
       const call = new Call(
+        started,
         kind,
         command,
         data,
@@ -517,10 +522,11 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
       if (this.#waiting.length > 0) this.#ensureConnection()
       return
     }
+    const t = tickNow()
     while (this.#waiting.length > 0 && this.#pending.size < this.#limit) {
       const call = this.#waiting.shift()!
       if (call.settled) continue
-      const remaining = call.deadline - now()
+      const remaining = call.deadline - t
       let frame: { type: number; payload: Buffer }
       try {
         frame = this.#proto.encode(conn, call, remaining === Infinity ? undefined : remaining)
@@ -562,7 +568,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
     call.settled = true
     this.#deadlines.delete(call)
     if (call.onAbort) call.signal!.removeEventListener('abort', call.onAbort)
-    const duration = now() - call.started
+    const duration = tickNow() - call.started
     if (err) {
       if (err.code !== ErrorCode.TIMEOUT && err.code !== ErrorCode.ABORTED) this.#counters.failed++
       call.reject(err)

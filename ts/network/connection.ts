@@ -13,7 +13,7 @@ import { now } from '../core/abort.js'
 import type { DecodeError } from '../protocol/codec.js'
 import { jsonCodec, type PayloadCodec } from '../protocol/payload.js'
 import { SessionMachine, type SessionRole } from '../state/session.js'
-import type { Wire, WireDecoder, WireFrame } from './wire.js'
+import { ARENA_FRAME_MAX, type Wire, type WireDecoder, type WireFrame } from './wire.js'
 
 /** What the owner of a connection hears. */
 export interface ConnectionHooks {
@@ -39,6 +39,9 @@ export interface ConnectionOptions {
 /** Why reading is paused; reading resumes when no reason is left. */
 export type PauseReason = 'dispatch' | 'drain' | 'owner'
 
+const EMPTY = Buffer.alloc(0)
+const ARENA_SIZE = 4096
+
 export class Connection {
   readonly socket: Socket
   readonly session: SessionMachine
@@ -59,6 +62,12 @@ export class Connection {
   readonly #decoder: WireDecoder
   #queue: Buffer[] = []
   #queuedBytes = 0
+  // Small frames are written straight into this arena (a slice of Node's buffer pool); a flush
+  // hands the filled region to the socket and drops the arena, so no region is written twice
+  // and an idle connection holds no buffer.
+  #arena: Buffer | undefined
+  #arenaStart = 0
+  #arenaPos = 0
   #flushScheduled = false
   #needDrain = false
   #pauses = new Set<PauseReason>()
@@ -123,9 +132,22 @@ export class Connection {
   /** Queues one frame; frames queued in the same tick leave in one write. */
   send(type: number, sequence: number, payload?: Uint8Array, flags?: number): void {
     if (this.#closed || this.#ending) return
-    const bytes = this.#wire.encode(type, sequence, payload, flags)
-    this.#queue.push(bytes)
-    this.#queuedBytes += bytes.length
+    const body = payload ?? EMPTY
+    let written = -1
+    if (this.#wire.encodeInto && !this.legacy && body.length + 16 <= ARENA_FRAME_MAX) {
+      if (!this.#arena || this.#arena.length - this.#arenaPos < ARENA_FRAME_MAX) this.#newArena()
+      written = this.#wire.encodeInto(this.#arena!, this.#arenaPos, type, sequence, body, flags)
+      if (written > 0) {
+        this.#arenaPos += written
+        this.#queuedBytes += written
+      }
+    }
+    if (written < 0) {
+      this.#takeArena()
+      const bytes = this.#wire.encode(type, sequence, payload, flags)
+      this.#queue.push(bytes)
+      this.#queuedBytes += bytes.length
+    }
     if (!this.#flushScheduled) {
       this.#flushScheduled = true
       process.nextTick(() => this.#flush())
@@ -181,9 +203,27 @@ export class Connection {
     this.socket.destroy()
   }
 
+  /** Moves the arena's filled, unsent region onto the queue (keeping frame order). */
+  #takeArena(): void {
+    if (this.#arena && this.#arenaPos > this.#arenaStart) {
+      this.#queue.push(this.#arena.subarray(this.#arenaStart, this.#arenaPos))
+      this.#arenaStart = this.#arenaPos
+    }
+  }
+
+  #newArena(): void {
+    this.#takeArena()
+    this.#arena = Buffer.allocUnsafe(ARENA_SIZE)
+    this.#arenaStart = 0
+    this.#arenaPos = 0
+  }
+
   #flush(): void {
     this.#flushScheduled = false
-    if (this.#queue.length === 0 || this.#closed || this.#needDrain) return
+    if (this.#closed || this.#needDrain) return
+    this.#takeArena()
+    this.#arena = undefined
+    if (this.#queue.length === 0) return
     const queue = this.#queue
     const bytes = this.#queuedBytes
     this.#queue = []
@@ -258,6 +298,7 @@ export class Connection {
     if (this.#stallTimer) clearTimeout(this.#stallTimer)
     this.#queue = []
     this.#queuedBytes = 0
+    this.#arena = undefined
     this.#decoder.free()
     this.#hooks.close(this.#error)
   }

@@ -5,6 +5,8 @@
  * @packageDocumentation
  */
 import { FrameDecoder, encodeFrame } from '../protocol/codec.js'
+import { DEFAULT_FLAGS, HEADER_SIZE } from '../protocol/constants.js'
+import { JS_ENCODE_MAX, checksumJs, writeHeaderJs } from '../protocol/fast-path.js'
 import { Pcr1Decoder, encodePcr1Frame } from '../pcr1/frame.js'
 
 /** A decoded frame of either format (`sequence` is PCR1's corr). */
@@ -27,12 +29,29 @@ export interface Wire {
   readonly name: 'v1' | 'pcr1'
   decoder(maxPayload: number): WireDecoder
   encode(type: number, sequence: number, payload: Uint8Array | undefined, flags: number | undefined): Buffer
+  /**
+   * Writes a small frame straight into `target` at `offset` (the connection's write arena) and
+   * returns its size, or returns -1 when the frame should go through `encode` instead. The
+   * caller guarantees room for {@link ARENA_FRAME_MAX} bytes.
+   */
+  encodeInto?(target: Buffer, offset: number, type: number, sequence: number, payload: Uint8Array, flags: number | undefined): number
 }
+
+/** Largest frame written into a connection's arena; larger frames get their own buffer. */
+export const ARENA_FRAME_MAX = HEADER_SIZE + JS_ENCODE_MAX
 
 export const v1Wire: Wire = {
   name: 'v1',
   decoder: (maxPayload) => new FrameDecoder({ maxPayload }),
   encode: (type, sequence, payload, flags) => encodeFrame({ type, sequence, payload, flags }),
+  encodeInto(target, offset, type, sequence, payload, flags) {
+    const len = payload.length
+    // Only frames the connection built itself come here: types, flags and sequences are valid.
+    if (len > JS_ENCODE_MAX) return -1
+    writeHeaderJs(target, type, flags ?? DEFAULT_FLAGS[type]!, sequence, len, checksumJs(payload, 0, len, 0), offset)
+    target.set(payload, offset + HEADER_SIZE)
+    return HEADER_SIZE + len
+  },
 }
 
 const EMPTY = Buffer.alloc(0)

@@ -36,7 +36,7 @@ export function checksumJs(data: Uint8Array, start = 0, end = data.length, acc =
   return a >>> 0
 }
 
-/** Writes the 16-byte header at `out[0..16)`, little-endian field by field. */
+/** Writes the 16-byte header at `out[at..at+16)`, little-endian field by field. */
 export function writeHeaderJs(
   out: Uint8Array,
   type: number,
@@ -44,23 +44,24 @@ export function writeHeaderJs(
   sequence: number,
   length: number,
   sum: number,
+  at = 0,
 ): void {
-  out[0] = 1
-  out[1] = type
-  out[2] = flags & 0xff
-  out[3] = flags >>> 8
-  out[4] = sequence & 0xff
-  out[5] = (sequence >>> 8) & 0xff
-  out[6] = (sequence >>> 16) & 0xff
-  out[7] = sequence >>> 24
-  out[8] = length & 0xff
-  out[9] = (length >>> 8) & 0xff
-  out[10] = (length >>> 16) & 0xff
-  out[11] = length >>> 24
-  out[12] = sum & 0xff
-  out[13] = (sum >>> 8) & 0xff
-  out[14] = (sum >>> 16) & 0xff
-  out[15] = sum >>> 24
+  out[at] = 1
+  out[at + 1] = type
+  out[at + 2] = flags & 0xff
+  out[at + 3] = flags >>> 8
+  out[at + 4] = sequence & 0xff
+  out[at + 5] = (sequence >>> 8) & 0xff
+  out[at + 6] = (sequence >>> 16) & 0xff
+  out[at + 7] = sequence >>> 24
+  out[at + 8] = length & 0xff
+  out[at + 9] = (length >>> 8) & 0xff
+  out[at + 10] = (length >>> 16) & 0xff
+  out[at + 11] = length >>> 24
+  out[at + 12] = sum & 0xff
+  out[at + 13] = (sum >>> 8) & 0xff
+  out[at + 14] = (sum >>> 16) & 0xff
+  out[at + 15] = sum >>> 24
 }
 
 /** The subset of a decoded frame this module builds (structurally a `Frame`). */

@@ -7,7 +7,7 @@
  */
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net'
 import { createServer as createTlsServer, type TLSSocket, type TlsOptions } from 'node:tls'
-import { type CallOptions, checkSignal, checkTimeout, now, unrefTimer } from '../core/abort.js'
+import { type CallOptions, checkSignal, checkTimeout, now, tickNow, unrefTimer } from '../core/abort.js'
 import { Deadlines } from '../core/deadlines.js'
 import { channels } from '../core/diagnostics.js'
 import { TypedEmitter } from '../core/emitter.js'
@@ -108,6 +108,11 @@ function checkLimit(value: unknown, name: string, fallback: number, min = 0): nu
   if (value === undefined) return fallback
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min) throw invalidArgument(`${name} must be an integer ≥ ${min}`)
   return value
+}
+
+/** What a handler that throws `undefined` (or `null`) reports: it is a bug, not a success. */
+function thrownUndefined(): Error {
+  return new Error('a handler threw or rejected with no error value')
 }
 
 async function runHandler(ctx: RequestContext): Promise<void> {
@@ -461,7 +466,7 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
       match?.query ?? {},
       data,
       s.principal,
-      deadlineMs === undefined ? Infinity : Date.now() + deadlineMs,
+      deadlineMs ?? Infinity,
       sequence,
       match?.route,
       s.peer,
@@ -474,11 +479,36 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     if (channels.serverRequestStart.hasSubscribers) {
       channels.serverRequestStart.publish({ server: this, command, sequence, remoteAddress: s.peer.remoteAddress })
     }
+    if (this.#middleware.length === 0) return this.#runDirect(req)
     this.#chain ??= compose(this.#middleware, runHandler)
     this.#chain(req).then(
       () => this.#finish(req, undefined),
-      (e: unknown) => this.#finish(req, e),
+      (e: unknown) => this.#finish(req, e ?? thrownUndefined()),
     )
+  }
+
+  /** Without middleware a synchronous handler completes without a single promise. */
+  #runDirect(req: ServerRequest): void {
+    const handler = req.handler
+    if (!handler) return this.#finish(req, new PolyCallError(ErrorCode.NOT_FOUND, `no route for ${req.method} ${req.path}`))
+    let out: unknown
+    try {
+      out = handler(req)
+    } catch (e) {
+      return this.#finish(req, e ?? thrownUndefined())
+    }
+    if (out !== null && typeof out === 'object' && typeof (out as PromiseLike<unknown>).then === 'function') {
+      ;(out as PromiseLike<unknown>).then(
+        (value) => {
+          req.result = value
+          this.#finish(req, undefined)
+        },
+        (e: unknown) => this.#finish(req, e ?? thrownUndefined()),
+      )
+      return
+    }
+    req.result = out
+    this.#finish(req, undefined)
   }
 
   #finish(req: ServerRequest, error: unknown): void {
@@ -501,7 +531,7 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
       if (failure === undefined) this.#counters.succeeded++
       else this.#counters.failed++
     }
-    const duration = now() - req.started
+    const duration = tickNow() - req.started
     this.#latency.record(duration)
     if (channels.serverRequestEnd.hasSubscribers) {
       channels.serverRequestEnd.publish({ server: this, command: req.command, sequence: req.sequence, durationMs: duration, error: failure })

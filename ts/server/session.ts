@@ -8,7 +8,7 @@
 import type { RouteInfo, Handler } from '../client/router.js'
 import type { PolyCallError } from '../core/errors.js'
 import type { Expiring } from '../core/deadlines.js'
-import { now } from '../core/abort.js'
+import { tickNow } from '../core/abort.js'
 import type { Connection } from '../network/connection.js'
 import type { Wire, WireFrame } from '../network/wire.js'
 import type { PeerInfo, RequestContext } from './context.js'
@@ -21,7 +21,8 @@ export class ServerRequest implements RequestContext, Expiring {
   /** The caller gave up (or the connection went): no reply is sent. */
   cancelled = false
   deadlineBucket = -1
-  readonly started = now()
+  deadlineSlot = 0
+  readonly started = tickNow()
   #controller: AbortController | undefined
   #reason: PolyCallError | undefined
   #state: Record<string, unknown> | undefined
@@ -35,12 +36,18 @@ export class ServerRequest implements RequestContext, Expiring {
     readonly query: Record<string, string>,
     readonly data: unknown,
     readonly principal: unknown,
-    readonly deadline: number,
+    /** Milliseconds the caller allowed, or Infinity. */
+    readonly timeout: number,
     readonly sequence: number,
     readonly route: RouteInfo | undefined,
     readonly peer: PeerInfo,
     readonly handler: Handler | undefined,
   ) {}
+
+  /** When the caller stops waiting, in `Date.now()` milliseconds (computed on first read). */
+  get deadline(): number {
+    return this.timeout === Infinity ? Infinity : performance.timeOrigin + this.started + this.timeout
+  }
 
   // Most handlers never look at the signal: the AbortController is made on first access.
   get signal(): AbortSignal {
