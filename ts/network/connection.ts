@@ -13,6 +13,7 @@ import { now } from '../core/abort.js'
 import type { DecodeError } from '../protocol/codec.js'
 import { jsonCodec, type PayloadCodec } from '../protocol/payload.js'
 import { SessionMachine, type SessionRole } from '../state/session.js'
+import { every, stop, type Ticking } from './ticker.js'
 import { ARENA_FRAME_MAX, type Wire, type WireDecoder, type WireFrame } from './wire.js'
 
 /** What the owner of a connection hears. */
@@ -39,7 +40,27 @@ export interface ConnectionOptions {
 /** Why reading is paused; reading resumes when no reason is left. */
 export type PauseReason = 'dispatch' | 'drain' | 'owner'
 
+const OWNER = Symbol('polycall.connection')
+type OwnedSocket = Socket & { [OWNER]: Connection }
+
+function onData(this: OwnedSocket, chunk: Buffer): void {
+  Connection.listeners.data(this[OWNER], chunk)
+}
+function onEnd(this: OwnedSocket): void {
+  Connection.listeners.end(this[OWNER])
+}
+function onError(this: OwnedSocket, err: Error): void {
+  Connection.listeners.error(this[OWNER], err)
+}
+function onClose(this: OwnedSocket): void {
+  Connection.listeners.close(this[OWNER])
+}
+function onDrain(this: OwnedSocket): void {
+  Connection.listeners.drain(this[OWNER])
+}
+
 const EMPTY = Buffer.alloc(0)
+const PAUSE_BIT: Record<PauseReason, number> = { dispatch: 1, drain: 2, owner: 4 }
 const ARENA_SIZE = 4096
 
 export class Connection {
@@ -68,11 +89,15 @@ export class Connection {
   #arena: Buffer | undefined
   #arenaStart = 0
   #arenaPos = 0
+  /** The queue holds exactly one small frame in its own buffer. */
+  #soloSmall = false
   #flushScheduled = false
   #needDrain = false
-  #pauses = new Set<PauseReason>()
+  /** Bit set of pause reasons. */
+  #pauses = 0
   #sequence = 0
-  #heartbeat: NodeJS.Timeout | undefined
+  #heartbeat: Ticking | undefined
+  #heartbeatPeriod = 0
   #error: PolyCallError | undefined
   #stallTimeout: number
   #stallTimer: NodeJS.Timeout | undefined
@@ -87,19 +112,36 @@ export class Connection {
     this.#decoder = options.wire.decoder(options.maxPayload)
     this.#stallTimeout = options.stallTimeout ?? 0
     socket.setNoDelay(true)
-    socket.on('data', (chunk: Buffer) => this.#onData(chunk))
-    socket.on('end', () => this.#onEnd())
-    socket.on('error', (err: Error) => {
-      this.#error ??= isPolyCallError(err)
+    // Shared listeners that find their connection on the socket: no closures per connection.
+    ;(socket as OwnedSocket)[OWNER] = this
+    socket.on('data', onData)
+    socket.on('end', onEnd)
+    socket.on('error', onError)
+    socket.on('close', onClose)
+    socket.on('drain', onDrain)
+  }
+
+  /** @internal */
+  static listeners = {
+    data(c: Connection, chunk: Buffer): void {
+      c.#onData(chunk)
+    },
+    end(c: Connection): void {
+      c.#onEnd()
+    },
+    error(c: Connection, err: Error): void {
+      c.#error ??= isPolyCallError(err)
         ? err
         : new PolyCallError(ErrorCode.CONNECTION_LOST, `socket error: ${err.message}`, { cause: err })
-    })
-    socket.on('close', () => this.#onClose())
-    socket.on('drain', () => {
-      this.#needDrain = false
-      this.resume('drain')
-      this.#flush()
-    })
+    },
+    close(c: Connection): void {
+      c.#onClose()
+    },
+    drain(c: Connection): void {
+      c.#needDrain = false
+      c.resume('drain')
+      c.#flush()
+    },
   }
 
   /** True once the socket closed or was destroyed. */
@@ -129,24 +171,34 @@ export class Connection {
     this.#sequence = (next - 1) >>> 0
   }
 
-  /** Queues one frame; frames queued in the same tick leave in one write. */
+  /**
+   * Queues one frame; frames queued in the same tick leave in one write. The first frame of a
+   * tick gets its own small buffer; when a second one follows, both go into an arena (a pooled
+   * 4 KiB slice) that the flush hands to the socket whole, so a busy tick costs one buffer and
+   * one write, and an idle connection holds nothing.
+   */
   send(type: number, sequence: number, payload?: Uint8Array, flags?: number): void {
     if (this.#closed || this.#ending) return
     const body = payload ?? EMPTY
-    let written = -1
-    if (this.#wire.encodeInto && !this.legacy && body.length + 16 <= ARENA_FRAME_MAX) {
-      if (!this.#arena || this.#arena.length - this.#arenaPos < ARENA_FRAME_MAX) this.#newArena()
-      written = this.#wire.encodeInto(this.#arena!, this.#arenaPos, type, sequence, body, flags)
-      if (written > 0) {
-        this.#arenaPos += written
-        this.#queuedBytes += written
-      }
-    }
-    if (written < 0) {
+    const small = this.#wire.encodeInto !== undefined && !this.legacy && body.length + 16 <= ARENA_FRAME_MAX
+    if (small && (this.#arena || this.#soloSmall)) {
+      if (!this.#arena) {
+        // A second small frame in this tick: move the first into a fresh arena.
+        const first = this.#queue.pop()!
+        this.#newArena()
+        this.#arena!.set(first, 0)
+        this.#arenaPos = first.length
+        this.#soloSmall = false
+      } else if (this.#arena.length - this.#arenaPos < ARENA_FRAME_MAX) this.#newArena()
+      const written = this.#wire.encodeInto!(this.#arena!, this.#arenaPos, type, sequence, body, flags)
+      this.#arenaPos += written
+      this.#queuedBytes += written
+    } else {
       this.#takeArena()
       const bytes = this.#wire.encode(type, sequence, payload, flags)
       this.#queue.push(bytes)
       this.#queuedBytes += bytes.length
+      this.#soloSmall = small && this.#queue.length === 1
     }
     if (!this.#flushScheduled) {
       this.#flushScheduled = true
@@ -156,16 +208,20 @@ export class Connection {
 
   /** Pauses reading for `reason` (reasons stack; reading resumes when none is left). */
   pause(reason: PauseReason): void {
-    if (this.#pauses.size === 0 && !this.#closed) this.socket.pause()
-    this.#pauses.add(reason)
+    if (this.#pauses === 0 && !this.#closed) this.socket.pause()
+    this.#pauses |= PAUSE_BIT[reason]
   }
 
   resume(reason: PauseReason): void {
-    if (this.#pauses.delete(reason) && this.#pauses.size === 0 && !this.#closed) this.socket.resume()
+    const bit = PAUSE_BIT[reason]
+    if (this.#pauses & bit) {
+      this.#pauses &= ~bit
+      if (this.#pauses === 0 && !this.#closed) this.socket.resume()
+    }
   }
 
   get paused(): boolean {
-    return this.#pauses.size > 0
+    return this.#pauses !== 0
   }
 
   /**
@@ -175,15 +231,19 @@ export class Connection {
    */
   startHeartbeat(interval: number, beat: () => void): void {
     if (interval <= 0 || this.#heartbeat || this.#closed) return
-    this.#heartbeat = setInterval(() => {
-      const t = now()
-      if (t - this.lastReceived > 3 * interval) {
-        this.destroy(new PolyCallError(ErrorCode.CONNECTION_LOST, `peer sent nothing for ${Math.round(t - this.lastReceived)} ms`))
-        return
-      }
-      if (t - this.lastSent >= interval * 0.9) beat()
-    }, interval)
-    this.#heartbeat.unref()
+    // One shared interval per period visits every connection that uses it.
+    this.#heartbeatPeriod = interval
+    this.#heartbeat = {
+      tick: () => {
+        const t = now()
+        if (t - this.lastReceived > 3 * interval) {
+          this.destroy(new PolyCallError(ErrorCode.CONNECTION_LOST, `peer sent nothing for ${Math.round(t - this.lastReceived)} ms`))
+          return
+        }
+        if (t - this.lastSent >= interval * 0.9) beat()
+      },
+    }
+    every(interval, this.#heartbeat)
   }
 
   /** Flushes what is queued, then closes the sending side. */
@@ -223,6 +283,7 @@ export class Connection {
     if (this.#closed || this.#needDrain) return
     this.#takeArena()
     this.#arena = undefined
+    this.#soloSmall = false
     if (this.#queue.length === 0) return
     const queue = this.#queue
     const bytes = this.#queuedBytes
@@ -304,7 +365,7 @@ export class Connection {
   }
 
   #stopHeartbeat(): void {
-    if (this.#heartbeat) clearInterval(this.#heartbeat)
+    if (this.#heartbeat) stop(this.#heartbeatPeriod, this.#heartbeat)
     this.#heartbeat = undefined
   }
 }

@@ -15,11 +15,12 @@ import { ErrorCode, PolyCallError, invalidArgument, isPolyCallError } from '../c
 import { LatencyHistogram, type LatencySummary } from '../core/stats.js'
 import { Router, type Handler, type MethodHandlers, type RouteInfo, type RouteOptions } from '../client/router.js'
 import { Connection } from '../network/connection.js'
+import { every, stop } from '../network/ticker.js'
 import { pcr1ServerProtocol } from '../pcr1/server-protocol.js'
 import { MAX_PAYLOAD } from '../protocol/constants.js'
 import { SessionState } from '../state/session.js'
 import { compose, type Middleware, type PeerInfo, type RequestContext } from './context.js'
-import { ServerRequest, ServerSession, type ServerHost, type ServerLimits, type ServerProtocol } from './session.js'
+import { ServerRequest, ServerSession, type ServerHost, type ServerLimits, type ServerProtocol, type SessionEvents } from './session.js'
 import { v1ServerProtocol } from './v1.js'
 
 /** Verifies credentials; returns the principal, throws to refuse. */
@@ -154,6 +155,21 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
   readonly #latency = new LatencyHistogram()
   readonly #counters = { connections: 0, rejected: 0, requests: 0, succeeded: 0, failed: 0, cancelled: 0, timedOut: 0, bytesIn: 0, bytesOut: 0 }
   readonly #host: ServerHost
+  /** Period of the shared idle sweep. */
+  get #idlePeriod(): number {
+    return Math.max(10, Math.min(Math.ceil(this.#options.idleTimeout / 4), 30_000))
+  }
+  /** What every session forwards its connection's events to. */
+  readonly #events: SessionEvents = {
+    frame: (s, f) => this.#proto.frame(this.#host, s, f),
+    decodeError: (s, e) => this.#fail(s, e, 0),
+    end: (s) => {
+      s.peerEnded = true
+      if (s.inflight.size === 0) s.conn.end()
+    },
+    close: (s, e) => this.#closed(s, e),
+    stalled: (s) => this.#fail(s, new PolyCallError(ErrorCode.PROTOCOL, `no progress on a partial frame for ${this.#options.stallTimeout} ms`), 0),
+  }
 
   /**
    * @param options - protocol, authentication, TLS and limits
@@ -392,26 +408,14 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
       certificate: certificateOf(socket),
       legacy: this.protocol === 'v1',
     }
-    let session!: ServerSession
-    const conn = new Connection(
-      socket,
-      'server',
-      {
-        frame: (f) => {
-          if (session.idleTimer) session.idleTimer.refresh()
-          this.#proto.frame(this.#host, session, f)
-        },
-        decodeError: (e) => this.#fail(session, e, 0),
-        end: () => {
-          session.peerEnded = true
-          if (session.inflight.size === 0) conn.end()
-        },
-        close: (e) => this.#closed(session, e),
-        stalled: () => this.#fail(session, new PolyCallError(ErrorCode.PROTOCOL, `no progress on a partial frame for ${this.#options.stallTimeout} ms`), 0),
-      },
-      { maxPayload: this.#options.maxPayload, wire: this.#proto.wire, stallTimeout: this.#options.stallTimeout },
-    )
-    session = new ServerSession(conn, peer)
+    // The session is the connection's hooks object: no closures per connection.
+    const session = new ServerSession(peer, this.#events)
+    const conn = new Connection(socket, 'server', session, {
+      maxPayload: this.#options.maxPayload,
+      wire: this.#proto.wire,
+      stallTimeout: this.#options.stallTimeout,
+    })
+    session.conn = conn
     if (peer.certificate) {
       session.principal = { subject: peer.certificate.subject, fingerprint256: peer.certificate.fingerprint256 }
       session.authenticated = true
@@ -437,12 +441,12 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
   #established(s: ServerSession): void {
     if (s.handshakeTimer) clearTimeout(s.handshakeTimer)
     s.handshakeTimer = undefined
-    if (this.#options.idleTimeout > 0 && !s.idleTimer) s.idleTimer = unrefTimer(() => this.#idle(s), this.#options.idleTimeout)
-  }
-
-  #idle(s: ServerSession): void {
-    if (s.inflight.size === 0) s.conn.end()
-    else s.idleTimer?.refresh()
+    const idle = this.#options.idleTimeout
+    if (idle > 0 && s.idleTimeout === 0) {
+      // A shared sweep, a few times per idle period, instead of a timer per connection.
+      s.idleTimeout = idle
+      every(this.#idlePeriod, s)
+    }
   }
 
   #dispatch(s: ServerSession, sequence: number, command: string, data: unknown, timeout: number | undefined): void {
@@ -581,7 +585,7 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
 
   #closed(s: ServerSession, error: PolyCallError | undefined): void {
     if (s.handshakeTimer) clearTimeout(s.handshakeTimer)
-    if (s.idleTimer) clearTimeout(s.idleTimer)
+    if (s.idleTimeout > 0) stop(this.#idlePeriod, s)
     if (!s.conn.session.closed) s.conn.session.to(SessionState.Closed)
     const lost = new PolyCallError(ErrorCode.CONNECTION_LOST, 'the connection closed', { cause: error })
     for (const req of s.inflight.values()) {

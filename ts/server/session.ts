@@ -8,8 +8,8 @@
 import type { RouteInfo, Handler } from '../client/router.js'
 import type { PolyCallError } from '../core/errors.js'
 import type { Expiring } from '../core/deadlines.js'
-import { tickNow } from '../core/abort.js'
-import type { Connection } from '../network/connection.js'
+import { now, tickNow } from '../core/abort.js'
+import type { Connection, ConnectionHooks } from '../network/connection.js'
 import type { Wire, WireFrame } from '../network/wire.js'
 import type { PeerInfo, RequestContext } from './context.js'
 import type { ServerOptions, ServerStats } from './server.js'
@@ -69,22 +69,54 @@ export class ServerRequest implements RequestContext, Expiring {
   }
 }
 
-/** One connection on the server. */
-export class ServerSession {
+/** Where a session sends its connection's events (one object per server). */
+export interface SessionEvents {
+  frame(s: ServerSession, f: WireFrame): void
+  decodeError(s: ServerSession, e: PolyCallError): void
+  end(s: ServerSession): void
+  close(s: ServerSession, e: PolyCallError | undefined): void
+  stalled(s: ServerSession): void
+}
+
+/** One connection on the server; it is also the connection's hooks object. */
+export class ServerSession implements ConnectionHooks {
   readonly inflight = new Map<number, ServerRequest>()
+  /** Set right after construction (the connection needs the session as its hooks). */
+  conn!: Connection
   principal: unknown = undefined
   authenticated = false
   authFailures = 0
   authPending = false
   peerEnded = false
   handshakeTimer: NodeJS.Timeout | undefined
-  idleTimer: NodeJS.Timeout | undefined
+  /** Idle timeout in force (0 until the session is established, or when disabled). */
+  idleTimeout = 0
   /** Protocol-specific state (PCR1 keeps its reply order here). */
   extra: unknown = undefined
   constructor(
-    readonly conn: Connection,
     readonly peer: PeerInfo,
+    readonly events: SessionEvents,
   ) {}
+
+  frame(f: WireFrame): void {
+    this.events.frame(this, f)
+  }
+  decodeError(e: PolyCallError): void {
+    this.events.decodeError(this, e)
+  }
+  end(): void {
+    this.events.end(this)
+  }
+  close(e: PolyCallError | undefined): void {
+    this.events.close(this, e)
+  }
+  stalled(): void {
+    this.events.stalled(this)
+  }
+  /** The idle sweep: close a quiet connection with nothing in flight. */
+  tick(): void {
+    if (this.inflight.size === 0 && now() - this.conn.lastReceived >= this.idleTimeout) this.conn.end()
+  }
 }
 
 /** Resolved limits of a server. */

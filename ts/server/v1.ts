@@ -24,6 +24,19 @@ import type { ServerHost, ServerProtocol, ServerSession } from './session.js'
 
 const AUTH_ATTEMPTS = 3
 
+// The reply payload depends only on the agreed capabilities and the server's limit: build each
+// variant once instead of once per connection.
+const replies = new Map<string, Buffer>()
+function handshakeReply(caps: number, maxInFlight: number): Buffer {
+  const key = `${caps}:${maxInFlight}`
+  let payload = replies.get(key)
+  if (!payload) {
+    payload = caps ? buildHandshake(caps, maxInFlight) : buildHandshake(0)
+    replies.set(key, payload)
+  }
+  return payload
+}
+
 function notAllowed(s: ServerSession, type: number): PolyCallError {
   return new PolyCallError(
     ErrorCode.PROTOCOL,
@@ -51,7 +64,7 @@ function handshake(host: ServerHost, s: ServerSession, f: WireFrame): void {
   conn.codec = caps & Capability.Msgpack ? msgpackCodec : jsonCodec
   s.peer.legacy = conn.legacy
   conn.session.to(SessionState.Handshake)
-  conn.send(MessageType.Response, f.sequence, caps ? buildHandshake(caps, host.options.maxInFlight) : buildHandshake(0))
+  conn.send(MessageType.Response, f.sequence, handshakeReply(caps, host.options.maxInFlight))
   conn.session.to(SessionState.Auth)
   if (!host.options.requireAuth || s.authenticated) conn.session.to(SessionState.Ready)
   if (caps & Capability.Heartbeat) {
