@@ -90,3 +90,23 @@ test('usage errors exit 1 with the usage text', async (t) => {
   t.is(refused.code, 1)
   t.regex(refused.stderr, /ERR_POLYCALL_CONNECT_FAILED/)
 })
+
+test('PCR1: serve --protocol pcr1 and call with the C client exit-code contract (0, 3, 4, 5, 6, 7, 1)', async (t) => {
+  const port = await serve(t, '--protocol', 'pcr1', '--token', 'tok')
+  const at = `127.0.0.1:${port}`
+  const ok = await polycall('call', '--protocol', 'pcr1', at, 'inventory.get', '{"item_id":"widget-a"}')
+  t.is(ok.code, 0)
+  t.deepEqual(JSON.parse(ok.stdout), { item_id: 'widget-a', quantity: 42, in_stock: true })
+  t.is((await polycall('call', '--protocol', 'pcr1', at, 'inventory.get', '{"item_id":7}')).code, 3)
+  t.is((await polycall('call', '--protocol', 'pcr1', at, 'inventory.get', 'not json')).code, 3)
+  t.is((await polycall('call', '--protocol', 'pcr1', at, 'inventory.get', '{"item_id":"nope"}')).code, 4)
+  t.is((await polycall('call', '--protocol', 'pcr1', at, 'nothing.here', '{}')).code, 4)
+  t.is((await polycall('call', '--protocol', 'pcr1', at, 'debug.sleep', '{"ms":3000}', '--timeout', '200')).code, 6)
+  t.is((await polycall('call', '--protocol', 'pcr1', '127.0.0.1:1', 'debug.echo', '{}')).code, 5)
+  const denied = await polycall('control', '--protocol', 'pcr1', at, 'shutdown', '--token', 'bad')
+  t.is(denied.code, 7)
+  t.regex(denied.stderr, /auth\.denied/)
+  const ping = await polycall('control', at, 'ping')
+  t.deepEqual(JSON.parse(ping.stdout), { pong: true, abi: 1 })
+  t.is((await polycall('control', at, 'frobnicate')).code, 1)
+})

@@ -2,25 +2,43 @@
 /**
  * The `polycall` command.
  *
- *   polycall serve [--port 8080] [--host 127.0.0.1] [--user NAME --password SECRET]
- *   polycall call <host:port> <command> [json] [--timeout ms] [--user NAME --password SECRET]
+ *   polycall serve [--protocol v1|pcr1] [--port 8080] [--host 127.0.0.1] [--user NAME --password SECRET] [--token T]
+ *   polycall call [--protocol v1|pcr1] <host:port> <command> [json] [--timeout ms] [--user NAME --password SECRET]
  *                 [--tls] [--ca file] [--cert file] [--key file] [--pin sha256/...]
+ *   polycall control --protocol pcr1 <host:port> <ping|describe|health|shutdown> [--token T]
  *   polycall decode <hex>
+ *
+ * `call --protocol pcr1` exits like the C runtime's client (PROTOCOL-PCR1.md §4): 0 ok,
+ * 3 request.malformed / input.invalid, 4 operation.unknown / *.unknown, 5 cannot connect or
+ * connection dropped, 6 deadline.exceeded or no reply in time, 7 auth.denied, 1 otherwise.
  * @packageDocumentation
  */
 import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { PolyCallClient, type ClientTlsOptions } from './client/client.js'
-import { isPolyCallError } from './core/errors.js'
+import { ErrorCode, isPolyCallError } from './core/errors.js'
+import { createPcr1DemoServer } from './demo/pcr1-service.js'
 import { createDemoServer } from './demo/service.js'
 import { MessageType } from './protocol/constants.js'
 import { inspectFrame } from './protocol/inspect.js'
 
 const USAGE = `usage:
-  polycall serve [--port 8080] [--host 127.0.0.1] [--user NAME --password SECRET]
-  polycall call <host:port> <command> [json] [--timeout ms] [--user NAME --password SECRET]
+  polycall serve [--protocol v1|pcr1] [--port 8080] [--host 127.0.0.1] [--user NAME --password SECRET] [--token T]
+  polycall call [--protocol v1|pcr1] <host:port> <command> [json] [--timeout ms] [--user NAME --password SECRET]
                 [--tls] [--ca file] [--cert file] [--key file] [--pin sha256/BASE64]
+  polycall control --protocol pcr1 <host:port> <ping|describe|health|shutdown> [--token T]
   polycall decode <hex>`
+
+/** Exit codes of the C runtime's \`polycall call\` (PROTOCOL-PCR1.md §4). */
+export function pcr1ExitCode(code: string): number {
+  if (code === 'request.malformed' || code === 'input.invalid') return 3
+  // operation.unknown, and the operations' own not-found codes such as item.unknown.
+  if (code === 'operation.unknown' || (code.endsWith('.unknown') && code !== 'control.unknown')) return 4
+  if (code === ErrorCode.CONNECT_FAILED || code === ErrorCode.CONNECTION_LOST) return 5
+  if (code === 'deadline.exceeded' || code === ErrorCode.TIMEOUT) return 6
+  if (code === 'auth.denied') return 7
+  return 1
+}
 
 const out = (s: string) => process.stdout.write(`${s}\n`)
 const err = (s: string) => process.stderr.write(`${s}\n`)
@@ -41,12 +59,19 @@ async function serve(argv: string[]): Promise<number> {
       host: { type: 'string', default: '127.0.0.1' },
       user: { type: 'string' },
       password: { type: 'string' },
+      protocol: { type: 'string', default: 'v1' },
+      token: { type: 'string' },
     },
   })
+  const protocol = checkProtocol(values.protocol)
   const auth = values.user !== undefined ? { user: values.user, password: values.password ?? '' } : undefined
-  const server = createDemoServer(auth ? { auth } : {})
+  if (protocol === 'pcr1' && auth) throw new Error('PCR1 has no authentication step; use --token for shutdown')
+  const server =
+    protocol === 'pcr1'
+      ? createPcr1DemoServer(values.token !== undefined ? { controlToken: values.token } : {})
+      : createDemoServer(auth ? { auth } : {})
   const address = await server.listen(Number(values.port), values.host)
-  out(`polycall demo service listening on ${address.address}:${address.port}${auth ? ' (authentication required)' : ''}`)
+  out(`polycall ${protocol} demo service listening on ${address.address}:${address.port}${auth ? ' (authentication required)' : ''}`)
   out(`routes: ${server.router.routes().map((r) => `${r.method === '*' ? '' : `${r.method} `}${r.path}`).join(', ')}`)
   await new Promise<void>((resolve) => {
     const stop = () => {
@@ -59,11 +84,45 @@ async function serve(argv: string[]): Promise<number> {
   return 0
 }
 
+function checkProtocol(p: string | undefined): 'v1' | 'pcr1' {
+  if (p !== 'v1' && p !== 'pcr1') throw new Error(`--protocol must be v1 or pcr1, not ${p}`)
+  return p
+}
+
+async function control(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      protocol: { type: 'string', default: 'pcr1' },
+      timeout: { type: 'string', default: '5000' },
+      token: { type: 'string' },
+    },
+  })
+  if (checkProtocol(values.protocol) !== 'pcr1') throw new Error('control actions exist on the PCR1 wire only')
+  const [endpoint, action] = positionals
+  const { host, port } = parseEndpoint(endpoint)
+  if (!action) throw new Error('missing <action>')
+  const timeout = Number(values.timeout)
+  const client = new PolyCallClient({ host, port, protocol: 'pcr1', reconnect: false, connectTimeout: timeout })
+  try {
+    out(JSON.stringify(await client.control(action, { authToken: values.token, timeout }), null, 2))
+    return 0
+  } catch (e) {
+    if (!isPolyCallError(e)) throw e
+    err(`error ${e.code}: ${e.message}`)
+    return pcr1ExitCode(e.code)
+  } finally {
+    client.destroy()
+  }
+}
+
 async function call(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
     options: {
+      protocol: { type: 'string', default: 'v1' },
       timeout: { type: 'string', default: '5000' },
       user: { type: 'string' },
       password: { type: 'string' },
@@ -74,10 +133,17 @@ async function call(argv: string[]): Promise<number> {
       pin: { type: 'string', multiple: true },
     },
   })
+  const protocol = checkProtocol(values.protocol)
   const [endpoint, command, json] = positionals
   const { host, port } = parseEndpoint(endpoint)
   if (!command) throw new Error('missing <command>')
-  const data: unknown = json === undefined ? undefined : JSON.parse(json)
+  let data: unknown
+  try {
+    data = json === undefined ? undefined : JSON.parse(json)
+  } catch {
+    err(`error: the input is not JSON: ${json}`)
+    return protocol === 'pcr1' ? 3 : 1
+  }
   let tls: ClientTlsOptions | undefined
   if (values.tls || values.ca || values.pin) {
     tls = {}
@@ -91,14 +157,19 @@ async function call(argv: string[]): Promise<number> {
     host,
     port,
     tls,
+    protocol,
     reconnect: false,
     connectTimeout: timeout,
-    credentials: values.user !== undefined ? { username: values.user, password: values.password ?? '' } : undefined,
+    credentials: values.user !== undefined && protocol === 'v1' ? { username: values.user, password: values.password ?? '' } : undefined,
   })
   try {
     const result = await client.request(command, data, { timeout })
     out(Buffer.isBuffer(result) ? result.toString('hex') : JSON.stringify(result, null, 2) ?? 'undefined')
     return 0
+  } catch (e) {
+    if (protocol !== 'pcr1' || !isPolyCallError(e)) throw e
+    err(`error ${e.code}: ${e.message}`)
+    return pcr1ExitCode(e.code)
   } finally {
     client.destroy()
   }
@@ -136,6 +207,8 @@ async function main(argv: string[]): Promise<number> {
         return await serve(rest)
       case 'call':
         return await call(rest)
+      case 'control':
+        return await control(rest)
       case 'decode':
         return decode(rest)
       case undefined:

@@ -147,6 +147,9 @@ export const pcr1ServerProtocol: ServerProtocol = {
   respond(_host, s, req, err) {
     const slot = order(s).find((x) => x.sequence === req.sequence && x.type === Pcr1Type.Response && !x.payload)
     if (!slot) return
+    if (err?.code === ErrorCode.NOT_FOUND) {
+      return fill(s, slot, { ok: false, code: Pcr1Code.OPERATION_UNKNOWN, message: `unknown operation ${req.command}` }, 'output')
+    }
     fill(s, slot, err ? failure(err) : { ok: true, value: req.result }, 'output')
   },
 
