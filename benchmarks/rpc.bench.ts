@@ -8,7 +8,7 @@
  * Run: npm run bench:rpc. Writes benchmarks/results/rpc.md and benchmarks/results/rpc.svg.
  * Options (--quick and the subset options print results but write nothing):
  *   --quick              ~0.5 s per cell, 100 idle connections: a smoke run for CI
- *   --only polycall,raw  a subset of polycall, raw, grpc
+ *   --only polycall,raw  a subset of polycall, pcr1, raw, grpc
  *   --in-flight 1,128    other concurrencies
  *   --no-load / --no-idle  skip the throughput or the idle-connection part
  *   --dist               run the compiled dist/ build (npm run build:ts) instead of ts/ via tsx
@@ -26,10 +26,10 @@ import { getHeapSpaceStatistics } from 'node:v8'
 import * as grpc from '@grpc/grpc-js'
 import { fmt, machine, table, writeResult } from './common.js'
 
-const SYSTEMS = ['polycall', 'raw', 'grpc'] as const
+const SYSTEMS = ['polycall', 'pcr1', 'raw', 'grpc'] as const
 type System = (typeof SYSTEMS)[number]
-const LABEL: Record<System, string> = { polycall: 'polycall', raw: 'raw net', grpc: 'grpc-js' }
-const COLOR: Record<System, string> = { polycall: '#2b6cb0', raw: '#718096', grpc: '#dd6b20' }
+const LABEL: Record<System, string> = { polycall: 'polycall', pcr1: 'polycall PCR1', raw: 'raw net', grpc: 'grpc-js' }
+const COLOR: Record<System, string> = { polycall: '#2b6cb0', pcr1: '#38a169', raw: '#718096', grpc: '#dd6b20' }
 const DEFAULT_CONCURRENCY = [1, 16, 128]
 const PAYLOAD = 32
 const REQUEST_TIMEOUT = 5000
@@ -333,8 +333,35 @@ async function polycallClient(port: number): Promise<ClientHandle> {
   }
 }
 
+// PCR1 carries JSON: the 32 request bytes travel as a hex string and are turned back into bytes,
+// so the echo check is the same as for the other systems.
+async function pcr1Server(): Promise<ServerHandle> {
+  const server = new PolyCallServer({ protocol: 'pcr1', maxInFlight: 256 })
+  server.route('bench.echo', (ctx) => ctx.data)
+  const { port } = await server.listen(0, '127.0.0.1')
+  return { port, close: () => server.destroy(), connections: () => server.stats().connections.current }
+}
+
+async function pcr1Client(port: number): Promise<ClientHandle> {
+  const client = new PolyCallClient({ host: '127.0.0.1', port, protocol: 'pcr1', maxInFlight: 1024, reconnect: false })
+  await client.connect({ timeout: 10_000 })
+  return {
+    call: async (payload) => {
+      const echoed = await client.request<string>('bench.echo', Buffer.from(payload).toString('hex'), { timeout: REQUEST_TIMEOUT })
+      return Buffer.from(echoed, 'hex')
+    },
+    close: () => client.close({ timeout: 5000 }),
+  }
+}
+
 const openClient = (system: System, port: number): Promise<ClientHandle> =>
-  system === 'polycall' ? polycallClient(port) : system === 'raw' ? rawClient(port) : grpcClient(port)
+  system === 'polycall'
+    ? polycallClient(port)
+    : system === 'pcr1'
+      ? pcr1Client(port)
+      : system === 'raw'
+        ? rawClient(port)
+        : grpcClient(port)
 
 // ---- load generation --------------------------------------------------------------------------
 
@@ -477,7 +504,14 @@ async function childMain(role: string): Promise<void> {
   if (!SYSTEMS.includes(system)) throw new Error(`unknown --kind ${String(system)}`)
 
   if (role === 'server') {
-    const server = system === 'polycall' ? await polycallServer() : system === 'raw' ? await rawServer() : await grpcServer()
+    const server =
+      system === 'polycall'
+        ? await polycallServer()
+        : system === 'pcr1'
+          ? await pcr1Server()
+          : system === 'raw'
+            ? await rawServer()
+            : await grpcServer()
     process.on('message', (m: { op?: string }) => {
       if (m.op === 'mem') {
         void memSample().then((mem) => send({ ev: 'mem', mem, connections: server.connections() }))
@@ -906,9 +940,14 @@ async function main(): Promise<void> {
       c,
       `**${fmt(ratio('polycall', 'raw', c), 2)}x**`,
       `**${fmt(ratio('polycall', 'grpc', c), 2)}x**`,
+      `${fmt(ratio('pcr1', 'raw', c), 2)}x`,
+      `${fmt(ratio('pcr1', 'polycall', c), 2)}x`,
       `${fmt(ratio('grpc', 'raw', c), 2)}x`,
     ])
-    const ratioTable = table(['in flight', 'polycall / raw net', 'polycall / grpc-js', 'grpc-js / raw net'], ratioRows)
+    const ratioTable = table(
+      ['in flight', 'polycall / raw net', 'polycall / grpc-js', 'PCR1 / raw net', 'PCR1 / polycall v1', 'grpc-js / raw net'],
+      ratioRows,
+    )
     const r128 = ratio('polycall', 'raw', 128)
     const r1 = ratio('polycall', 'raw', 1)
     const pcFailed = CONCURRENCY.reduce((n, c) => n + failedOf('polycall', c), 0)
@@ -979,6 +1018,9 @@ ${machine()}
 - **polycall**: \`PolyCallServer({ maxInFlight: 256 })\` with \`route('echo', (ctx) => ctx.data)\`;
   \`PolyCallClient({ maxInFlight: 1024, reconnect: false })\`, \`request('echo', payload, { timeout: ${REQUEST_TIMEOUT} })\`
   (msgpack payloads, the payload travels as binary).
+- **polycall PCR1**: the same server and client with \`protocol: 'pcr1'\` and a
+  \`bench.echo\` route; PCR1 payloads are JSON, so the 32 bytes travel as a 64-character hex string
+  (converted back to bytes and checked like the others). PCR1 replies in request order per connection.
 - **raw net**: a 4-byte little-endian length prefix and the payload. The server parses every
   frame and writes one response frame per request; both sides coalesce what one tick produced
   into one \`socket.write\` (polycall's write strategy), the client correlates responses in order

@@ -20,23 +20,57 @@ interface Slot {
   after?: () => void
 }
 
-function order(s: ServerSession): Slot[] {
-  return (s.extra ??= []) as Slot[]
+/** The reply order of one connection: a FIFO of slots, and the open REQUEST slots by corr. */
+class ReplyOrder {
+  slots: Slot[] = []
+  head = 0
+  readonly open = new Map<number, Slot[]>()
+  get length(): number {
+    return this.slots.length - this.head
+  }
+}
+
+function order(s: ServerSession): ReplyOrder {
+  return (s.extra ??= new ReplyOrder()) as ReplyOrder
 }
 
 /** Sends every finished reply at the head of the queue, in arrival order. */
 function flush(s: ServerSession): void {
-  const queue = order(s)
-  while (queue.length > 0 && queue[0]!.payload) {
-    const slot = queue.shift()!
+  const o = order(s)
+  while (o.head < o.slots.length && o.slots[o.head]!.payload) {
+    const slot = o.slots[o.head++]!
     s.conn.send(slot.type, slot.sequence, slot.payload)
     slot.after?.()
   }
+  if (o.head === o.slots.length) {
+    o.slots = []
+    o.head = 0
+  } else if (o.head > 1024) {
+    o.slots = o.slots.slice(o.head)
+    o.head = 0
+  }
 }
 
-function reserve(s: ServerSession, sequence: number, type: Pcr1Type): Slot {
+/** Reserves the next reply slot; `awaiting` marks a REQUEST whose handler will answer later. */
+function reserve(s: ServerSession, sequence: number, type: Pcr1Type, awaiting = false): Slot {
   const slot: Slot = { sequence, type, payload: undefined }
-  order(s).push(slot)
+  const o = order(s)
+  o.slots.push(slot)
+  if (awaiting) {
+    const same = o.open.get(sequence)
+    if (same) same.push(slot)
+    else o.open.set(sequence, [slot])
+  }
+  return slot
+}
+
+/** The oldest open REQUEST slot for `sequence`, taken out of the lookup. */
+function takeOpen(s: ServerSession, sequence: number): Slot | undefined {
+  const o = order(s)
+  const same = o.open.get(sequence)
+  if (!same) return undefined
+  const slot = same.shift()
+  if (same.length === 0) o.open.delete(sequence)
   return slot
 }
 
@@ -128,7 +162,7 @@ export const pcr1ServerProtocol: ServerProtocol = {
         } catch (e) {
           return fill(s, reserve(s, f.sequence, Pcr1Type.Response), failure(e), 'output')
         }
-        reserve(s, f.sequence, Pcr1Type.Response)
+        reserve(s, f.sequence, Pcr1Type.Response, true)
         return host.dispatch(s, f.sequence, `${request.service}.${request.operation}`, request.input, request.deadlineMs)
       }
       case Pcr1Type.Control:
@@ -145,7 +179,7 @@ export const pcr1ServerProtocol: ServerProtocol = {
   },
 
   respond(_host, s, req, err) {
-    const slot = order(s).find((x) => x.sequence === req.sequence && x.type === Pcr1Type.Response && !x.payload)
+    const slot = takeOpen(s, req.sequence)
     if (!slot) return
     if (err?.code === ErrorCode.NOT_FOUND) {
       return fill(s, slot, { ok: false, code: Pcr1Code.OPERATION_UNKNOWN, message: `unknown operation ${req.command}` }, 'output')
@@ -154,7 +188,7 @@ export const pcr1ServerProtocol: ServerProtocol = {
   },
 
   refuse(_host, s, sequence, err) {
-    const slot = order(s).find((x) => x.sequence === sequence && !x.payload) ?? reserve(s, sequence, Pcr1Type.Response)
+    const slot = takeOpen(s, sequence) ?? reserve(s, sequence, Pcr1Type.Response)
     fill(s, slot, failure(err), 'output')
   },
 
