@@ -28,6 +28,8 @@ import { Connection } from '../network/connection.js'
 import type { WireFrame } from '../network/wire.js'
 import { pcr1ClientProtocol } from '../pcr1/client-protocol.js'
 import { MAX_PAYLOAD } from '../protocol/constants.js'
+import type { CallInput, CallOutput, Contract } from '../core/contract.js'
+import { validate } from '../core/schema.js'
 import { SessionState } from '../state/session.js'
 import { v1ClientProtocol, type ClientProtocol, type ClientSetup, type PendingCall } from './protocol.js'
 
@@ -113,6 +115,11 @@ export interface ClientEvents {
   reconnecting: [info: { attempt: number; delay: number; error: PolyCallError }]
   /** A reply whose sequence matches no pending call (late, or unsolicited). */
   unsolicited: [frame: WireFrame]
+}
+
+/** A typed view of a contract: one async function per operation (see {@link PolyCallClient.typed}). */
+export type ContractClient<C extends Contract> = {
+  readonly [K in keyof C & string]: (input: CallInput<C[K]>, options?: RequestOptions) => Promise<CallOutput<C[K]>>
 }
 
 /** Options of {@link PolyCallClient.control}. */
@@ -369,6 +376,38 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
   }
 
   /**
+   * A typed proxy for a contract: `client.typed(api)['users.get'](input)` checks the input
+   * against the operation's input schema before sending (an invalid input rejects locally with
+   * `ERR_POLYCALL_INVALID_INPUT`), and parses the reply with its output schema, so argument and
+   * result types come from the schemas.
+   *
+   * @param contract - the contract shared with the server
+   * @returns one function per operation
+   * @example
+   * ```ts
+   * const api = client.typed(contract)
+   * const user = await api['users.get']({ id: '42' }, { timeout: 500 })
+   * ```
+   */
+  typed<C extends Contract>(contract: C): ContractClient<C> {
+    const out: Record<string, (input: unknown, options?: RequestOptions) => Promise<unknown>> = {}
+    for (const [name, op] of Object.entries(contract)) {
+      out[name] = async (input, options) => {
+        try {
+          // Validate for an early, local error; the original input is what travels, so the
+          // server's validator sees what the caller wrote.
+          if (op.input) await validate(op.input, input)
+          const result = await this.#call('request', name, input, options ?? {}, undefined)
+          return op.output ? await validate(op.output, result, ErrorCode.BAD_RESPONSE, `the ${name} result`) : result
+        } catch (e) {
+          throw withCallerStack(e)
+        }
+      }
+    }
+    return Object.freeze(out) as ContractClient<C>
+  }
+
+  /**
    * Sends a PCR1 control action (§2): `ping`, `describe`, `health` or `shutdown`.
    *
    * @param action - the action name
@@ -612,9 +651,13 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
     }
     if (outcome.ok) this.#settle(call, undefined, outcome.value)
     else {
-      const err = new PolyCallError(outcome.code, outcome.message) as PolyCallError & { remote: boolean; data?: unknown }
+      const err = new PolyCallError(outcome.code, outcome.message) as PolyCallError & { remote: boolean; data?: unknown; issues?: unknown }
       err.remote = true
-      if (outcome.data !== undefined) err.data = outcome.data
+      if (outcome.data !== undefined) {
+        err.data = outcome.data
+        const issues = (outcome.data as { issues?: unknown } | null)?.issues
+        if (Array.isArray(issues)) err.issues = issues
+      }
       this.#settle(call, err)
     }
     this.#pump()

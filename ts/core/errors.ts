@@ -64,6 +64,8 @@ export const ErrorCode = {
   NOT_FOUND: 'ERR_POLYCALL_NOT_FOUND',
   /** Request data failed the route's input schema; `issues` lists every problem. */
   INVALID_INPUT: 'ERR_POLYCALL_INVALID_INPUT',
+  /** A reply failed the contract's output schema on the client. */
+  BAD_RESPONSE: 'ERR_POLYCALL_BAD_RESPONSE',
   /** A request payload could not be decoded. */
   BAD_REQUEST: 'ERR_POLYCALL_BAD_REQUEST',
   /** Over a limit: connections, requests in flight per connection. Retry later. */

@@ -22,6 +22,9 @@ import { SessionState } from '../state/session.js'
 import { compose, type Middleware, type PeerInfo, type RequestContext } from './context.js'
 import { ServerRequest, ServerSession, type ServerHost, type ServerLimits, type ServerProtocol, type SessionEvents } from './session.js'
 import { v1ServerProtocol } from './v1.js'
+import { isSchemaRoute, schemaHandler, type SchemaRoute } from './schema-route.js'
+import type { Contract, ContractHandlers } from '../core/contract.js'
+import type { StandardSchemaV1 } from '../core/schema.js'
 
 /** Verifies credentials; returns the principal, throws to refuse. */
 export type Authenticator = (credentials: unknown, peer: PeerInfo) => unknown | Promise<unknown>
@@ -109,6 +112,11 @@ function checkLimit(value: unknown, name: string, fallback: number, min = 0): nu
   if (value === undefined) return fallback
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min) throw invalidArgument(`${name} must be an integer ≥ ${min}`)
   return value
+}
+
+/** A describe hint naming the validator that checks a side, when no hint was given. */
+function schemaHint(schema: StandardSchemaV1 | undefined): string | undefined {
+  return schema ? JSON.stringify({ validator: schema['~standard'].vendor }) : undefined
 }
 
 /** What a handler that throws `undefined` (or `null`) reports: it is a bug, not a success. */
@@ -249,15 +257,64 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
 
   /**
    * Registers a route (see {@link Router.route}). PCR1 servers address routes as
-   * `service.operation`.
+   * `service.operation`. With `{ input, output, handler }` the data and the result are validated
+   * by any Standard Schema validator, and the handler's types follow from the schemas.
    *
    * @param path - `/users/:id`, `inventory.get`, ...
-   * @param handler - a handler or `{ GET, POST, ... }`
+   * @param handler - a handler, `{ GET, POST, ... }`, or `{ input, output, handler, ...options }`
    * @param options - summary, idempotency, describe hints
    * @returns this server
+   * @throws `ERR_POLYCALL_INVALID_ARGUMENT` for a bad handler, schema or duplicate route
+   * @example
+   * ```ts
+   * server.route('users.get', {
+   *   input: z.object({ id: z.string() }),
+   *   output: z.object({ id: z.string(), name: z.string() }),
+   *   handler: async (ctx) => db.users.get(ctx.data.id), // ctx.data: { id: string }
+   * })
+   * ```
    */
-  route(path: string, handler: Handler | MethodHandlers, options?: RouteOptions): this {
+  route<I extends StandardSchemaV1 | undefined = undefined, O extends StandardSchemaV1 | undefined = undefined>(
+    path: string,
+    route: SchemaRoute<I, O>,
+  ): this
+  route(path: string, handler: Handler | MethodHandlers, options?: RouteOptions): this
+  route(path: string, handler: Handler | MethodHandlers | SchemaRoute, options?: RouteOptions): this {
+    if (isSchemaRoute(handler)) {
+      const { input, output, handler: _h, ...rest } = handler
+      const validating = schemaHandler(handler, (e, ctx) => this.#report(e, ctx))
+      const hints = {
+        inputHint: rest.inputHint ?? schemaHint(input),
+        outputHint: rest.outputHint ?? schemaHint(output),
+      }
+      this.router.route(path, validating, { ...rest, ...hints })
+      return this
+    }
     this.router.route(path, handler, options)
+    return this
+  }
+
+  /**
+   * Implements every operation of a contract (see {@link defineContract}): one schema route per
+   * operation, named by its key. A missing or mistyped handler is a compile error.
+   *
+   * @param contract - the shared contract
+   * @param handlers - one handler per operation
+   * @returns this server
+   * @throws `ERR_POLYCALL_INVALID_ARGUMENT` when a handler is missing
+   */
+  implement<C extends Contract>(contract: C, handlers: ContractHandlers<C>): this {
+    for (const [name, op] of Object.entries(contract)) {
+      const handler = (handlers as Record<string, unknown>)[name]
+      if (typeof handler !== 'function') throw invalidArgument(`no handler for contract operation ${name}`)
+      this.route(name, {
+        input: op.input,
+        output: op.output,
+        summary: op.summary,
+        idempotent: op.idempotent,
+        handler: handler as SchemaRoute['handler'],
+      })
+    }
     return this
   }
 
@@ -545,9 +602,12 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     if (s.inflight.size === 0 && (this.#closing || s.peerEnded)) s.conn.end()
   }
 
-  /** Maps a thrown value to what the peer sees; unexpected errors are reported, not leaked. */
+  /**
+   * Maps a thrown value to what the peer sees: a PolyCallError travels as thrown (its thrower
+   * chose code and message); anything else is reported and sent as INTERNAL, without details.
+   */
   #toWire(error: unknown, req: ServerRequest): PolyCallError {
-    if (isPolyCallError(error) && error.code !== ErrorCode.INTERNAL) return error
+    if (isPolyCallError(error)) return error
     this.#report(error, req)
     return new PolyCallError(ErrorCode.INTERNAL, 'internal error')
   }

@@ -34,7 +34,8 @@ export class ServerRequest implements RequestContext, Expiring {
     readonly path: string,
     readonly params: Record<string, string>,
     readonly query: Record<string, string>,
-    readonly data: unknown,
+    /** Replaced by the validator's output on schema routes. */
+    public data: unknown,
     readonly principal: unknown,
     /** Milliseconds the caller allowed, or Infinity. */
     readonly timeout: number,
