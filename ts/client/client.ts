@@ -85,6 +85,11 @@ export interface ClientOptions {
    * payloads, one frame per write and one request at a time. @defaultValue false
    */
   legacy?: boolean | undefined
+  /**
+   * Payload encoding towards polycall servers: msgpack, or JSON (readable on the wire; the
+   * other extensions stay on). Legacy servers always get JSON. @defaultValue 'msgpack'
+   */
+  codec?: 'msgpack' | 'json' | undefined
   /** @internal First sequence number of each connection (to exercise the 2^32 wrap). */
   sequenceStart?: number | undefined
 }
@@ -115,6 +120,8 @@ export interface ClientEvents {
   reconnecting: [info: { attempt: number; delay: number; error: PolyCallError }]
   /** A reply whose sequence matches no pending call (late, or unsolicited). */
   unsolicited: [frame: WireFrame]
+  /** close() finished or destroy() was called. */
+  close: []
 }
 
 /** A typed view of a contract: one async function per operation (see {@link PolyCallClient.typed}). */
@@ -263,12 +270,14 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
     const maxInFlight = options.maxInFlight ?? 1024
     if (!Number.isInteger(maxInFlight) || maxInFlight < 1) throw invalidArgument('maxInFlight must be an integer ≥ 1')
     if (protocol === 'pcr1' && options.credentials !== undefined) throw invalidArgument('PCR1 has no authentication step; credentials apply to v1')
+    if (options.codec !== undefined && options.codec !== 'msgpack' && options.codec !== 'json') throw invalidArgument('codec must be msgpack or json')
     this.#setup = {
       exchange: (conn, type, payload, flags) => this.#exchange(conn, type, payload, flags),
       credentials: options.credentials,
       maxInFlight,
       heartbeatInterval: options.heartbeatInterval ?? 30_000,
       legacyOnly: options.legacy === true,
+      msgpack: options.codec !== 'json',
       sequenceStart: options.sequenceStart,
     }
   }
@@ -501,6 +510,8 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
       }
       if (!this.#conn && this.#waiting.length > 0) this.#ensureConnection()
       this.#idle()
+    }).then(() => {
+      this.emit('close')
     })
     return this.#closePromise
   }

@@ -39,6 +39,8 @@ export interface ClientSetup {
   readonly maxInFlight: number
   readonly heartbeatInterval: number
   readonly legacyOnly: boolean
+  /** Offer msgpack payloads (otherwise JSON with the other extensions). */
+  readonly msgpack: boolean
   readonly sequenceStart: number | undefined
 }
 
@@ -69,7 +71,7 @@ export const v1ClientProtocol: ClientProtocol = {
   async setup(conn, setup) {
     // Handshake (§4): long form with our capability bits; any of RESPONSE/ERROR echoing the
     // sequence, or a magic-bearing HANDSHAKE (echo peers), completes it.
-    const offer = setup.legacyOnly ? 0 : SUPPORTED_CAPABILITIES
+    const offer = setup.legacyOnly ? 0 : setup.msgpack ? SUPPORTED_CAPABILITIES : SUPPORTED_CAPABILITIES & ~Capability.Msgpack
     if (setup.sequenceStart !== undefined) conn.startSequence(setup.sequenceStart)
     conn.session.to(SessionState.Handshake)
     const answer = await setup.exchange(conn, MessageType.Handshake, buildHandshake(offer))
@@ -114,7 +116,8 @@ export const v1ClientProtocol: ClientProtocol = {
 
   encode(conn, call, remaining) {
     if (call.kind !== 'request') throw new PolyCallError(ErrorCode.INVALID_ARGUMENT, 'control actions exist on the PCR1 wire only')
-    return { type: MessageType.Command, payload: conn.codec.encodeCommand(call.command, call.data, remaining) }
+    // Legacy peers get exactly {"command", "data"}; polycall peers also get the deadline.
+    return { type: MessageType.Command, payload: conn.codec.encodeCommand(call.command, call.data, conn.legacy ? undefined : remaining) }
   },
 
   isReply: (f) => (f.type === MessageType.Response || f.type === MessageType.Error) && f.sequence !== 0,

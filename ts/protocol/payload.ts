@@ -104,8 +104,11 @@ export const msgpackCodec: PayloadCodec = {
 /** The reference conventions for legacy peers. */
 export const jsonCodec: PayloadCodec = {
   name: 'json',
-  encodeCommand(command, data) {
-    return Buffer.from(JSON.stringify({ command, data: data ?? null }))
+  encodeCommand(command, data, timeout) {
+    // `timeout` only goes to polycall peers (the caller passes undefined for legacy ones).
+    return Buffer.from(
+      JSON.stringify(timeout === undefined ? { command, data: data ?? null } : { command, data: data ?? null, timeout: Math.max(0, Math.ceil(timeout)) }),
+    )
   },
   decodeCommand(payload) {
     const text = stripNul(payload).toString('utf8')
@@ -116,9 +119,11 @@ export const jsonCodec: PayloadCodec = {
       } catch (cause) {
         throw badRequest('COMMAND payload is not valid JSON', cause)
       }
-      const o = v as { command?: unknown; data?: unknown }
+      const o = v as { command?: unknown; data?: unknown; timeout?: unknown }
       if (typeof o?.command !== 'string') throw badRequest('COMMAND JSON has no string "command"')
-      return { command: o.command, data: o.data }
+      const out: CommandPayload = { command: o.command, data: o.data }
+      if (typeof o.timeout === 'number' && o.timeout >= 0) out.timeout = o.timeout
+      return out
     }
     // The C library hands COMMAND bytes through as opaque text: treat it as the command name.
     if (text.length === 0) throw badRequest('empty COMMAND payload')

@@ -60,7 +60,8 @@ function handshake(host: ServerHost, s: ServerSession, f: WireFrame): void {
   }
   const caps = hello.legacy ? 0 : hello.flags & SUPPORTED_CAPABILITIES
   conn.capabilities = caps
-  conn.legacy = caps === 0
+  // A peer that sent capability bits reads frames properly, whatever they were.
+  conn.legacy = hello.legacy
   conn.codec = caps & Capability.Msgpack ? msgpackCodec : jsonCodec
   s.peer.legacy = conn.legacy
   conn.session.to(SessionState.Handshake)
