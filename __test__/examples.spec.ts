@@ -41,3 +41,9 @@ test('the client example against the server example', async (t) => {
   t.regex(stdout, /expected failure: ERR_APP_NOT_FOUND/)
   t.regex(stdout, /cancelled: ERR_POLYCALL_ABORTED/)
 })
+
+test('the in-memory testing example passes under the Node test runner', async (t) => {
+  const { stdout } = await run(process.execPath, ['--import', 'tsx', '--test', file('in-memory.test.ts')], { timeout: 60_000 })
+  t.regex(stdout, /# pass 4/)
+  t.regex(stdout, /# fail 0/)
+})

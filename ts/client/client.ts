@@ -92,6 +92,8 @@ export interface ClientOptions {
   codec?: 'msgpack' | 'json' | undefined
   /** @internal First sequence number of each connection (to exercise the 2^32 wrap). */
   sequenceStart?: number | undefined
+  /** @internal Opens the transport instead of TCP/TLS (the in-memory links of polycall/testing). */
+  dial?: (() => Promise<Socket>) | undefined
 }
 
 /** Options of {@link PolyCallClient.request}. */
@@ -213,6 +215,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
   readonly #connectTimeout: number
   readonly #reconnect: Required<{ [K in keyof ReconnectOptions]-?: number }> | undefined
   readonly #setup: ClientSetup & { credentials: unknown }
+  readonly #customDial: (() => Promise<Socket>) | undefined
   #conn: Connection | undefined
   #connecting: Promise<Connection> | undefined
   readonly #pending = new Map<number, Call>()
@@ -271,6 +274,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
     if (!Number.isInteger(maxInFlight) || maxInFlight < 1) throw invalidArgument('maxInFlight must be an integer ≥ 1')
     if (protocol === 'pcr1' && options.credentials !== undefined) throw invalidArgument('PCR1 has no authentication step; credentials apply to v1')
     if (options.codec !== undefined && options.codec !== 'msgpack' && options.codec !== 'json') throw invalidArgument('codec must be msgpack or json')
+    this.#customDial = options.dial
     this.#setup = {
       exchange: (conn, type, payload, flags) => this.#exchange(conn, type, payload, flags),
       credentials: options.credentials,
@@ -750,6 +754,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
   }
 
   #dial(): Promise<Socket> {
+    if (this.#customDial) return this.#customDial()
     return new Promise<Socket>((resolve, reject) => {
       const tlsOptions = this.#tls
       let socket: Socket

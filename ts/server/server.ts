@@ -114,6 +114,9 @@ function checkLimit(value: unknown, name: string, fallback: number, min = 0): nu
   return value
 }
 
+/** @internal Hands a connected socket to a server as if it had accepted it (in-memory links). */
+export const acceptSocket = Symbol('polycall.server.acceptSocket')
+
 /** A describe hint naming the validator that checks a side, when no hint was given. */
 function schemaHint(schema: StandardSchemaV1 | undefined): string | undefined {
   return schema ? JSON.stringify({ validator: schema['~standard'].vendor }) : undefined
@@ -436,6 +439,11 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
       bytesIn,
       bytesOut,
     }
+  }
+
+  /** @internal */
+  [acceptSocket](socket: Socket): void {
+    this.#accept(socket)
   }
 
   #report(error: unknown, ctx?: RequestContext): void {
