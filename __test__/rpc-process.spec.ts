@@ -46,9 +46,9 @@ test('reconnect after restart: the client comes back to a new server process on 
   t.teardown(() => client.destroy())
   t.is(await client.request('ok'), 'first')
   const disconnected = once(client, 'disconnect')
+  const exited = once(first.child, 'exit')
   first.child.kill('SIGKILL')
-  await disconnected
-  await once(first.child, 'exit')
+  await Promise.all([disconnected, exited])
   const second = await spawnServer(t, first.port, 'second')
   t.is(second.port, first.port)
   t.is(await client.request('ok', undefined, { timeout: 10_000 }), 'second')
