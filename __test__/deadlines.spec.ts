@@ -42,3 +42,32 @@ test('every scheduled item fires once, not before its deadline; deleted items ne
   t.is(d.size, 0)
   t.true(GRANULARITY_MS > 0)
 })
+
+test('buckets emptied at once (handlers that finish synchronously) still fire items added to them later', async (t) => {
+  const fired: Item[] = []
+  let done!: () => void
+  const all = new Promise<void>((r) => (done = r))
+  const d = new Deadlines<Item>((item) => {
+    fired.push(item)
+    if (fired.length === 2) done()
+  })
+  const start = now()
+  // Thousands of add-then-delete rounds on the same few buckets, as a busy server does.
+  for (let i = 0; i < 5000; i++) {
+    const item: Item = { id: i, due: start + 20 + (i % 3), deadlineBucket: -1 }
+    d.add(item, item.due)
+    d.delete(item)
+  }
+  t.is(d.size, 0)
+  // An emptied bucket that is still scheduled takes new items, and a new, earlier bucket re-arms.
+  const late: Item = { id: 1, due: start + 21, deadlineBucket: -1 }
+  const early: Item = { id: 2, due: start + 5, deadlineBucket: -1 }
+  d.add(late, late.due)
+  d.add(early, early.due)
+  t.is(d.size, 2)
+  const keepAlive = setInterval(() => {}, 1000)
+  await all
+  clearInterval(keepAlive)
+  t.deepEqual(fired.map((f) => f.id), [2, 1])
+  t.is(d.size, 0)
+})

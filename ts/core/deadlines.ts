@@ -67,8 +67,9 @@ export class Deadlines<T extends Expiring> {
       list[slot] = last
       last.deadlineSlot = slot
     }
-    if (list.length === 0) this.#buckets.delete(bucket)
-    // The heap keeps the bucket number; an empty bucket is skipped when it comes up.
+    // An emptied bucket stays (in the map and the heap) until its time comes or it reaches the
+    // top of the heap: a server whose handlers finish at once would otherwise create, push and
+    // drop a bucket for every request.
   }
 
   /** Number of scheduled items. */
@@ -94,7 +95,8 @@ export class Deadlines<T extends Expiring> {
         this.#onExpire(item)
       }
     }
-    while (this.#heap.length > 0 && !this.#buckets.has(this.#heap[0]!)) this.#pop()
+    // Drop emptied buckets from the front, so the timer waits for a bucket with items in it.
+    while (this.#heap.length > 0 && this.#buckets.get(this.#heap[0]!)!.length === 0) this.#buckets.delete(this.#pop())
     if (this.#heap.length > 0) this.#arm(this.#heap[0]!)
   }
 
