@@ -7,7 +7,7 @@
 import { FrameDecoder, encodeFrame } from '../protocol/codec.js'
 import { DEFAULT_FLAGS, HEADER_SIZE } from '../protocol/constants.js'
 import { JS_ENCODE_MAX, checksumJs, writeHeaderJs } from '../protocol/fast-path.js'
-import { Pcr1Decoder, encodePcr1Frame } from '../pcr1/frame.js'
+import { Pcr1Decoder, encodePcr1Frame, writePcr1Header } from '../pcr1/frame.js'
 
 /** A decoded frame of either format (`sequence` is PCR1's corr). */
 export interface WireFrame {
@@ -60,4 +60,11 @@ export const pcr1Wire: Wire = {
   name: 'pcr1',
   decoder: (maxPayload) => new Pcr1Decoder({ maxPayload }),
   encode: (type, sequence, payload) => encodePcr1Frame(type, sequence, payload ?? EMPTY),
+  encodeInto(target, offset, type, sequence, payload) {
+    const len = payload.length
+    if (len > JS_ENCODE_MAX) return -1
+    writePcr1Header(target, offset, type, sequence, len)
+    target.set(payload, offset + HEADER_SIZE)
+    return HEADER_SIZE + len
+  },
 }

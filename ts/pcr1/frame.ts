@@ -16,6 +16,8 @@ import {
   statusMore,
   type FrameDecoderOptions,
 } from '../protocol/codec.js'
+import { HEADER_SIZE } from '../protocol/constants.js'
+import { JS_ENCODE_MAX } from '../protocol/fast-path.js'
 
 /** PCR1 frame types. */
 export enum Pcr1Type {
@@ -35,6 +37,30 @@ export interface Pcr1Frame {
 }
 
 /**
+ * Writes a PCR1 header at `out[at..at+16)`: magic, type, zero flags and reserved, corr and
+ * length big-endian. The caller has checked type, corr and length.
+ * @internal
+ */
+export function writePcr1Header(out: Uint8Array, at: number, type: number, corr: number, length: number): void {
+  out[at] = 0x50
+  out[at + 1] = 0x43
+  out[at + 2] = 0x52
+  out[at + 3] = 0x31
+  out[at + 4] = type
+  out[at + 5] = 0
+  out[at + 6] = 0
+  out[at + 7] = 0
+  out[at + 8] = corr >>> 24
+  out[at + 9] = (corr >>> 16) & 0xff
+  out[at + 10] = (corr >>> 8) & 0xff
+  out[at + 11] = corr & 0xff
+  out[at + 12] = length >>> 24
+  out[at + 13] = (length >>> 16) & 0xff
+  out[at + 14] = (length >>> 8) & 0xff
+  out[at + 15] = length & 0xff
+}
+
+/**
  * Encodes one PCR1 frame.
  *
  * @param type - frame type 1..4
@@ -46,6 +72,14 @@ export interface Pcr1Frame {
 export function encodePcr1Frame(type: Pcr1Type, corr: number, payload: Uint8Array): Buffer {
   if (!Number.isInteger(corr) || corr < 0 || corr > 0xffffffff) throw invalidArgument('corr must be a u32')
   if (!(payload instanceof Uint8Array)) throw invalidArgument('payload must be a Uint8Array')
+  // Without a checksum there is nothing for Rust to speed up on small frames, only a call to pay
+  // for: valid small frames are written here; the rest (and every refusal) go to the core.
+  if (payload.length <= JS_ENCODE_MAX && type >= 1 && type <= 4) {
+    const out = Buffer.allocUnsafe(HEADER_SIZE + payload.length)
+    writePcr1Header(out, 0, type, corr, payload.length)
+    out.set(payload, HEADER_SIZE)
+    return out
+  }
   try {
     return native.encodePcr1(type, corr, payload)
   } catch (e) {
