@@ -10,6 +10,7 @@ import {
   type StateSnapshot,
 } from '../ts/index.js'
 import { javaHash as javaHashJs } from '../benchmarks/plain-ts-state.js'
+import { demoMachine } from '../ts/demo/service.js'
 import { hex, vectors } from './helpers/vectors.js'
 
 const T0 = 1_700_000_000_000
@@ -21,14 +22,8 @@ function fresh(t: ExecutionContext): StateMachine {
 }
 
 async function demo(t: ExecutionContext): Promise<StateMachine> {
-  const sm = fresh(t)
-  for (const name of ['INIT', 'READY', 'RUNNING', 'PAUSED']) sm.addState(name)
-  sm.addState('ERROR', { final: true })
-  sm.addTransition('INIT', 'READY')
-  sm.addTransition('READY', 'RUNNING')
-  sm.addTransition('RUNNING', 'PAUSED')
-  sm.addTransition('PAUSED', 'RUNNING')
-  sm.addTransition('RUNNING', 'ERROR')
+  const sm = demoMachine()
+  t.teardown(() => sm.free())
   await sm.transition('READY')
   await sm.transition('RUNNING')
   sm.lock('PAUSED')

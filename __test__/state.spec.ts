@@ -7,18 +7,12 @@ import {
   type StateMachineOptions,
   type TransitionRecord,
 } from '../ts/index.js'
+import { demoMachine } from '../ts/demo/service.js'
 
 /** The C library's demo machine (PROTOCOL.md §9.1). */
 function demo(t: ExecutionContext, options?: StateMachineOptions): StateMachine {
-  const sm = new StateMachine(options)
+  const sm = demoMachine(options)
   t.teardown(() => sm.free())
-  for (const name of ['INIT', 'READY', 'RUNNING', 'PAUSED']) sm.addState(name)
-  sm.addState('ERROR', { final: true })
-  sm.addTransition('INIT', 'READY')
-  sm.addTransition('READY', 'RUNNING')
-  sm.addTransition('RUNNING', 'PAUSED')
-  sm.addTransition('PAUSED', 'RUNNING')
-  sm.addTransition('RUNNING', 'ERROR')
   return sm
 }
 

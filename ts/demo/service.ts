@@ -6,7 +6,7 @@
  */
 import { ErrorCode, PolyCallError } from '../core/errors.js'
 import { PolyCallServer, type ServerOptions } from '../server/server.js'
-import { StateMachine } from '../state/machine.js'
+import { StateMachine, type StateMachineOptions } from '../state/machine.js'
 
 export interface DemoOptions {
   /** Require this user and password. */
@@ -67,8 +67,8 @@ export function createDemoServer(options: DemoOptions = {}): PolyCallServer {
 }
 
 /** The C library's demo machine: INIT, READY, RUNNING, PAUSED and the final ERROR. */
-export function demoMachine(): StateMachine {
-  const sm = new StateMachine()
+export function demoMachine(options?: StateMachineOptions): StateMachine {
+  const sm = new StateMachine(options)
   for (const name of ['INIT', 'READY', 'RUNNING', 'PAUSED']) sm.addState(name)
   sm.addState('ERROR', { final: true })
   sm.addTransition('INIT', 'READY')

@@ -70,8 +70,11 @@ export class Connection {
   codec: PayloadCodec = jsonCodec
   /** Capability bits both sides agreed on. */
   capabilities = 0
-  /** A legacy peer reads one frame per `read()`: send one frame per write (PROTOCOL.md §10.1). */
-  legacy = true
+  /**
+   * A legacy peer reads one frame per `read()`: send one frame per write (PROTOCOL.md §10.1).
+   * Starts as the wire says; a v1 handshake settles it.
+   */
+  legacy: boolean
   /** Monotonic ms of the last byte received and sent. */
   lastReceived = now()
   lastSent = now()
@@ -109,6 +112,7 @@ export class Connection {
     this.session = new SessionMachine(role)
     this.#hooks = hooks
     this.#wire = options.wire
+    this.legacy = options.wire.startsLegacy
     this.#decoder = options.wire.decoder(options.maxPayload)
     this.#stallTimeout = options.stallTimeout ?? 0
     socket.setNoDelay(true)

@@ -27,6 +27,11 @@ export interface WireDecoder {
 
 export interface Wire {
   readonly name: 'v1' | 'pcr1'
+  /**
+   * Whether a new connection sends one frame per write until told otherwise: v1 peers may be
+   * legacy readers until their handshake shows capabilities; PCR1 readers are length-prefixed.
+   */
+  readonly startsLegacy: boolean
   decoder(maxPayload: number): WireDecoder
   encode(type: number, sequence: number, payload: Uint8Array | undefined, flags: number | undefined): Buffer
   /**
@@ -42,6 +47,7 @@ export const ARENA_FRAME_MAX = HEADER_SIZE + JS_ENCODE_MAX
 
 export const v1Wire: Wire = {
   name: 'v1',
+  startsLegacy: true,
   decoder: (maxPayload) => new FrameDecoder({ maxPayload }),
   encode: (type, sequence, payload, flags) => encodeFrame({ type, sequence, payload, flags }),
   encodeInto(target, offset, type, sequence, payload, flags) {
@@ -58,6 +64,7 @@ const EMPTY = Buffer.alloc(0)
 
 export const pcr1Wire: Wire = {
   name: 'pcr1',
+  startsLegacy: false,
   decoder: (maxPayload) => new Pcr1Decoder({ maxPayload }),
   encode: (type, sequence, payload) => encodePcr1Frame(type, sequence, payload ?? EMPTY),
   encodeInto(target, offset, type, sequence, payload) {

@@ -20,7 +20,6 @@ export const pcr1ClientProtocol: ClientProtocol = {
     conn.session.to(SessionState.Handshake)
     conn.session.to(SessionState.Auth)
     conn.session.to(SessionState.Ready)
-    conn.legacy = false
     if (setup.sequenceStart !== undefined) conn.startSequence(setup.sequenceStart)
     return setup.maxInFlight
   },

@@ -492,8 +492,6 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
         this.#fail(session, new PolyCallError(ErrorCode.PROTOCOL, `no handshake within ${this.#options.handshakeTimeout} ms`))
       }, this.#options.handshakeTimeout)
     } else {
-      // No handshake (PCR1): readers are length-prefixed, so replies of one tick share a write.
-      conn.legacy = false
       conn.session.to(SessionState.Handshake)
       conn.session.to(SessionState.Auth)
       conn.session.to(SessionState.Ready)

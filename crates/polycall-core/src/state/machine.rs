@@ -757,19 +757,17 @@ mod tests {
         (m, ids)
     }
 
+    fn deferred() -> StateOptions {
+        StateOptions {
+            deferred: true,
+            ..StateOptions::default()
+        }
+    }
+
     #[test]
     fn first_state_becomes_current_unless_deferred() {
         let mut m = StateMachine::default();
-        let a = m
-            .add_state(
-                "A",
-                StateOptions {
-                    deferred: true,
-                    ..StateOptions::default()
-                },
-                T0,
-            )
-            .unwrap();
+        let a = m.add_state("A", deferred(), T0).unwrap();
         assert_eq!(m.current(), None);
         let b = m.add_state("B", StateOptions::default(), T0).unwrap();
         assert_eq!(m.current(), Some(b));
@@ -1066,16 +1064,7 @@ mod tests {
     #[test]
     fn no_current_state_refuses() {
         let mut m = StateMachine::default();
-        let a = m
-            .add_state(
-                "A",
-                StateOptions {
-                    deferred: true,
-                    ..StateOptions::default()
-                },
-                T0,
-            )
-            .unwrap();
+        let a = m.add_state("A", deferred(), T0).unwrap();
         assert_eq!(
             m.transition(a, T0).unwrap_err().code(),
             "INVALID_TRANSITION"
