@@ -77,14 +77,17 @@ test('PolyCallErrors travel with their code; unexpected errors become INTERNAL w
     })
   })
   const client = newClient(t, port)
-  async function lookUpUser() {
-    return await client.request('/app')
+  const tracing = newClient(t, port, { callerStacks: true })
+  async function lookUpUser(c: PolyCallClient) {
+    return await c.request('/app')
   }
-  const app = (await t.throwsAsync(lookUpUser())) as PolyCallError & { remote?: boolean }
+  const app = (await t.throwsAsync(lookUpUser(client))) as PolyCallError & { remote?: boolean }
   t.is(app.code, 'ERR_APP_NOT_FOUND')
   t.is(app.message, 'no such user')
   t.true(app.remote)
-  t.regex(app.stack ?? '', /at async lookUpUser \(.*rpc\.spec\.ts/, 'the stack points at the caller')
+  const traced = (await t.throwsAsync(lookUpUser(tracing))) as PolyCallError
+  t.is(traced.code, 'ERR_APP_NOT_FOUND')
+  t.regex(traced.stack ?? '', /at async lookUpUser \(.*rpc\.spec\.ts/, 'with callerStacks the stack points at the caller')
   const bug = (await t.throwsAsync(client.request('/bug'))) as PolyCallError
   t.is(bug.code, ErrorCode.INTERNAL)
   t.false(bug.message.includes('secret'))

@@ -20,6 +20,7 @@ import {
   unrefTimer,
 } from '../core/abort.js'
 import { Deadlines, type Expiring } from '../core/deadlines.js'
+import { SequenceTable } from '../core/sequence-table.js'
 import { channels } from '../core/diagnostics.js'
 import { TypedEmitter } from '../core/emitter.js'
 import { ErrorCode, PolyCallError, invalidArgument, isPolyCallError } from '../core/errors.js'
@@ -90,6 +91,14 @@ export interface ClientOptions {
    * other extensions stay on). Legacy servers always get JSON. @defaultValue 'msgpack'
    */
   codec?: 'msgpack' | 'json' | undefined
+  /**
+   * Give the errors of failed `request()` calls the stack of the code that awaited them, instead
+   * of the stack where the failure was detected (the socket or timer callback). It costs an extra
+   * promise per request: about 8% of throughput with 128 requests in flight. `connect()`,
+   * `authenticate()`, `control()` and {@link PolyCallClient.typed} calls always get it.
+   * @defaultValue false
+   */
+  callerStacks?: boolean | undefined
   /** @internal First sequence number of each connection (to exercise the 2^32 wrap). */
   sequenceStart?: number | undefined
   /** @internal Opens the transport instead of TCP/TLS (the in-memory links of polycall/testing). */
@@ -186,6 +195,17 @@ function withCallerStack(e: unknown): unknown {
   return e
 }
 
+/** Awaits `p` in an async frame, so that a failure gets the awaiting code's stack. */
+async function awaitedHere<T>(p: Promise<T>): Promise<T> {
+  try {
+    return await p
+  } catch (e) {
+    throw withCallerStack(e)
+  }
+}
+
+const NO_OPTIONS: RequestOptions = Object.freeze({})
+
 function spkiHash(socket: TLSSocket): string {
   const raw = socket.getPeerCertificate(true).raw
   const spki = new X509Certificate(raw).publicKey.export({ type: 'spki', format: 'der' })
@@ -216,9 +236,10 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
   readonly #reconnect: Required<{ [K in keyof ReconnectOptions]-?: number }> | undefined
   readonly #setup: ClientSetup & { credentials: unknown }
   readonly #customDial: (() => Promise<Socket>) | undefined
+  readonly #callerStacks: boolean
   #conn: Connection | undefined
   #connecting: Promise<Connection> | undefined
-  readonly #pending = new Map<number, Call>()
+  readonly #pending = new SequenceTable<Call>()
   #waiting: Call[] = []
   readonly #control = new Map<number, (f: WireFrame) => void>()
   readonly #readyWaiters = new Set<(e: PolyCallError) => void>()
@@ -275,6 +296,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
     if (protocol === 'pcr1' && options.credentials !== undefined) throw invalidArgument('PCR1 has no authentication step; credentials apply to v1')
     if (options.codec !== undefined && options.codec !== 'msgpack' && options.codec !== 'json') throw invalidArgument('codec must be msgpack or json')
     this.#customDial = options.dial
+    this.#callerStacks = options.callerStacks === true
     this.#setup = {
       exchange: (conn, type, payload, flags) => this.#exchange(conn, type, payload, flags),
       credentials: options.credentials,
@@ -380,12 +402,9 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
    * const out = await client.request('POST /orders', { sku: 'a1' }, { timeout: 2000, signal })
    * ```
    */
-  async request<T = unknown>(command: string, data?: unknown, options: RequestOptions = {}): Promise<T> {
-    try {
-      return (await this.#call('request', command, data, options, undefined)) as T
-    } catch (e) {
-      throw withCallerStack(e)
-    }
+  request<T = unknown>(command: string, data?: unknown, options?: RequestOptions): Promise<T> {
+    const p = this.#call('request', command, data, options ?? NO_OPTIONS, undefined) as Promise<T>
+    return this.#callerStacks ? awaitedHere(p) : p
   }
 
   /**
@@ -476,9 +495,15 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
         signal.addEventListener('abort', call.onAbort, { once: true })
       }
       this.#counters.requests++
-      this.#waiting.push(call)
       if (channels.clientRequestStart.hasSubscribers) channels.clientRequestStart.publish({ client: this, command, sequence: 0 })
-      this.#pump()
+      const conn = this.#conn
+      // Nothing queued ahead and room in flight: straight onto the wire.
+      if (this.#waiting.length === 0 && conn !== undefined && this.#pending.size < this.#limit && conn.session.ready) {
+        this.#start(conn, call, started)
+      } else {
+        this.#waiting.push(call)
+        this.#pump()
+      }
     })
   }
 
@@ -576,31 +601,36 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
       if (this.#waiting.length > 0) this.#ensureConnection()
       return
     }
+    if (this.#waiting.length === 0) return
     const t = tickNow()
     while (this.#waiting.length > 0 && this.#pending.size < this.#limit) {
       const call = this.#waiting.shift()!
-      if (call.settled) continue
-      const remaining = call.deadline - t
-      let frame: { type: number; payload: Buffer }
-      try {
-        frame = this.#proto.encode(conn, call, remaining === Infinity ? undefined : remaining)
-      } catch (e) {
-        this.#settle(
-          call,
-          isPolyCallError(e) ? e : new PolyCallError(ErrorCode.INVALID_ARGUMENT, `request data cannot be encoded: ${(e as Error).message}`, { cause: e }),
-        )
-        continue
-      }
-      if (frame.payload.length > MAX_PAYLOAD) {
-        this.#settle(call, new PolyCallError(ErrorCode.PAYLOAD_TOO_LARGE, `request payload of ${frame.payload.length} bytes exceeds ${MAX_PAYLOAD}`))
-        continue
-      }
-      // Sequence 0 is never used for a call: it is where connection-level notices go.
-      call.sequence = conn.nextSequence(this.#inUse)
-      call.written = true
-      this.#pending.set(call.sequence, call)
-      conn.send(frame.type, call.sequence, frame.payload)
+      if (!call.settled) this.#start(conn, call, t)
     }
+  }
+
+  /** Encodes a call and puts it on the wire; `t` is the current monotonic time. */
+  #start(conn: Connection, call: Call, t: number): void {
+    const remaining = call.deadline - t
+    let frame: { type: number; payload: Buffer }
+    try {
+      frame = this.#proto.encode(conn, call, remaining === Infinity ? undefined : remaining)
+    } catch (e) {
+      this.#settle(
+        call,
+        isPolyCallError(e) ? e : new PolyCallError(ErrorCode.INVALID_ARGUMENT, `request data cannot be encoded: ${(e as Error).message}`, { cause: e }),
+      )
+      return
+    }
+    if (frame.payload.length > MAX_PAYLOAD) {
+      this.#settle(call, new PolyCallError(ErrorCode.PAYLOAD_TOO_LARGE, `request payload of ${frame.payload.length} bytes exceeds ${MAX_PAYLOAD}`))
+      return
+    }
+    // Sequence 0 is never used for a call: it is where connection-level notices go.
+    call.sequence = conn.nextSequence(this.#inUse)
+    call.written = true
+    this.#pending.set(call.sequence, call)
+    conn.send(frame.type, call.sequence, frame.payload)
   }
 
   /** Timeout or abort of one call: forget it and tell the server, where it can hear. */

@@ -61,7 +61,12 @@ function onDrain(this: OwnedSocket): void {
 
 const EMPTY = Buffer.alloc(0)
 const PAUSE_BIT: Record<PauseReason, number> = { dispatch: 1, drain: 2, owner: 4 }
-const ARENA_SIZE = 4096
+const ARENA_SIZE = 8192
+/**
+ * A tick that queues this many bytes writes them at once instead of at its end, so the peer
+ * works on the first part while this side produces the rest.
+ */
+const EARLY_WRITE = 4096
 
 export class Connection {
   readonly socket: Socket
@@ -197,6 +202,10 @@ export class Connection {
       const written = this.#wire.encodeInto!(this.#arena!, this.#arenaPos, type, sequence, body, flags)
       this.#arenaPos += written
       this.#queuedBytes += written
+      if (this.#queuedBytes >= EARLY_WRITE && !this.#needDrain) {
+        this.#takeArena()
+        this.#write()
+      }
     } else {
       this.#takeArena()
       const bytes = this.#wire.encode(type, sequence, payload, flags)
@@ -288,6 +297,10 @@ export class Connection {
     this.#takeArena()
     this.#arena = undefined
     this.#soloSmall = false
+    this.#write()
+  }
+
+  #write(): void {
     if (this.#queue.length === 0) return
     const queue = this.#queue
     const bytes = this.#queuedBytes

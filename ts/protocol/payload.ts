@@ -11,6 +11,7 @@
  */
 import { Packr, Unpackr } from 'msgpackr'
 import { ErrorCode, PolyCallError } from '../core/errors.js'
+import { NOT_SCALAR, packCommand, packScalar, readScalar, scalarEnd } from './msgpack-scalar.js'
 
 /** Capability bits carried in the long-form handshake's flags field. */
 export const Capability = {
@@ -61,13 +62,34 @@ function stripNul(payload: Buffer): Buffer {
 const packr = new Packr({ useRecords: false, moreTypes: false })
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true })
 
+/**
+ * The common COMMAND shape read without the generic decoder: `[command, scalar]` or
+ * `[command, scalar, timeout]` with a string command and a whole, non-negative timeout.
+ * Anything else (and anything malformed) returns undefined and goes through msgpackr.
+ */
+function readCommand(payload: Buffer): CommandPayload | undefined {
+  const head = payload[0]
+  if (head !== 0x92 && head !== 0x93) return undefined
+  const command = readScalar(payload, 1)
+  if (typeof command !== 'string') return undefined
+  const data = readScalar(payload, scalarEnd)
+  if (data === NOT_SCALAR) return undefined
+  if (head === 0x92) return scalarEnd === payload.length ? { command, data } : undefined
+  const timeout = readScalar(payload, scalarEnd)
+  if (typeof timeout !== 'number' || !(timeout >= 0) || scalarEnd !== payload.length) return undefined
+  return { command, data, timeout }
+}
+
 /** msgpack for polycall peers: COMMAND `[command, data, timeoutMs?]`, ERROR `{code, message, data?}`. */
 export const msgpackCodec: PayloadCodec = {
   name: 'msgpack',
   encodeCommand(command, data, timeout) {
-    return packr.pack(timeout === undefined ? [command, data] : [command, data, Math.max(0, Math.ceil(timeout))])
+    const t = timeout === undefined ? undefined : Math.max(0, Math.ceil(timeout))
+    return packCommand(command, data, t) ?? packr.pack(t === undefined ? [command, data] : [command, data, t])
   },
   decodeCommand(payload) {
+    const fast = readCommand(payload)
+    if (fast) return fast
     let v: unknown
     try {
       v = unpackr.unpack(payload)
@@ -82,10 +104,12 @@ export const msgpackCodec: PayloadCodec = {
     return out
   },
   encodeValue(value) {
-    return packr.pack(value)
+    return packScalar(value) ?? packr.pack(value)
   },
   decodeValue(payload) {
-    return payload.length === 0 ? undefined : unpackr.unpack(payload)
+    if (payload.length === 0) return undefined
+    const v = readScalar(payload, 0)
+    return v !== NOT_SCALAR && scalarEnd === payload.length ? v : unpackr.unpack(payload)
   },
   encodeError(code, message, data) {
     return packr.pack(data === undefined ? { code, message } : { code, message, data })

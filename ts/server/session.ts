@@ -9,6 +9,7 @@ import type { RouteInfo, Handler } from '../client/router.js'
 import type { PolyCallError } from '../core/errors.js'
 import type { Expiring } from '../core/deadlines.js'
 import { now, tickNow } from '../core/abort.js'
+import { SequenceTable } from '../core/sequence-table.js'
 import type { Connection, ConnectionHooks } from '../network/connection.js'
 import type { Wire, WireFrame } from '../network/wire.js'
 import type { PeerInfo, RequestContext } from './context.js'
@@ -81,7 +82,7 @@ export interface SessionEvents {
 
 /** One connection on the server; it is also the connection's hooks object. */
 export class ServerSession implements ConnectionHooks {
-  readonly inflight = new Map<number, ServerRequest>()
+  readonly inflight = new SequenceTable<ServerRequest>()
   /** Set right after construction (the connection needs the session as its hooks). */
   conn!: Connection
   principal: unknown = undefined
