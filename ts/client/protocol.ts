@@ -15,7 +15,7 @@ import {
   SUPPORTED_CAPABILITIES,
   encodeCancel,
   encodeCredentials,
-  heartbeatPayload,
+  sendHeartbeat,
   jsonCodec,
   msgpackCodec,
 } from '../protocol/payload.js'
@@ -97,9 +97,7 @@ export const v1ClientProtocol: ClientProtocol = {
     if (setup.credentials !== undefined) await this.authenticate(conn, setup)
     else conn.session.to(SessionState.Ready)
     if (caps & Capability.Heartbeat) {
-      conn.startHeartbeat(setup.heartbeatInterval, () =>
-        conn.send(MessageType.Heartbeat, conn.nextSequence(), heartbeatPayload(), ProtocolFlag.None),
-      )
+      conn.startHeartbeat(setup.heartbeatInterval, sendHeartbeat)
     }
     // Legacy peers read one frame per read: keep one call outstanding (PROTOCOL.md §10.1).
     return caps === 0 ? 1 : limit

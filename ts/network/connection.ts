@@ -60,6 +60,7 @@ function onDrain(this: OwnedSocket): void {
 }
 
 const EMPTY = Buffer.alloc(0)
+const wholeNow = (): number => Math.floor(now())
 const PAUSE_BIT: Record<PauseReason, number> = { dispatch: 1, drain: 2, owner: 4 }
 const ARENA_SIZE = 8192
 /**
@@ -68,7 +69,7 @@ const ARENA_SIZE = 8192
  */
 const EARLY_WRITE = 4096
 
-export class Connection {
+export class Connection implements Ticking {
   readonly socket: Socket
   readonly session: SessionMachine
   /** Payload conventions negotiated by the handshake (JSON until then). */
@@ -80,16 +81,20 @@ export class Connection {
    * Starts as the wire says; a v1 handshake settles it.
    */
   legacy: boolean
-  /** Monotonic ms of the last byte received and sent. */
-  lastReceived = now()
-  lastSent = now()
+  /**
+   * Monotonic ms (whole: small integers live in the object, fractions would be boxed) of the last
+   * byte received and sent.
+   */
+  lastReceived = wholeNow()
+  lastSent = wholeNow()
   bytesIn = 0
   bytesOut = 0
 
   readonly #hooks: ConnectionHooks
   readonly #wire: Wire
   readonly #decoder: WireDecoder
-  #queue: Buffer[] = []
+  /** Frames waiting for the flush (created on demand: an idle connection holds none). */
+  #queue: Buffer[] | undefined
   #queuedBytes = 0
   // Small frames are written straight into this arena (a slice of Node's buffer pool); a flush
   // hands the filled region to the socket and drops the arena, so no region is written twice
@@ -104,7 +109,7 @@ export class Connection {
   /** Bit set of pause reasons. */
   #pauses = 0
   #sequence = 0
-  #heartbeat: Ticking | undefined
+  #beat: ((conn: Connection) => void) | undefined
   #heartbeatPeriod = 0
   #error: PolyCallError | undefined
   #stallTimeout: number
@@ -193,7 +198,7 @@ export class Connection {
     if (small && (this.#arena || this.#soloSmall)) {
       if (!this.#arena) {
         // A second small frame in this tick: move the first into a fresh arena.
-        const first = this.#queue.pop()!
+        const first = this.#queue!.pop()!
         this.#newArena()
         this.#arena!.set(first, 0)
         this.#arenaPos = first.length
@@ -209,9 +214,10 @@ export class Connection {
     } else {
       this.#takeArena()
       const bytes = this.#wire.encode(type, sequence, payload, flags)
-      this.#queue.push(bytes)
+      const queue = (this.#queue ??= [])
+      queue.push(bytes)
       this.#queuedBytes += bytes.length
-      this.#soloSmall = small && this.#queue.length === 1
+      this.#soloSmall = small && queue.length === 1
     }
     if (!this.#flushScheduled) {
       this.#flushScheduled = true
@@ -238,25 +244,28 @@ export class Connection {
   }
 
   /**
-   * Calls `beat` (which sends a heartbeat) whenever nothing was sent for `interval` ms, and fails
-   * the connection when nothing was received for three intervals. Only for peers that advertised
-   * heartbeats.
+   * Calls `beat(this)` (which sends a heartbeat) whenever nothing was sent for `interval` ms, and
+   * fails the connection when nothing was received for three intervals. Only for peers that
+   * advertised heartbeats. `beat` should be a shared function: an idle connection then carries no
+   * closure for it.
    */
-  startHeartbeat(interval: number, beat: () => void): void {
-    if (interval <= 0 || this.#heartbeat || this.#closed) return
+  startHeartbeat(interval: number, beat: (conn: Connection) => void): void {
+    if (interval <= 0 || this.#beat || this.#closed) return
     // One shared interval per period visits every connection that uses it.
     this.#heartbeatPeriod = interval
-    this.#heartbeat = {
-      tick: () => {
-        const t = now()
-        if (t - this.lastReceived > 3 * interval) {
-          this.destroy(new PolyCallError(ErrorCode.CONNECTION_LOST, `peer sent nothing for ${Math.round(t - this.lastReceived)} ms`))
-          return
-        }
-        if (t - this.lastSent >= interval * 0.9) beat()
-      },
+    this.#beat = beat
+    every(interval, this)
+  }
+
+  /** @internal A heartbeat period passed (see {@link startHeartbeat}). */
+  tick(): void {
+    const interval = this.#heartbeatPeriod
+    const t = now()
+    if (t - this.lastReceived > 3 * interval) {
+      this.destroy(new PolyCallError(ErrorCode.CONNECTION_LOST, `peer sent nothing for ${Math.round(t - this.lastReceived)} ms`))
+      return
     }
-    every(interval, this.#heartbeat)
+    if (t - this.lastSent >= interval * 0.9) this.#beat!(this)
   }
 
   /** Flushes what is queued, then closes the sending side. */
@@ -279,7 +288,7 @@ export class Connection {
   /** Moves the arena's filled, unsent region onto the queue (keeping frame order). */
   #takeArena(): void {
     if (this.#arena && this.#arenaPos > this.#arenaStart) {
-      this.#queue.push(this.#arena.subarray(this.#arenaStart, this.#arenaPos))
+      ;(this.#queue ??= []).push(this.#arena.subarray(this.#arenaStart, this.#arenaPos))
       this.#arenaStart = this.#arenaPos
     }
   }
@@ -301,10 +310,10 @@ export class Connection {
   }
 
   #write(): void {
-    if (this.#queue.length === 0) return
     const queue = this.#queue
+    if (queue === undefined || queue.length === 0) return
     const bytes = this.#queuedBytes
-    this.#queue = []
+    this.#queue = undefined
     this.#queuedBytes = 0
     let ok = true
     if (this.legacy) {
@@ -313,7 +322,7 @@ export class Connection {
       ok = this.socket.write(queue.length === 1 ? queue[0]! : Buffer.concat(queue, bytes))
     }
     this.bytesOut += bytes
-    this.lastSent = now()
+    this.lastSent = wholeNow()
     if (!ok) {
       this.#needDrain = true
       this.pause('drain')
@@ -321,7 +330,7 @@ export class Connection {
   }
 
   #onData(chunk: Buffer): void {
-    this.lastReceived = now()
+    this.lastReceived = wholeNow()
     this.bytesIn += chunk.length
     let frames: WireFrame[]
     try {
@@ -374,7 +383,7 @@ export class Connection {
     this.#closed = true
     this.#stopHeartbeat()
     if (this.#stallTimer) clearTimeout(this.#stallTimer)
-    this.#queue = []
+    this.#queue = undefined
     this.#queuedBytes = 0
     this.#arena = undefined
     this.#decoder.free()
@@ -382,7 +391,7 @@ export class Connection {
   }
 
   #stopHeartbeat(): void {
-    if (this.#heartbeat) stop(this.#heartbeatPeriod, this.#heartbeat)
-    this.#heartbeat = undefined
+    if (this.#beat) stop(this.#heartbeatPeriod, this)
+    this.#beat = undefined
   }
 }

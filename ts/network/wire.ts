@@ -48,7 +48,7 @@ export const ARENA_FRAME_MAX = HEADER_SIZE + JS_ENCODE_MAX
 export const v1Wire: Wire = {
   name: 'v1',
   startsLegacy: true,
-  decoder: (maxPayload) => new FrameDecoder({ maxPayload }),
+  decoder: (maxPayload) => new FrameDecoder({ maxPayload, ownerFrees: true }),
   encode: (type, sequence, payload, flags) => encodeFrame({ type, sequence, payload, flags }),
   encodeInto(target, offset, type, sequence, payload, flags) {
     const len = payload.length
@@ -65,7 +65,7 @@ const EMPTY = Buffer.alloc(0)
 export const pcr1Wire: Wire = {
   name: 'pcr1',
   startsLegacy: false,
-  decoder: (maxPayload) => new Pcr1Decoder({ maxPayload }),
+  decoder: (maxPayload) => new Pcr1Decoder({ maxPayload, ownerFrees: true }),
   encode: (type, sequence, payload) => encodePcr1Frame(type, sequence, payload ?? EMPTY),
   encodeInto(target, offset, type, sequence, payload) {
     const len = payload.length

@@ -47,6 +47,11 @@ export interface FrameDecoderOptions {
    * @defaultValue 1048576
    */
   maxPayload?: number
+  /**
+   * @internal The owner frees the decoder on every path (a connection does, when its socket
+   * closes), so no finalizer is registered: that saves a weak cell per idle connection.
+   */
+  ownerFrees?: boolean
 }
 
 /** A {@link PolyCallError} raised by {@link FrameDecoder.push}, with the frames decoded before it. */
@@ -216,7 +221,7 @@ export abstract class NativeStreamDecoder {
     } catch (e) {
       throw fromNative(e)
     }
-    finalizer.register(this, this.#handle, this)
+    if (options.ownerFrees !== true) finalizer.register(this, this.#handle, this)
   }
 
   /**

@@ -11,6 +11,7 @@
  */
 import { Packr, Unpackr } from 'msgpackr'
 import { ErrorCode, PolyCallError } from '../core/errors.js'
+import { MessageType, ProtocolFlag } from './constants.js'
 import { NOT_SCALAR, packCommand, packScalar, readScalar, scalarEnd } from './msgpack-scalar.js'
 
 /** Capability bits carried in the long-form handshake's flags field. */
@@ -207,6 +208,17 @@ export function encodeCancel(sequence: number): Buffer {
 /** The sequence a cancellation notice names, or undefined for any other heartbeat payload. @internal */
 export function decodeCancel(payload: Buffer): number | undefined {
   return payload.length === 8 && payload.readUInt32LE(0) === CANCEL_TAG ? payload.readUInt32LE(4) : undefined
+}
+
+/** What {@link sendHeartbeat} needs of a connection. @internal */
+export interface HeartbeatSender {
+  nextSequence(): number
+  send(type: number, sequence: number, payload?: Uint8Array, flags?: number): void
+}
+
+/** Sends a v1 HEARTBEAT with the time; shared by every connection (no closure each). @internal */
+export function sendHeartbeat(conn: HeartbeatSender): void {
+  conn.send(MessageType.Heartbeat, conn.nextSequence(), heartbeatPayload(), ProtocolFlag.None)
 }
 
 /** An 8-byte LE Unix-milliseconds heartbeat payload (what C peers expect). @internal */

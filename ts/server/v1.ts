@@ -15,7 +15,7 @@ import {
   SUPPORTED_CAPABILITIES,
   decodeCancel,
   decodeCredentials,
-  heartbeatPayload,
+  sendHeartbeat,
   jsonCodec,
   msgpackCodec,
 } from '../protocol/payload.js'
@@ -69,9 +69,7 @@ function handshake(host: ServerHost, s: ServerSession, f: WireFrame): void {
   conn.session.to(SessionState.Auth)
   if (!host.options.requireAuth || s.authenticated) conn.session.to(SessionState.Ready)
   if (caps & Capability.Heartbeat) {
-    conn.startHeartbeat(host.options.heartbeatInterval, () =>
-      conn.send(MessageType.Heartbeat, conn.nextSequence(), heartbeatPayload(), ProtocolFlag.None),
-    )
+    conn.startHeartbeat(host.options.heartbeatInterval, sendHeartbeat)
   }
   host.established(s)
 }
