@@ -328,7 +328,7 @@ async function polycallClient(port: number): Promise<ClientHandle> {
   const client = new PolyCallClient({ host: '127.0.0.1', port, maxInFlight: 1024, reconnect: false })
   await client.connect({ timeout: 10_000 })
   return {
-    call: (payload) => client.request<Uint8Array>('echo', payload, { timeout: process.env.PC_NOTO ? Infinity : REQUEST_TIMEOUT }),
+    call: (payload) => client.request<Uint8Array>('echo', payload, { timeout: REQUEST_TIMEOUT }),
     close: () => client.close({ timeout: 5000 }),
   }
 }
@@ -596,7 +596,7 @@ class Child {
   #onExit: ((e: Error) => void) | undefined
 
   constructor(args: string[]) {
-    const node = ['--expose-gc', ...(process.env.PC_NODE_FLAGS ? process.env.PC_NODE_FLAGS.split(' ') : []), ...(cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : []), '--import', 'tsx']
+    const node = ['--expose-gc', ...(cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : []), '--import', 'tsx']
     const extra = [...(quick ? ['--quick'] : []), ...(dist ? ['--dist'] : []), ...(inFlightArg ? ['--in-flight', inFlightArg] : [])]
     this.proc = spawn(process.execPath, [...node, self, ...args, ...extra], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
     children.add(this)

@@ -7,6 +7,7 @@
  * @packageDocumentation
  */
 import { ErrorCode, PolyCallError } from '../core/errors.js'
+import { SequenceTable } from '../core/sequence-table.js'
 import { pcr1Wire, type WireFrame } from '../network/wire.js'
 import type { ServerHost, ServerProtocol, ServerSession } from '../server/session.js'
 import { encodePcr1Frame, Pcr1Type } from './frame.js'
@@ -24,7 +25,7 @@ interface Slot {
 class ReplyOrder {
   slots: Slot[] = []
   head = 0
-  readonly open = new Map<number, Slot[]>()
+  readonly open = new SequenceTable<Slot[]>()
   get length(): number {
     return this.slots.length - this.head
   }
