@@ -54,7 +54,7 @@ const WARMUP_MS = quick ? 200 : 1000
 const MEASURE_MS = quick ? 500 : 4000
 const REPS = quick ? 2 : 3
 const IDLE_CONNECTIONS = quick ? 100 : 1000
-const MEM_REPS = quick ? 1 : 3
+const MEM_REPS = quick ? 1 : 5
 
 const now = () => performance.now()
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))

@@ -61,6 +61,11 @@ function onDrain(this: OwnedSocket): void {
 
 const EMPTY = Buffer.alloc(0)
 const wholeNow = (): number => Math.floor(now())
+const SOLO_SMALL = 1
+const FLUSH_SCHEDULED = 2
+const NEED_DRAIN = 4
+const CLOSED = 8
+const ENDING = 16
 const PAUSE_BIT: Record<PauseReason, number> = { dispatch: 1, drain: 2, owner: 4 }
 const ARENA_SIZE = 8192
 /**
@@ -96,16 +101,14 @@ export class Connection implements Ticking {
   /** Frames waiting for the flush (created on demand: an idle connection holds none). */
   #queue: Buffer[] | undefined
   #queuedBytes = 0
-  // Small frames are written straight into this arena (a slice of Node's buffer pool); a flush
-  // hands the filled region to the socket and drops the arena, so no region is written twice
-  // and an idle connection holds no buffer.
+  // Small frames are written straight into this arena; a write hands the filled region to the
+  // socket and the flush drops the arena, so no region is written twice and an idle connection
+  // holds no buffer.
   #arena: Buffer | undefined
   #arenaStart = 0
   #arenaPos = 0
-  /** The queue holds exactly one small frame in its own buffer. */
-  #soloSmall = false
-  #flushScheduled = false
-  #needDrain = false
+  /** Boolean states as bits (see the accessors below): fewer fields per idle connection. */
+  #bits = 0
   /** Bit set of pause reasons. */
   #pauses = 0
   #sequence = 0
@@ -114,8 +117,33 @@ export class Connection implements Ticking {
   #error: PolyCallError | undefined
   #stallTimeout: number
   #stallTimer: NodeJS.Timeout | undefined
-  #closed = false
-  #ending = false
+
+  /** The queue holds exactly one small frame in its own buffer. */
+  get #soloSmall(): boolean {
+    return (this.#bits & SOLO_SMALL) !== 0
+  }
+  set #soloSmall(on: boolean) {
+    this.#bits = on ? this.#bits | SOLO_SMALL : this.#bits & ~SOLO_SMALL
+  }
+  get #flushScheduled(): boolean {
+    return (this.#bits & FLUSH_SCHEDULED) !== 0
+  }
+  set #flushScheduled(on: boolean) {
+    this.#bits = on ? this.#bits | FLUSH_SCHEDULED : this.#bits & ~FLUSH_SCHEDULED
+  }
+  /** The socket refused more data: wait for 'drain'. */
+  get #needDrain(): boolean {
+    return (this.#bits & NEED_DRAIN) !== 0
+  }
+  set #needDrain(on: boolean) {
+    this.#bits = on ? this.#bits | NEED_DRAIN : this.#bits & ~NEED_DRAIN
+  }
+  get #closed(): boolean {
+    return (this.#bits & CLOSED) !== 0
+  }
+  get #ending(): boolean {
+    return (this.#bits & ENDING) !== 0
+  }
 
   constructor(socket: Socket, role: SessionRole, hooks: ConnectionHooks, options: ConnectionOptions) {
     this.socket = socket
@@ -187,9 +215,10 @@ export class Connection implements Ticking {
 
   /**
    * Queues one frame; frames queued in the same tick leave in one write. The first frame of a
-   * tick gets its own small buffer; when a second one follows, both go into an arena (a pooled
-   * 4 KiB slice) that the flush hands to the socket whole, so a busy tick costs one buffer and
-   * one write, and an idle connection holds nothing.
+   * tick gets its own small buffer; when a second one follows, both go into an 8 KiB arena that
+   * is handed to the socket whole, so a busy tick costs one buffer and one write, and an idle
+   * connection holds nothing. Once a tick has queued {@link EARLY_WRITE} bytes they are written
+   * at once, so the peer works on them while this side produces the rest.
    */
   send(type: number, sequence: number, payload?: Uint8Array, flags?: number): void {
     if (this.#closed || this.#ending) return
@@ -272,7 +301,7 @@ export class Connection implements Ticking {
   end(): void {
     if (this.#closed || this.#ending) return
     this.#flush()
-    this.#ending = true
+    this.#bits |= ENDING
     this.#stopHeartbeat()
     this.socket.end()
   }
@@ -380,7 +409,7 @@ export class Connection implements Ticking {
 
   #onClose(): void {
     if (this.#closed) return
-    this.#closed = true
+    this.#bits |= CLOSED
     this.#stopHeartbeat()
     if (this.#stallTimer) clearTimeout(this.#stallTimer)
     this.#queue = undefined

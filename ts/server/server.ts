@@ -466,24 +466,24 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
       unrefTimer(() => socket.destroy(), 1000)
       return
     }
-    const peer: PeerInfo = {
-      remoteAddress: socket.remoteAddress,
-      remotePort: socket.remotePort,
-      tls: 'encrypted' in socket,
-      certificate: certificateOf(socket),
-      legacy: this.protocol === 'v1',
-    }
     // The session is the connection's hooks object: no closures per connection.
-    const session = new ServerSession(peer, this.#events)
+    const session = new ServerSession(this.#events)
     const conn = new Connection(socket, 'server', session, {
       maxPayload: this.#options.maxPayload,
       wire: this.#proto.wire,
       stallTimeout: this.#options.stallTimeout,
     })
     session.conn = conn
-    if (peer.certificate) {
-      session.principal = { subject: peer.certificate.subject, fingerprint256: peer.certificate.fingerprint256 }
-      session.authenticated = true
+    const tls = 'encrypted' in socket
+    const watched = this.listenerCount('connect') > 0 || this.listenerCount('disconnect') > 0
+    // Read the peer now where it is needed now or may be needed after the socket is gone.
+    if (tls || watched || channels.serverConnect.hasSubscribers) {
+      const peer = session.peer
+      peer.certificate = tls ? certificateOf(socket) : undefined
+      if (peer.certificate) {
+        session.principal = { subject: peer.certificate.subject, fingerprint256: peer.certificate.fingerprint256 }
+        session.authenticated = true
+      }
     }
     this.#sessions.add(session)
     this.#counters.connections++
@@ -498,9 +498,10 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
       this.#established(session)
     }
     if (channels.serverConnect.hasSubscribers) {
+      const peer = session.peer
       channels.serverConnect.publish({ server: this, remoteAddress: peer.remoteAddress, remotePort: peer.remotePort, tls: peer.tls })
     }
-    this.emit('connect', peer)
+    if (watched) this.emit('connect', session.peer)
   }
 
   #established(s: ServerSession): void {
@@ -538,7 +539,6 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
       deadlineMs ?? Infinity,
       sequence,
       match?.route,
-      s.peer,
       match?.handler,
     )
     s.inflight.set(sequence, req)
@@ -664,7 +664,7 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     this.#counters.bytesIn += s.conn.bytesIn
     this.#counters.bytesOut += s.conn.bytesOut
     this.#sessions.delete(s)
-    this.emit('disconnect', s.peer, error)
+    if (this.listenerCount('disconnect') > 0) this.emit('disconnect', s.peer, error)
     this.#checkDrained()
   }
 

@@ -42,9 +42,13 @@ export class ServerRequest implements RequestContext, Expiring {
     readonly timeout: number,
     readonly sequence: number,
     readonly route: RouteInfo | undefined,
-    readonly peer: PeerInfo,
     readonly handler: Handler | undefined,
   ) {}
+
+  /** The connection's peer. */
+  get peer(): PeerInfo {
+    return this.session.peer
+  }
 
   /** When the caller stops waiting, in `Date.now()` milliseconds (computed on first read). */
   get deadline(): number {
@@ -95,10 +99,29 @@ export class ServerSession implements ConnectionHooks {
   idleTimeout = 0
   /** Protocol-specific state (PCR1 keeps its reply order here). */
   extra: unknown = undefined
-  constructor(
-    readonly peer: PeerInfo,
-    readonly events: SessionEvents,
-  ) {}
+  #peer: PeerInfo | undefined
+  constructor(readonly events: SessionEvents) {}
+
+  /**
+   * The peer, read from the socket the first time it is needed: an idle connection nobody asks
+   * about carries no copy of its address. The server reads it at once when something listens
+   * for `connect` or `disconnect`, and for TLS connections.
+   */
+  get peer(): PeerInfo {
+    const socket = this.conn.socket
+    return (this.#peer ??= {
+      remoteAddress: socket.remoteAddress,
+      remotePort: socket.remotePort,
+      tls: 'encrypted' in socket,
+      certificate: undefined,
+      legacy: this.conn.legacy,
+    })
+  }
+
+  /** Brings `peer.legacy` in line with the connection once the handshake settled it. */
+  settleLegacy(): void {
+    if (this.#peer) this.#peer.legacy = this.conn.legacy
+  }
 
   frame(f: WireFrame): void {
     this.events.frame(this, f)

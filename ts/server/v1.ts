@@ -63,7 +63,7 @@ function handshake(host: ServerHost, s: ServerSession, f: WireFrame): void {
   // A peer that sent capability bits reads frames properly, whatever they were.
   conn.legacy = hello.legacy
   conn.codec = caps & Capability.Msgpack ? msgpackCodec : jsonCodec
-  s.peer.legacy = conn.legacy
+  s.settleLegacy()
   conn.session.to(SessionState.Handshake)
   conn.send(MessageType.Response, f.sequence, handshakeReply(caps, host.options.maxInFlight))
   conn.session.to(SessionState.Auth)
