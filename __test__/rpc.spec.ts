@@ -10,6 +10,7 @@ import {
   PolyCallServer,
   buildHandshake,
   parseHandshake,
+  type PeerInfo,
   type RequestContext,
 } from '../ts/index.js'
 import { RawPeer, delay, newClient, startServer } from './helpers/net.js'
@@ -495,4 +496,30 @@ test('the handshake reply carries the negotiated capabilities and the server lim
   t.is(reply?.type, MessageType.Response)
   t.is(reply?.sequence, 9)
   t.deepEqual(parseHandshake(reply!.payload), { form: 'long', version: 1, flags: Capability.Msgpack, legacy: false, maxInFlight: 33 })
+})
+
+test('the peer is read on first use, and kept for disconnect listeners', async (t) => {
+  // No connect/disconnect listeners: the handler's ctx.peer is read from the live socket.
+  const { port } = await startServer(t, {}, (s) => {
+    s.route('/who', (ctx) => ({ address: ctx.peer.remoteAddress, port: ctx.peer.remotePort, tls: ctx.peer.tls, legacy: ctx.peer.legacy }))
+  })
+  const client = newClient(t, port)
+  const who = (await client.request('/who')) as { address: string; port: number; tls: boolean; legacy: boolean }
+  t.is(who.address, '127.0.0.1')
+  t.true(Number.isInteger(who.port) && who.port > 0)
+  t.false(who.tls)
+  t.false(who.legacy, 'a polycall client is not a legacy peer')
+
+  // With a disconnect listener, the address survives the socket.
+  const watched = await startServer(t)
+  const gone = new Promise<PeerInfo>((resolve) => watched.server.once('disconnect', (peer) => resolve(peer)))
+  const seen = new Promise<PeerInfo>((resolve) => watched.server.once('connect', (peer) => resolve(peer)))
+  const other = newClient(t, watched.port)
+  await other.connect()
+  const atConnect = await seen
+  await other.close()
+  const atDisconnect = await gone
+  t.is(atDisconnect, atConnect, 'the same peer object')
+  t.is(atDisconnect.remoteAddress, '127.0.0.1')
+  t.false(atDisconnect.legacy)
 })

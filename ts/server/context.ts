@@ -1,7 +1,12 @@
 /** The context a middleware and a handler receive for one request. @packageDocumentation */
 import type { RouteInfo } from '../client/router.js'
 
-/** Who is on the other end of a connection. */
+/**
+ * Who is on the other end of a connection. The server reads it from the socket when it is first
+ * needed (`ctx.peer`, an `authenticate` callback), or at once for TLS connections and while
+ * `connect` or `disconnect` listeners exist. A peer first asked for after its socket closed
+ * (a `disconnect` listener added after the connection was accepted) may lack its address.
+ */
 export interface PeerInfo {
   remoteAddress: string | undefined
   remotePort: number | undefined
