@@ -147,8 +147,8 @@ interface ServerHandle {
 }
 
 // Raw net: a 4-byte little-endian length prefix, then the payload. Both sides coalesce what one
-// tick produced into one write (as polycall does), so this is the ceiling for the same syscall
-// pattern. Responses come back in request order, so the client correlates them with a FIFO.
+// tick produced into one write (as polycall does, short of its early writes of 4 KiB ticks).
+// Responses come back in request order, so the client correlates them with a FIFO.
 
 function parseLengthPrefixed(state: { rest: Buffer | undefined }, chunk: Buffer, onFrame: (payload: Buffer) => void): void {
   let buf = chunk
@@ -1023,8 +1023,9 @@ ${machine()}
   (converted back to bytes and checked like the others). PCR1 replies in request order per connection.
 - **raw net**: a 4-byte little-endian length prefix and the payload. The server parses every
   frame and writes one response frame per request; both sides coalesce what one tick produced
-  into one \`socket.write\` (polycall's write strategy), the client correlates responses in order
-  with a FIFO. No timeouts, no validation: the ceiling for this syscall pattern.
+  into one \`socket.write\`, the client correlates responses in order with a FIFO. No timeouts,
+  no validation. polycall writes the same way, except that a tick which has queued 4 KiB writes
+  it at once (at 128 in flight), which raw net does not do.
 - **grpc-js** ${grpcVersion()}: a unary \`Echo\` method from a \`ServiceDefinition\` with identity
   (de)serializers (no protobuf), \`makeGenericClientConstructor\`, insecure credentials, a
   ${REQUEST_TIMEOUT} ms deadline per call (as polycall's timeout).
