@@ -20,10 +20,10 @@ import {
   unrefTimer,
 } from '../core/abort.js'
 import { Deadlines, type Expiring } from '../core/deadlines.js'
-import { SequenceTable } from '../core/sequence-table.js'
 import { channels } from '../core/diagnostics.js'
 import { TypedEmitter } from '../core/emitter.js'
 import { ErrorCode, PolyCallError, invalidArgument, isPolyCallError } from '../core/errors.js'
+import { SequenceTable } from '../core/sequence-table.js'
 import { LatencyHistogram, type LatencySummary } from '../core/stats.js'
 import { Connection } from '../network/connection.js'
 import type { WireFrame } from '../network/wire.js'
