@@ -1,7 +1,6 @@
 /** Loopback helpers for the network specs: real servers, real clients, raw frame peers. */
 import type { ExecutionContext } from 'ava'
-import { once } from 'node:events'
-import { connect, type Socket } from 'node:net'
+import type { Socket } from 'node:net'
 import {
   FrameDecoder,
   PolyCallClient,
@@ -12,6 +11,7 @@ import {
   type MessageType,
   type ServerOptions,
 } from '../../ts/index.js'
+import { SocketPeer, dial } from './peer.js'
 
 export async function startServer(
   t: ExecutionContext,
@@ -32,52 +32,24 @@ export function newClient(t: ExecutionContext, port: number, options: Partial<Cl
 }
 
 /** A peer that speaks frames byte by byte, the way another implementation would. */
-export class RawPeer {
-  readonly socket: Socket
+export class RawPeer extends SocketPeer<Frame> {
   readonly #decoder = new FrameDecoder()
-  readonly #frames: Frame[] = []
-  #waiters: ((f: Frame | undefined) => void)[] = []
-  closed: Promise<void>
 
   private constructor(socket: Socket) {
-    this.socket = socket
-    socket.on('data', (chunk: Buffer) => {
-      for (const f of this.#decoder.push(chunk)) {
-        const copy = { ...f, payload: Buffer.from(f.payload) }
-        const w = this.#waiters.shift()
-        if (w) w(copy)
-        else this.#frames.push(copy)
-      }
-    })
-    socket.on('error', () => {})
-    this.closed = once(socket, 'close').then(() => {
-      for (const w of this.#waiters.splice(0)) w(undefined)
-    })
+    super(socket, 'frame')
   }
 
   static async connect(t: ExecutionContext, port: number): Promise<RawPeer> {
-    const socket = connect({ host: '127.0.0.1', port })
-    await once(socket, 'connect')
-    t.teardown(() => socket.destroy())
-    return new RawPeer(socket)
+    return new RawPeer(await dial(t, port))
+  }
+
+  protected decode(chunk: Buffer): Frame[] {
+    // Copies: the decoder's payloads are views of the chunk.
+    return this.#decoder.push(chunk).map((f) => ({ ...f, payload: Buffer.from(f.payload) }))
   }
 
   send(type: MessageType, sequence: number, payload?: Uint8Array, flags?: number): void {
     this.socket.write(encodeFrame({ type, sequence, payload, flags }))
-  }
-
-  /** The next frame, or undefined when the socket closes first; rejects after `ms`. */
-  next(ms = 5000): Promise<Frame | undefined> {
-    const f = this.#frames.shift()
-    if (f) return Promise.resolve(f)
-    if (this.socket.destroyed) return Promise.resolve(undefined)
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no frame within ${ms} ms`)), ms)
-      this.#waiters.push((frame) => {
-        clearTimeout(timer)
-        resolve(frame)
-      })
-    })
   }
 }
 

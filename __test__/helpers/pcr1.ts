@@ -5,7 +5,8 @@
  */
 import type { ExecutionContext } from 'ava'
 import { once } from 'node:events'
-import { connect, createServer, type Server, type Socket } from 'node:net'
+import { createServer, type Server, type Socket } from 'node:net'
+import { SocketPeer, dial } from './peer.js'
 
 export const REQUEST = 1
 export const RESPONSE = 2
@@ -72,50 +73,23 @@ class Reader {
 }
 
 /** A client-side PCR1 peer over a real socket. */
-export class Pcr1Peer {
-  readonly socket: Socket
+export class Pcr1Peer extends SocketPeer<RawPcr1Frame> {
   readonly #reader = new Reader()
-  readonly #frames: RawPcr1Frame[] = []
-  #waiters: ((f: RawPcr1Frame | undefined) => void)[] = []
-  readonly closed: Promise<void>
 
   private constructor(socket: Socket) {
-    this.socket = socket
-    socket.on('data', (chunk: Buffer) => {
-      for (const f of this.#reader.push(chunk)) {
-        const w = this.#waiters.shift()
-        if (w) w(f)
-        else this.#frames.push(f)
-      }
-    })
-    socket.on('error', () => {})
-    this.closed = once(socket, 'close').then(() => {
-      for (const w of this.#waiters.splice(0)) w(undefined)
-    })
+    super(socket, 'PCR1 frame')
   }
 
   static async connect(t: ExecutionContext, port: number): Promise<Pcr1Peer> {
-    const socket = connect({ host: '127.0.0.1', port })
-    await once(socket, 'connect')
-    t.teardown(() => socket.destroy())
-    return new Pcr1Peer(socket)
+    return new Pcr1Peer(await dial(t, port))
+  }
+
+  protected decode(chunk: Buffer): RawPcr1Frame[] {
+    return this.#reader.push(chunk)
   }
 
   write(bytes: Buffer): void {
     this.socket.write(bytes)
-  }
-
-  next(ms = 5000): Promise<RawPcr1Frame | undefined> {
-    const f = this.#frames.shift()
-    if (f) return Promise.resolve(f)
-    if (this.socket.destroyed) return Promise.resolve(undefined)
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no PCR1 frame within ${ms} ms`)), ms)
-      this.#waiters.push((frame) => {
-        clearTimeout(timer)
-        resolve(frame)
-      })
-    })
   }
 }
 
