@@ -7,7 +7,6 @@
  */
 import { invalidArgument } from './errors.js'
 import { isStandardSchema, type SchemaInput, type SchemaOutput, type StandardSchemaV1 } from './schema.js'
-import type { RequestContext } from '../server/context.js'
 
 /** One operation of a contract. */
 export interface Operation {
@@ -24,19 +23,10 @@ export interface Operation {
 /** Operations by name: a command (`'/users/:id'`, `'users.get'`) per key. */
 export type Contract = Record<string, Operation>
 
-/** What a handler of `Op` receives as `ctx.data`. */
-export type HandlerInput<Op extends Operation> = SchemaOutput<Op['input']>
-/** What a handler of `Op` must return. */
-export type HandlerOutput<Op extends Operation> = SchemaInput<Op['output']>
 /** What a caller of `Op` passes. */
 export type CallInput<Op extends Operation> = SchemaInput<Op['input']>
 /** What a caller of `Op` gets back. */
 export type CallOutput<Op extends Operation> = SchemaOutput<Op['output']>
-
-/** The handlers a server must provide to implement contract `C`. */
-export type ContractHandlers<C extends Contract> = {
-  [K in keyof C & string]: (ctx: RequestContext<HandlerInput<C[K]>>) => HandlerOutput<C[K]> | Promise<HandlerOutput<C[K]>>
-}
 
 /**
  * Declares a contract. At runtime it only checks that every schema is a Standard Schema and

@@ -6,7 +6,8 @@
  */
 import { PolyCallError } from '../core/errors.js'
 import { Pcr1Code } from '../pcr1/messages.js'
-import { PolyCallServer, type ServerOptions } from '../server/server.js'
+import type { ServerOptions } from '../server/options.js'
+import { PolyCallServer } from '../server/server.js'
 
 /** The runtime's inventory fixture. */
 export const INVENTORY: Readonly<Record<string, number>> = Object.freeze({ 'widget-a': 42, 'widget-b': 7, 'gadget-c': 0 })

@@ -5,7 +5,8 @@
  * @packageDocumentation
  */
 import { ErrorCode, PolyCallError } from '../core/errors.js'
-import { PolyCallServer, type ServerOptions } from '../server/server.js'
+import type { ServerOptions } from '../server/options.js'
+import { PolyCallServer } from '../server/server.js'
 import { StateMachine, type StateMachineOptions } from '../state/machine.js'
 
 export interface DemoOptions {

@@ -1,5 +1,14 @@
 /** The context a middleware and a handler receive for one request. @packageDocumentation */
-import type { RouteInfo } from '../client/router.js'
+
+/** A registered route as listed by `Router.routes()`. */
+export interface RouteInfo {
+  method: string
+  path: string
+  summary?: string | undefined
+  idempotent: boolean
+  inputHint?: string | undefined
+  outputHint?: string | undefined
+}
 
 /**
  * Who is on the other end of a connection. The server reads it from the socket when it is first

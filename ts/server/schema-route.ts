@@ -14,8 +14,19 @@ import {
   type StandardSchemaV1,
   type ValidationError,
 } from '../core/schema.js'
-import type { Handler, RouteOptions } from '../client/router.js'
+import type { Handler, RouteOptions } from './router.js'
+import type { Contract, Operation } from '../core/contract.js'
 import type { RequestContext } from './context.js'
+
+/** What a handler of `Op` receives as `ctx.data`. */
+export type HandlerInput<Op extends Operation> = SchemaOutput<Op['input']>
+/** What a handler of `Op` must return. */
+export type HandlerOutput<Op extends Operation> = SchemaInput<Op['output']>
+
+/** The handlers a server must provide to implement contract `C`. */
+export type ContractHandlers<C extends Contract> = {
+  [K in keyof C & string]: (ctx: RequestContext<HandlerInput<C[K]>>) => HandlerOutput<C[K]> | Promise<HandlerOutput<C[K]>>
+}
 
 /** A route with schemas: `server.route(path, { input, output, handler })`. */
 export interface SchemaRoute<

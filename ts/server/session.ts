@@ -5,7 +5,7 @@
  * @internal
  * @packageDocumentation
  */
-import type { RouteInfo, Handler } from '../client/router.js'
+import type { RouteInfo, Handler } from './router.js'
 import type { PolyCallError } from '../core/errors.js'
 import type { Expiring } from '../core/deadlines.js'
 import { now, tickNow } from '../core/abort.js'
@@ -13,7 +13,7 @@ import { SequenceTable } from '../core/sequence-table.js'
 import type { Connection, ConnectionHooks } from '../network/connection.js'
 import type { Wire, WireFrame } from '../network/wire.js'
 import type { PeerInfo, RequestContext } from './context.js'
-import type { ServerOptions, ServerStats } from './server.js'
+import type { ServerLimits, ServerOptions, ServerStats } from './options.js'
 
 /** One request being served. */
 export class ServerRequest implements RequestContext, Expiring {
@@ -142,17 +142,6 @@ export class ServerSession implements ConnectionHooks {
   tick(): void {
     if (this.inflight.size === 0 && now() - this.conn.lastReceived >= this.idleTimeout) this.conn.end()
   }
-}
-
-/** Resolved limits of a server. */
-export interface ServerLimits {
-  maxConnections: number
-  maxPayload: number
-  maxInFlight: number
-  handshakeTimeout: number
-  idleTimeout: number
-  heartbeatInterval: number
-  stallTimeout: number
 }
 
 /** What the server core offers a protocol adapter. */

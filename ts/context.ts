@@ -5,10 +5,11 @@
  * reverse order of creation.
  * @packageDocumentation
  */
-import { PolyCallClient, type ClientOptions, type ReconnectOptions } from '../client/client.js'
-import { PolyCallServer, type ServerOptions } from '../server/server.js'
-import { StateMachine, type StateMachineOptions } from '../state/machine.js'
-import { ErrorCode, PolyCallError, invalidArgument } from './errors.js'
+import { PolyCallClient, type ClientOptions, type ReconnectOptions } from './client/client.js'
+import type { ServerOptions } from './server/options.js'
+import { PolyCallServer } from './server/server.js'
+import { StateMachine, type StateMachineOptions } from './state/machine.js'
+import { ErrorCode, PolyCallError, invalidArgument } from './core/errors.js'
 
 /** Where a context sends what happens to the things it owns. Every method is optional. */
 export interface Logger {

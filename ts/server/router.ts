@@ -8,7 +8,9 @@
 import { METHODS } from 'node:http'
 import FindMyWay from 'find-my-way'
 import { ErrorCode, PolyCallError, invalidArgument } from '../core/errors.js'
-import type { RequestContext } from '../server/context.js'
+import type { RequestContext, RouteInfo } from './context.js'
+
+export type { RouteInfo } from './context.js'
 
 /** A route handler: its return value becomes the RESPONSE payload. */
 export type Handler<Result = unknown> = (ctx: RequestContext) => Result | Promise<Result>
@@ -28,16 +30,6 @@ export interface RouteOptions {
   /** A hint of the input's shape, as JSON text (listed by PCR1 `describe`). @defaultValue '{}' */
   inputHint?: string | undefined
   /** A hint of the output's shape, as JSON text (listed by PCR1 `describe`). @defaultValue '{}' */
-  outputHint?: string | undefined
-}
-
-/** A registered route as listed by {@link Router.routes}. */
-export interface RouteInfo {
-  method: string
-  path: string
-  summary?: string | undefined
-  idempotent: boolean
-  inputHint?: string | undefined
   outputHint?: string | undefined
 }
 

@@ -1,0 +1,90 @@
+/**
+ * The server's option, limit, statistics and event types, shared by the server core and its
+ * protocol adapters.
+ * @packageDocumentation
+ */
+import type { TlsOptions } from 'node:tls'
+import type { CallOptions } from '../core/abort.js'
+import type { PolyCallError } from '../core/errors.js'
+import type { LatencySummary } from '../core/stats.js'
+import type { PeerInfo, RequestContext } from './context.js'
+
+/** Verifies credentials; returns the principal, throws to refuse. */
+export type Authenticator = (credentials: unknown, peer: PeerInfo) => unknown | Promise<unknown>
+
+/** Options of {@link PolyCallServer}. */
+export interface ServerOptions {
+  /**
+   * Wire protocol: `'v1'` (LibPolyCall v1) or `'pcr1'` (the upstream runtime's polycall_rpc v1;
+   * routes are addressed as `service.operation`). @defaultValue 'v1'
+   */
+  protocol?: 'v1' | 'pcr1' | undefined
+  /**
+   * Checks AUTH credentials (the JSON the client sent) and returns the principal handlers see as
+   * `ctx.principal`. Throwing refuses with `ERR_POLYCALL_UNAUTHENTICATED`; credentials are never
+   * logged, echoed or published.
+   */
+  authenticate?: Authenticator | undefined
+  /**
+   * Refuse COMMAND until the connection authenticated (an accepted mTLS client certificate
+   * counts). Without it, COMMAND is served once the handshake is done (go-polycall clients never
+   * authenticate). @defaultValue false
+   */
+  requireAuth?: boolean | undefined
+  /** Serve TLS: node:tls options (`key`, `cert`, `ca`, `requestCert` for mutual TLS, ...). */
+  tls?: TlsOptions | undefined
+  /** Connections beyond this get `ERR_POLYCALL_BUSY` and are closed. @defaultValue 10000 */
+  maxConnections?: number | undefined
+  /** Largest request payload; larger frames fail the connection. @defaultValue 1048576 */
+  maxPayload?: number | undefined
+  /**
+   * Requests in flight per connection. At the limit the server stops reading from that
+   * connection until handlers finish (TCP backpressure); requests already read beyond it get
+   * `ERR_POLYCALL_BUSY`. @defaultValue 256
+   */
+  maxInFlight?: number | undefined
+  /** Close connections that have not completed the handshake in time. @defaultValue 10000 */
+  handshakeTimeout?: number | undefined
+  /** Close connections with no request in flight and no frame received for this long; 0 disables. @defaultValue 300000 */
+  idleTimeout?: number | undefined
+  /** Heartbeat period towards peers that negotiated heartbeats; 0 disables. @defaultValue 30000 */
+  heartbeatInterval?: number | undefined
+  /** Deadline for requests whose caller sent none. @defaultValue none */
+  requestTimeout?: number | undefined
+  /** Close a connection whose peer stopped in the middle of a frame for this long; 0 disables. @defaultValue 10000 */
+  stallTimeout?: number | undefined
+  /** PCR1: the token `shutdown` requires; without it `shutdown` is always denied. */
+  controlToken?: string | undefined
+  /** Called with errors that peers only see as `ERR_POLYCALL_INTERNAL` (handler bugs, encode failures). */
+  onError?: ((error: unknown, ctx?: RequestContext) => void) | undefined
+}
+
+/** What {@link PolyCallServer.stats} returns. */
+export interface ServerStats {
+  connections: { current: number; total: number; rejected: number }
+  requests: { total: number; inFlight: number; succeeded: number; failed: number; cancelled: number; timedOut: number }
+  latency: LatencySummary
+  bytesIn: number
+  bytesOut: number
+}
+
+/** Lifecycle events of {@link PolyCallServer}. */
+export interface ServerEvents {
+  connect: [peer: PeerInfo]
+  disconnect: [peer: PeerInfo, error: PolyCallError | undefined]
+  close: []
+}
+
+/** Options of {@link PolyCallServer.close}. */
+export interface ServerCloseOptions extends CallOptions {}
+
+/** Resolved limits of a server. */
+export interface ServerLimits {
+  maxConnections: number
+  maxPayload: number
+  maxInFlight: number
+  handshakeTimeout: number
+  idleTimeout: number
+  heartbeatInterval: number
+  stallTimeout: number
+}
