@@ -1,5 +1,6 @@
 import test from 'ava'
 import * as diagnostics from 'node:diagnostics_channel'
+import { once } from 'node:events'
 import { Packr } from 'msgpackr'
 import {
   Capability,
@@ -406,7 +407,7 @@ test('per-call timeout and AbortSignal reject with TIMEOUT / ABORTED and bad opt
   t.throws(() => new PolyCallServer({ requireAuth: true }), { code: ErrorCode.INVALID_ARGUMENT })
 })
 
-test('connect failures: refused port, then reconnect with backoff once the server is up', async (t) => {
+test('connect failures: refused port fails the first call at once, then reconnect with backoff once the server is up', async (t) => {
   const probe = new PolyCallServer()
   const { port } = await probe.listen(0)
   await probe.close()
@@ -416,13 +417,16 @@ test('connect failures: refused port, then reconnect with backoff once the serve
   const client = new PolyCallClient({ port, reconnect: { initialDelay: 20, multiplier: 2, maxDelay: 100 } })
   t.teardown(() => client.destroy())
   client.on('reconnecting', ({ attempt }) => attempts.push(attempt))
-  const call = client.request('/ok', undefined, { timeout: 5000 })
+  // The first attempt fails: the call waiting on it hears at once; the client retries in the background.
+  t.is(((await t.throwsAsync(client.request('/ok', undefined, { timeout: 5000 }))) as PolyCallError).code, ErrorCode.CONNECT_FAILED)
   await delay(100)
+  const connected = once(client, 'connect')
   const server = new PolyCallServer()
   server.route('/ok', () => 'late but fine')
   await server.listen(port)
   t.teardown(() => server.destroy())
-  t.is(await call, 'late but fine')
+  await connected
+  t.is(await client.request('/ok', undefined, { timeout: 5000 }), 'late but fine')
   t.true(attempts.length >= 1)
   t.deepEqual(attempts, attempts.map((_, i) => i + 1))
 })

@@ -75,7 +75,12 @@ export interface ClientOptions {
   connectTimeout?: number | undefined
   /** Credentials sent as AUTH on every (re)connection. Set them with {@link PolyCallClient.authenticate}. */
   credentials?: unknown
-  /** Reconnect after a lost connection; `false` disables. @defaultValue gRPC-like: 1 s × 1.6 ± 20%, at most 120 s */
+  /**
+   * Reconnect after a lost connection; `false` disables. Before the first connection, failed
+   * attempts are retried in the background too, while the calls waiting on each attempt (and
+   * calls made until the next one) fail at once with its `ERR_POLYCALL_CONNECT_FAILED`.
+   * @defaultValue gRPC-like: 1 s × 1.6 ± 20%, at most 120 s
+   */
   reconnect?: ReconnectOptions | boolean | undefined
   /** Requests written and awaiting a reply; more wait in a queue. @defaultValue 1024 */
   maxInFlight?: number | undefined
@@ -112,6 +117,24 @@ export interface RequestOptions extends CallOptions {
    * deadline) instead of failing. @defaultValue false
    */
   idempotent?: boolean | undefined
+  /**
+   * A deadline handed down from elsewhere, in `Date.now()` milliseconds: typically a handler's
+   * `ctx.deadline`, so a call made on behalf of a request ends when that request's caller stops
+   * waiting. The call ends at the earlier of this and its own `timeout`. When this one comes
+   * first, the call rejects with `ERR_POLYCALL_DEADLINE_EXCEEDED` (already passed: at once,
+   * without sending anything); when its own timeout comes first, with `ERR_POLYCALL_TIMEOUT`.
+   * `Infinity` means none. @defaultValue undefined (none)
+   */
+  deadline?: number | undefined
+  /**
+   * Abort the call; it rejects with `ERR_POLYCALL_ABORTED` whose `cause` is `signal.reason`.
+   * A signal aborted because a deadline passed (its reason an `ERR_POLYCALL_DEADLINE_EXCEEDED`
+   * error, as a handler's `ctx.signal` at its request's deadline), or aborted once the call's
+   * propagated `deadline` has passed, rejects with `ERR_POLYCALL_DEADLINE_EXCEEDED` instead, the
+   * reason as `cause`: passing `ctx.deadline` and `ctx.signal` on gives one code, whichever fires
+   * first. @defaultValue undefined (none)
+   */
+  signal?: AbortSignal | undefined
 }
 
 /** What {@link PolyCallClient.stats} returns. */
@@ -129,7 +152,7 @@ export interface ClientEvents {
   connect: [info: { legacy: boolean; capabilities: number }]
   disconnect: [error: PolyCallError | undefined]
   reconnecting: [info: { attempt: number; delay: number; error: PolyCallError }]
-  /** A reply whose sequence matches no pending call (late, or unsolicited). */
+  /** A reply whose sequence matches no pending call (late, or unsolicited; on PCR1 also a reply of the other kind). */
   unsolicited: [frame: WireFrame]
   /** close() finished or destroy() was called. */
   close: []
@@ -159,7 +182,10 @@ class Call implements PendingCall, Expiring {
     readonly command: string,
     readonly data: unknown,
     readonly authToken: string | undefined,
+    /** Monotonic ms: the earlier of the call's own timeout and a propagated deadline. */
     readonly deadline: number,
+    /** `deadline` is a propagated one (RequestOptions.deadline), not the call's own timeout. */
+    readonly propagated: boolean,
     readonly idempotent: boolean,
     readonly signal: AbortSignal | undefined,
     readonly resolve: (value: unknown) => void,
@@ -168,6 +194,41 @@ class Call implements PendingCall, Expiring {
 }
 
 const DEFAULT_TIMEOUT = 5000
+
+/**
+ * How early (ms) a server's deadline verdict may come before the call's own deadline and still
+ * be that deadline passing: the server rounds the remaining time up and starts its clock when
+ * the request arrives, so its deadline is never earlier than ours by more than the age of its
+ * cached tick clock. Anything earlier is a deadline of the server's own.
+ */
+const VERDICT_SLACK_MS = 10
+
+function propagatedError(call: Call, cause?: unknown): PolyCallError {
+  return new PolyCallError(
+    ErrorCode.DEADLINE_EXCEEDED,
+    `${call.kind} ${call.command}: the propagated deadline passed`,
+    cause === undefined ? undefined : { cause },
+  )
+}
+
+/**
+ * The error of a call whose signal fired. A signal aborted because a deadline passed (a handler's
+ * `ctx.signal` at its request's deadline), or one that fires once the call's propagated deadline
+ * has passed (a handler's `ctx.signal` when its caller, timing out, cancelled), ends the call on
+ * a deadline the caller did not set itself: DEADLINE_EXCEEDED, as the propagated deadline's own
+ * timer would, so passing `ctx.deadline` and `ctx.signal` on gives one code whichever fires
+ * first. Any other abort is ABORTED.
+ */
+function signalError(signal: AbortSignal, kind: string, command: string, call?: Call): PolyCallError {
+  const reason: unknown = signal.reason
+  if (
+    (isPolyCallError(reason) && reason.code === ErrorCode.DEADLINE_EXCEEDED) ||
+    (call !== undefined && call.propagated && now() >= call.deadline - VERDICT_SLACK_MS)
+  ) {
+    return new PolyCallError(ErrorCode.DEADLINE_EXCEEDED, `${kind} ${command}: the propagated deadline passed`, { cause: reason })
+  }
+  return abortedError(signal)
+}
 
 function lostError(call: Call, cause?: unknown): PolyCallError {
   const err = new PolyCallError(
@@ -244,8 +305,14 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
   readonly #control = new Map<number, (f: WireFrame) => void>()
   readonly #readyWaiters = new Set<(e: PolyCallError) => void>()
   readonly #deadlines = new Deadlines<Call>((call) => {
+    if (call.propagated) {
+      this.#cancel(call, propagatedError(call))
+      return
+    }
     this.#counters.timedOut++
-    this.#cancel(call, timeoutError(call.deadline - call.started, `${call.kind} ${call.command}`))
+    // A call that never left because the client could not (re)connect says why.
+    const cause = !call.written && this.#conn === undefined ? this.#lastFailure : undefined
+    this.#cancel(call, timeoutError(call.deadline - call.started, `${call.kind} ${call.command}`, cause))
   })
   /** Calls in flight allowed on the current connection. */
   #limit = 1
@@ -256,6 +323,18 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
   #closePromise: Promise<void> | undefined
   #idle: (() => void) | undefined
   #fatal: PolyCallError | undefined
+  /** A connection was established once: from then on, lost connections are retried as before. */
+  #everConnected = false
+  /** Why the last connection attempt failed (until one succeeds). */
+  #lastFailure: PolyCallError | undefined
+  /** Monotonic ms of the next background attempt, while one is scheduled. */
+  #retryAt = 0
+  /** The socket of the current connection or attempt: ref'd while busy, unref'd while idle. */
+  #socket: Socket | undefined
+  /** Calls pending or queued, or a connect(), authenticate() or close() waiting. */
+  #busy = false
+  /** connect(), authenticate() and close() calls in progress. */
+  #holds = 0
   readonly #latency = new LatencyHistogram()
   readonly #counters = { requests: 0, succeeded: 0, failed: 0, timedOut: 0, aborted: 0, retried: 0, reconnects: 0 }
 
@@ -298,7 +377,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
     this.#customDial = options.dial
     this.#callerStacks = options.callerStacks === true
     this.#setup = {
-      exchange: (conn, type, payload, flags) => this.#exchange(conn, type, payload, flags),
+      exchange: (conn, type, payload, answers, flags) => this.#exchange(conn, type, payload, answers, flags),
       credentials: options.credentials,
       maxInFlight,
       heartbeatInterval: options.heartbeatInterval ?? 30_000,
@@ -325,37 +404,47 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
 
   /**
    * Connects (TCP or TLS), completes the handshake and, with credentials set, authenticates.
-   * Resolves at once when already connected. With reconnection on, failed attempts are retried
-   * with backoff until the timeout.
+   * Resolves at once when already connected.
+   *
+   * Until a connection has been established once, a failed attempt rejects at once with its
+   * cause (`ERR_POLYCALL_CONNECT_FAILED` with the socket error, e.g. `ECONNREFUSED`, as `cause`);
+   * with reconnection on the client keeps trying in the background, and a `connect()` made
+   * while it waits for its next attempt starts that attempt now. Once a connection was
+   * established, a `connect()` after losing it waits for the reconnection, within its timeout.
    *
    * @param options - bound: `timeout` (default `connectTimeout`) and `signal`
    * @throws `ERR_POLYCALL_CONNECT_FAILED`, `ERR_POLYCALL_UNAUTHENTICATED`, `ERR_POLYCALL_TLS_PIN_MISMATCH`,
-   *   `ERR_POLYCALL_BUSY`, `ERR_POLYCALL_TIMEOUT`, `ERR_POLYCALL_ABORTED`, `ERR_POLYCALL_CLOSED`
+   *   `ERR_POLYCALL_PROTOCOL` (the server broke the handshake or AUTH rules, e.g. sent the AUTH
+   *   frame back), `ERR_POLYCALL_BUSY`, `ERR_POLYCALL_TIMEOUT`, `ERR_POLYCALL_ABORTED`, `ERR_POLYCALL_CLOSED`
    */
   async connect(options: CallOptions = {}): Promise<void> {
     if (this.#closing) throw new PolyCallError(ErrorCode.CLOSED, 'the client is closed')
     if (this.connected) return
     const timeout = checkTimeout(options.timeout) ?? this.#connectTimeout
     const signal = checkSignal(options.signal)
+    let onConnect!: () => void
+    let onFail!: (e: PolyCallError) => void
     const ready = new Promise<void>((resolve, reject) => {
-      const onConnect = () => {
-        this.off('connect', onConnect)
-        this.#readyWaiters.delete(onFail)
-        resolve()
-      }
-      const onFail = (e: PolyCallError) => {
-        this.off('connect', onConnect)
-        this.#readyWaiters.delete(onFail)
-        reject(e)
-      }
-      this.on('connect', onConnect)
-      this.#readyWaiters.add(onFail)
+      onConnect = resolve
+      onFail = reject
     })
+    this.on('connect', onConnect)
+    this.#readyWaiters.add(onFail)
+    this.#hold()
+    if (!this.#everConnected && this.#reconnectTimer) {
+      // Asked to connect while waiting for the next background attempt: make it now.
+      clearTimeout(this.#reconnectTimer)
+      this.#reconnectTimer = undefined
+    }
     this.#ensureConnection()
     try {
       await bounded(ready, { timeout, signal }, 'connect')
     } catch (e) {
       throw withCallerStack(e)
+    } finally {
+      this.off('connect', onConnect)
+      this.#readyWaiters.delete(onFail)
+      this.#release()
     }
   }
 
@@ -363,9 +452,16 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
    * Authenticates with `credentials` (sent as JSON in an AUTH frame) and keeps them for
    * reconnections. They are never logged or published. v1 only.
    *
+   * Only a RESPONSE echoing the AUTH frame's sequence counts as success (PROTOCOL.md §5). A peer
+   * that sends the AUTH frame back (an echo server, which checks nothing) gets
+   * `ERR_POLYCALL_PROTOCOL` at once; frames that answer nothing (HEARTBEAT, COMMAND) are ignored,
+   * so a peer that never answers runs into the timeout.
+   *
    * @param credentials - e.g. `{ username, password }`
-   * @param options - timeout and signal
-   * @throws `ERR_POLYCALL_UNAUTHENTICATED` when the server refuses them
+   * @param options - timeout (default `connectTimeout`) and signal
+   * @throws `ERR_POLYCALL_UNAUTHENTICATED` when the server refuses them, `ERR_POLYCALL_PROTOCOL`
+   *   when the peer answers with anything but RESPONSE or ERROR, `ERR_POLYCALL_TIMEOUT`,
+   *   `ERR_POLYCALL_ABORTED`, `ERR_POLYCALL_CLOSED`, and the codes of {@link PolyCallClient.connect}
    */
   async authenticate(credentials: unknown, options: CallOptions = {}): Promise<void> {
     if (this.#closing) throw new PolyCallError(ErrorCode.CLOSED, 'the client is closed')
@@ -376,6 +472,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
       return
     }
     const conn = this.#conn!
+    this.#hold()
     try {
       await bounded(this.#proto.authenticate(conn, this.#setup), {
         timeout: checkTimeout(options.timeout) ?? this.#connectTimeout,
@@ -384,6 +481,8 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
     } catch (e) {
       this.#setup.credentials = undefined
       throw withCallerStack(e)
+    } finally {
+      this.#release()
     }
   }
 
@@ -392,11 +491,15 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
    *
    * @param command - v1: `[METHOD ]path[?query]`, e.g. `'/users/42'`; PCR1: `'service.operation'`
    * @param data - the request data (msgpack for polycall servers, JSON for legacy and PCR1 peers)
-   * @param options - `timeout` (default the client's), `signal`, `idempotent`
+   * @param options - `timeout` (default the client's), `deadline` (propagated), `signal`, `idempotent`
    * @returns the decoded reply
    * @throws the server's error code (`ERR_POLYCALL_NOT_FOUND`, `operation.unknown`, an application
-   *   code, ...), `ERR_POLYCALL_TIMEOUT`, `ERR_POLYCALL_ABORTED`, `ERR_POLYCALL_CONNECTION_LOST`
-   *   (with `written`), `ERR_POLYCALL_CONNECT_FAILED`, `ERR_POLYCALL_CLOSED`
+   *   code, ...); `ERR_POLYCALL_TIMEOUT` when the call's own timeout passed, whether the client's
+   *   timer or the server's verdict noticed first (the verdict is then the `cause`);
+   *   `ERR_POLYCALL_DEADLINE_EXCEEDED` when a propagated `deadline` passed, or the server ended
+   *   the call on a deadline of its own; `ERR_POLYCALL_ABORTED`, `ERR_POLYCALL_CONNECTION_LOST`
+   *   (with `written`), `ERR_POLYCALL_CONNECT_FAILED` (the connection could not be made; the
+   *   socket error is the `cause`), `ERR_POLYCALL_CLOSED`, `ERR_POLYCALL_INVALID_ARGUMENT`
    * @example
    * ```ts
    * const out = await client.request('POST /orders', { sku: 'a1' }, { timeout: 2000, signal })
@@ -462,35 +565,48 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
     if (typeof command !== 'string' || command.length === 0) return Promise.reject(invalidArgument('command must be a non-empty string'))
     let signal: AbortSignal | undefined
     let timeout: number | undefined
+    const parent = options.deadline
     try {
       signal = checkSignal(options.signal)
       timeout = options.timeout === undefined ? this.#timeout : checkTimeout(options.timeout)
+      if (parent !== undefined && (typeof parent !== 'number' || Number.isNaN(parent))) {
+        throw invalidArgument('deadline must be a number of Date.now() milliseconds (or Infinity)')
+      }
     } catch (e) {
       return Promise.reject(e)
     }
     if (this.#closing) return Promise.reject(new PolyCallError(ErrorCode.CLOSED, 'the client is closed'))
-    if (signal?.aborted) return Promise.reject(abortedError(signal))
+    if (signal?.aborted) return Promise.reject(signalError(signal, kind, command))
+    if (this.#conn === undefined && this.#reconnectTimer !== undefined && !this.#everConnected) {
+      // Never connected, and the last attempt failed: fail fast with its cause rather than wait
+      // for the next attempt of the background retry.
+      return Promise.reject(this.#connectError(this.#lastFailure!, this.#retryAt - now()))
+    }
     return new Promise<unknown>((resolve, reject) => {
       // The exact clock here: a deadline must not start from a reading taken before a long
       // synchronous stretch of the caller's code.
       const started = now()
-      const call = new Call(
-        started,
-        kind,
-        command,
-        data,
-        authToken,
-        timeout === undefined ? Infinity : started + timeout,
-        options.idempotent === true,
-        signal,
-        resolve,
-        reject,
-      )
+      let deadline = timeout === undefined ? Infinity : started + timeout
+      let propagated = false
+      if (parent !== undefined && parent !== Infinity) {
+        const end = started + (parent - Date.now())
+        if (end < deadline) {
+          deadline = end
+          propagated = true
+        }
+      }
+      const call = new Call(started, kind, command, data, authToken, deadline, propagated, options.idempotent === true, signal, resolve, reject)
+      if (propagated && deadline <= started) {
+        reject(propagatedError(call))
+        return
+      }
+      if (!this.#busy) this.#keepAlive(true)
       this.#deadlines.add(call, call.deadline)
       if (signal) {
         call.onAbort = () => {
-          this.#counters.aborted++
-          this.#cancel(call, abortedError(signal!))
+          const err = signalError(signal!, kind, command, call)
+          if (err.code === ErrorCode.ABORTED) this.#counters.aborted++
+          this.#cancel(call, err)
         }
         signal.addEventListener('abort', call.onAbort, { once: true })
       }
@@ -518,6 +634,9 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
     if (this.#closePromise) return this.#closePromise
     this.#closing = true
     if (this.#reconnectTimer) clearTimeout(this.#reconnectTimer)
+    this.#reconnectTimer = undefined
+    // Until it is done, a graceful close is work that keeps the process alive.
+    this.#hold()
     this.#closePromise = new Promise<void>((resolve) => {
       const force = () => this.destroy(new PolyCallError(ErrorCode.CLOSED, 'the client closed before the request finished'))
       const timer = timeout === undefined ? undefined : unrefTimer(force, timeout)
@@ -540,6 +659,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
       if (!this.#conn && this.#waiting.length > 0) this.#ensureConnection()
       this.#idle()
     }).then(() => {
+      this.#release()
       this.emit('close')
     })
     return this.#closePromise
@@ -554,12 +674,16 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
     this.#destroyed = true
     this.#closing = true
     if (this.#reconnectTimer) clearTimeout(this.#reconnectTimer)
+    this.#reconnectTimer = undefined
     const err = reason ?? new PolyCallError(ErrorCode.CLOSED, 'the client was destroyed')
-    for (const call of [...this.#pending.values(), ...this.#waiting]) this.#settle(call, err)
+    const calls = [...this.#pending.values(), ...this.#waiting]
     this.#pending.clear()
     this.#waiting = []
+    for (const call of calls) this.#settle(call, err)
     for (const w of this.#readyWaiters) w(err)
     this.#conn?.destroy(err)
+    // A connection attempt in progress goes too.
+    if (this.#socket && !this.#socket.destroyed) this.#socket.destroy()
     void this.close()
     this.#idle?.()
   }
@@ -664,7 +788,47 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
     if (channels.clientRequestEnd.hasSubscribers) {
       channels.clientRequestEnd.publish({ client: this, command: call.command, sequence: call.sequence, durationMs: duration, error: err })
     }
+    if (this.#pending.size === 0) this.#checkIdle()
     this.#idle?.()
+  }
+
+  // ---- process lifetime ------------------------------------------------------------------
+  // While calls are pending or queued, or connect()/authenticate()/close() wait, the socket (or,
+  // between attempts, the reconnect timer) is ref'd so the process stays alive for them; an
+  // idle client never holds the process open. Only the idle<->busy edges touch the handles.
+
+  #keepAlive(on: boolean): void {
+    this.#busy = on
+    const socket = this.#socket
+    if (socket !== undefined && !socket.destroyed && typeof socket.ref === 'function') {
+      if (on) socket.ref()
+      else socket.unref()
+    }
+    const timer = this.#reconnectTimer
+    if (timer !== undefined) {
+      if (on) timer.ref()
+      else timer.unref()
+    }
+  }
+
+  #checkIdle(): void {
+    if (this.#busy && this.#pending.size === 0 && this.#waiting.length === 0 && this.#holds === 0) this.#keepAlive(false)
+  }
+
+  #hold(): void {
+    this.#holds++
+    if (!this.#busy) this.#keepAlive(true)
+  }
+
+  #release(): void {
+    this.#holds--
+    this.#checkIdle()
+  }
+
+  /** Takes a new socket into the lifetime rules: it starts ref'd, which only a busy client wants. */
+  #adopt(socket: Socket): void {
+    this.#socket = socket
+    if (!this.#busy && typeof socket.unref === 'function') socket.unref()
   }
 
   #frame(conn: Connection, f: WireFrame): void {
@@ -679,10 +843,12 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
       conn.destroy(notice)
       return
     }
-    if (conn !== this.#conn || !this.#proto.isReply(f)) return
+    if (conn !== this.#conn) return
     const call = this.#pending.get(f.sequence)
-    if (!call) {
-      this.emit('unsolicited', f)
+    if (call === undefined || !this.#proto.isReply(f, call)) {
+      // Frames that answer nothing are ignored; a reply for no call (or for a call of another
+      // kind, on PCR1) is unsolicited.
+      if (this.#proto.isReply(f, undefined)) this.emit('unsolicited', f)
       return
     }
     this.#pending.delete(f.sequence)
@@ -703,9 +869,23 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
         const issues = (outcome.data as { issues?: unknown } | null)?.issues
         if (Array.isArray(issues)) err.issues = issues
       }
-      this.#settle(call, err)
+      this.#settle(call, this.#verdict(call, err))
     }
     this.#pump()
+  }
+
+  /**
+   * One deadline, one code: a server's deadline verdict that arrives once the call's own bound
+   * has passed is that bound passing, whichever side noticed first. It becomes the error the
+   * client's own timer would have raised (TIMEOUT for the call's timeout, DEADLINE_EXCEEDED for a
+   * propagated deadline), with the verdict as `cause`. An earlier verdict is about a deadline of
+   * the server's own and stays as it is.
+   */
+  #verdict(call: Call, err: PolyCallError): PolyCallError {
+    if (err.code !== this.#proto.deadlineCode || now() < call.deadline - VERDICT_SLACK_MS) return err
+    if (call.propagated) return propagatedError(call, err)
+    this.#counters.timedOut++
+    return timeoutError(call.deadline - call.started, `${call.kind} ${call.command}`, err)
   }
 
   // ---- connection ------------------------------------------------------------------------
@@ -716,8 +896,14 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
     this.#connecting.then(
       (conn) => {
         this.#connecting = undefined
+        if (this.#destroyed) {
+          conn.destroy()
+          return
+        }
         this.#attempt = 0
         this.#conn = conn
+        this.#everConnected = true
+        this.#lastFailure = undefined
         if (channels.clientConnect.hasSubscribers) {
           channels.clientConnect.publish({ client: this, host: this.host, port: this.port, legacy: conn.legacy, capabilities: conn.capabilities })
         }
@@ -726,11 +912,27 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
       },
       (e: unknown) => {
         this.#connecting = undefined
-        const err = isPolyCallError(e) ? e : new PolyCallError(ErrorCode.CONNECT_FAILED, String(e), { cause: e })
+        let err = isPolyCallError(e) ? e : new PolyCallError(ErrorCode.CONNECT_FAILED, String(e), { cause: e })
+        // ERR_POLYCALL_TIMEOUT is for the caller's own timeouts; an attempt that ran out of
+        // connectTimeout is a failed connection.
+        if (err.code === ErrorCode.TIMEOUT) {
+          err = new PolyCallError(ErrorCode.CONNECT_FAILED, `cannot connect to ${this.host}:${this.port}: ${err.message}`, { cause: err })
+        }
         if (channels.clientError.hasSubscribers) channels.clientError.publish({ client: this, error: err })
         this.#connectFailed(err)
       },
     )
+  }
+
+  /**
+   * The error a call or connect() gets for a failed connection attempt: a fresh error (each
+   * caller gets its own stack) with the failure's code and cause, saying whether a background
+   * attempt follows and when.
+   */
+  #connectError(err: PolyCallError, retryIn: number | undefined): PolyCallError {
+    const message =
+      retryIn === undefined ? err.message : `${err.message}; retrying in the background (next attempt in ${Math.max(0, Math.round(retryIn))} ms)`
+    return new PolyCallError(err.code, message, { cause: err.cause, errno: err.errno })
   }
 
   #connectFailed(err: PolyCallError): void {
@@ -738,26 +940,36 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
       err.code === ErrorCode.UNAUTHENTICATED || err.code === ErrorCode.TLS_PIN_MISMATCH || err.code === ErrorCode.PROTOCOL
     const policy = this.#reconnect
     this.#attempt++
+    this.#lastFailure = err
+    let retryIn: number | undefined
     if (!permanent && policy && !this.#closing && this.#attempt < policy.maxAttempts) {
       const base = Math.min(policy.initialDelay * policy.multiplier ** (this.#attempt - 1), policy.maxDelay)
       const delay = Math.max(0, base * (1 + policy.jitter * (2 * Math.random() - 1)))
       this.emit('reconnecting', { attempt: this.#attempt, delay, error: err })
       this.#counters.reconnects++
+      this.#retryAt = now() + delay
       this.#reconnectTimer = unrefTimer(() => {
         this.#reconnectTimer = undefined
         this.#ensureConnection()
       }, delay)
-      // A queued call or a connect() caller keeps waiting within its own deadline.
-      return
-    }
-    this.#attempt = 0
-    for (const w of this.#readyWaiters) w(err)
+      if (this.#busy) this.#reconnectTimer.ref()
+      // Once connected before, a lost connection is a blip: queued calls (idempotent retries
+      // among them) and connect() callers wait for the reconnection within their own deadline.
+      if (this.#everConnected) return
+      retryIn = delay
+    } else this.#attempt = 0
+    // Nothing to wait for (no retry), or the very first connection failed: everyone waiting on
+    // this attempt hears it now, with its cause.
+    for (const w of this.#readyWaiters) w(this.#connectError(err, retryIn))
     const waiting = this.#waiting
     this.#waiting = []
-    for (const call of waiting) this.#settle(call, err)
+    for (const call of waiting) this.#settle(call, this.#connectError(err, retryIn))
+    this.#checkIdle()
   }
 
   async #open(): Promise<Connection> {
+    // One bound for the whole attempt: TCP, TLS, handshake and AUTH.
+    const deadline = now() + this.#connectTimeout
     const socket = await this.#dial()
     const conn: Connection = new Connection(
       socket,
@@ -770,7 +982,6 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
       },
       { maxPayload: MAX_PAYLOAD, wire: this.#proto.wire },
     )
-    const deadline = now() + this.#connectTimeout
     try {
       this.#limit = await bounded(this.#proto.setup(conn, this.#setup), { timeout: Math.max(0, deadline - now()) }, 'connection setup', (err) =>
         conn.destroy(err),
@@ -784,12 +995,21 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
   }
 
   #dial(): Promise<Socket> {
-    if (this.#customDial) return this.#customDial()
+    if (this.#customDial) {
+      return this.#customDial().then((socket) => {
+        this.#adopt(socket)
+        return socket
+      })
+    }
     return new Promise<Socket>((resolve, reject) => {
       const tlsOptions = this.#tls
       let socket: Socket
+      let settled = false
       const fail = (e: Error) => {
+        if (settled) return
+        settled = true
         clearTimeout(timer)
+        socket.off('close', abandoned)
         socket.destroy()
         reject(
           isPolyCallError(e)
@@ -797,10 +1017,15 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
             : new PolyCallError(ErrorCode.CONNECT_FAILED, `cannot connect to ${this.host}:${this.port}: ${e.message}`, { cause: e }),
         )
       }
+      // destroy() tears a connecting socket down without an error.
+      const abandoned = () => fail(new PolyCallError(ErrorCode.CONNECT_FAILED, `the connection attempt to ${this.host}:${this.port} was abandoned`))
       const timer = unrefTimer(() => fail(timeoutError(this.#connectTimeout, 'connect')), this.#connectTimeout)
       const ok = () => {
+        if (settled) return
+        settled = true
         clearTimeout(timer)
         socket.off('error', fail)
+        socket.off('close', abandoned)
         resolve(socket)
       }
       if (tlsOptions) {
@@ -818,6 +1043,8 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
         socket.once('connect', ok)
       }
       socket.once('error', fail)
+      socket.once('close', abandoned)
+      this.#adopt(socket)
     })
   }
 
@@ -826,8 +1053,11 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
     return /^[\d.]+$|:/.test(this.host) ? undefined : this.host
   }
 
-  /** One setup exchange (handshake, AUTH): sends a frame, resolves with the frame answering it. */
-  #exchange(conn: Connection, type: number, payload: Uint8Array, flags?: number): Promise<WireFrame> {
+  /**
+   * One setup exchange (handshake, AUTH): sends a frame, resolves with the first frame echoing
+   * its sequence that `answers` takes; other frames with that sequence are ignored.
+   */
+  #exchange(conn: Connection, type: number, payload: Uint8Array, answers: (f: WireFrame) => boolean, flags?: number): Promise<WireFrame> {
     const sequence = conn.nextSequence(this.#inUse)
     return new Promise<WireFrame>((resolve, reject) => {
       const onClose = () => {
@@ -837,6 +1067,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
         reject(fatal ?? new PolyCallError(ErrorCode.CONNECT_FAILED, 'the server closed the connection during setup'))
       }
       this.#control.set(sequence, (f) => {
+        if (!answers(f)) return
         this.#control.delete(sequence)
         conn.socket.off('close', onClose)
         resolve(f)
@@ -853,29 +1084,35 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
     const reason = this.#fatal ?? error
     this.#fatal = undefined
     const retry: Call[] = []
+    const lost: Call[] = []
     for (const call of this.#pending.values()) {
       if (call.idempotent && call.deadline > now() && !this.#closing) {
         call.written = false
         this.#counters.retried++
         retry.push(call)
-      } else this.#settle(call, reason && reason.code !== ErrorCode.CONNECTION_LOST ? reason : lostError(call, reason))
+      } else lost.push(call)
     }
     this.#pending.clear()
     this.#waiting = [...retry, ...this.#waiting]
+    for (const call of lost) this.#settle(call, reason && reason.code !== ErrorCode.CONNECTION_LOST ? reason : lostError(call, reason))
     this.emit('disconnect', reason)
     if (this.#destroyed) return
     if (this.#closing) {
       // Graceful close in progress: anything still waiting cannot be sent any more.
-      for (const call of this.#waiting) this.#settle(call, new PolyCallError(ErrorCode.CLOSED, 'the client closed'))
+      const waiting = this.#waiting
       this.#waiting = []
+      for (const call of waiting) this.#settle(call, new PolyCallError(ErrorCode.CLOSED, 'the client closed'))
+      this.#checkIdle()
       this.#idle?.()
       return
     }
     if (this.#reconnect) {
       this.#connectFailed(reason ?? new PolyCallError(ErrorCode.CONNECTION_LOST, 'the connection closed'))
     } else {
-      for (const call of this.#waiting) this.#settle(call, lostError(call, reason))
+      const waiting = this.#waiting
       this.#waiting = []
+      for (const call of waiting) this.#settle(call, lostError(call, reason))
+      this.#checkIdle()
     }
   }
 }

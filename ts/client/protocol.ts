@@ -2,7 +2,6 @@
  * What a client needs from a wire protocol: connection setup, how a call is framed, how a reply
  * is read, connection-level notices and cancellation. {@link v1ClientProtocol} speaks
  * LibPolyCall v1; the PCR1 adapter lives in ts/pcr1/client-protocol.ts.
- * @internal
  * @packageDocumentation
  */
 import { ErrorCode, PolyCallError } from '../core/errors.js'
@@ -21,7 +20,7 @@ import {
 } from '../protocol/payload.js'
 import { SessionState } from '../state/session.js'
 
-/** The parts of a call a protocol reads. */
+/** The parts of a call a protocol reads. @internal */
 export interface PendingCall {
   readonly kind: 'request' | 'control'
   /** v1: the command; PCR1: `service.operation`, or the control action. */
@@ -31,10 +30,14 @@ export interface PendingCall {
   sequence: number
 }
 
-/** What the client lends a protocol during setup. */
+/** What the client lends a protocol during setup. @internal */
 export interface ClientSetup {
-  /** Sends one frame and resolves with the frame that answers its sequence. */
-  exchange(conn: Connection, type: number, payload: Uint8Array, flags?: number): Promise<WireFrame>
+  /**
+   * Sends one frame and resolves with the first frame echoing its sequence for which `answers`
+   * is true; frames with that sequence for which it is false are ignored (PROTOCOL.md §5: they
+   * do not answer a request, whatever their sequence).
+   */
+  exchange(conn: Connection, type: number, payload: Uint8Array, answers: (f: WireFrame) => boolean, flags?: number): Promise<WireFrame>
   readonly credentials: unknown
   readonly maxInFlight: number
   readonly heartbeatInterval: number
@@ -44,9 +47,10 @@ export interface ClientSetup {
   readonly sequenceStart: number | undefined
 }
 
-/** A reply's outcome. */
+/** A reply's outcome. @internal */
 export type ReplyOutcome = { ok: true; value: unknown } | { ok: false; code: string; message: string; data?: unknown }
 
+/** A wire protocol as the client drives it. @internal */
 export interface ClientProtocol {
   readonly wire: Wire
   /** Handshake and authentication on a fresh connection; returns its limit of calls in flight. */
@@ -55,8 +59,13 @@ export interface ClientProtocol {
   authenticate(conn: Connection, setup: ClientSetup): Promise<void>
   /** The frame type and payload of a call; `remaining` is the time left in ms. */
   encode(conn: Connection, call: PendingCall, remaining: number | undefined): { type: number; payload: Buffer }
-  /** Whether `f` answers a call. */
-  isReply(f: WireFrame): boolean
+  /**
+   * Whether `f` answers `call` (a frame type that answers that kind of call), or, without a
+   * call, whether it is a reply at all (one whose sequence matches no call is unsolicited).
+   */
+  isReply(f: WireFrame, call: PendingCall | undefined): boolean
+  /** The code a server's "your deadline passed" verdict carries on this wire. */
+  readonly deadlineCode: string
   outcome(conn: Connection, f: WireFrame, call: PendingCall): ReplyOutcome
   /** A connection-level notice (it fails every call on the connection), or undefined. */
   notice(conn: Connection, f: WireFrame): PolyCallError | undefined
@@ -64,20 +73,34 @@ export interface ClientProtocol {
   cancel(conn: Connection, call: PendingCall): void
 }
 
-/** LibPolyCall v1: handshake with capability bits, JSON AUTH, COMMAND/RESPONSE/ERROR. */
+/** The frames a setup exchange takes from the frames echoing its sequence. */
+const answersHello = (f: WireFrame): boolean =>
+  f.type === MessageType.Response || f.type === MessageType.Error || f.type === MessageType.Handshake
+const answersAuth = (f: WireFrame): boolean => f.type === MessageType.Response || f.type === MessageType.Error || f.type === MessageType.Auth
+
+/** LibPolyCall v1: handshake with capability bits, JSON AUTH, COMMAND/RESPONSE/ERROR. @internal */
 export const v1ClientProtocol: ClientProtocol = {
   wire: v1Wire,
 
   async setup(conn, setup) {
-    // Handshake (§4): long form with our capability bits; any of RESPONSE/ERROR echoing the
-    // sequence, or a magic-bearing HANDSHAKE (echo peers), completes it.
+    // Handshake (§4): long form with our capability bits. A RESPONSE or ERROR echoing the
+    // sequence answers it, and so does a HANDSHAKE carrying the magic (what an echo peer sends
+    // back); a HANDSHAKE without it is a broken answer. HEARTBEAT, COMMAND and AUTH frames never
+    // answer, whatever their sequence (§5), and are ignored.
     const offer = setup.legacyOnly ? 0 : setup.msgpack ? SUPPORTED_CAPABILITIES : SUPPORTED_CAPABILITIES & ~Capability.Msgpack
     if (setup.sequenceStart !== undefined) conn.startSequence(setup.sequenceStart)
     conn.session.to(SessionState.Handshake)
-    const answer = await setup.exchange(conn, MessageType.Handshake, buildHandshake(offer))
+    const answer = await setup.exchange(conn, MessageType.Handshake, buildHandshake(offer), answersHello)
     if (answer.type === MessageType.Error) {
       const { code, message } = jsonCodec.decodeError(answer.payload)
       throw new PolyCallError(code === ErrorCode.REMOTE ? ErrorCode.PROTOCOL : code, `handshake refused: ${message}`)
+    }
+    if (answer.type === MessageType.Handshake) {
+      try {
+        parseHandshake(answer.payload, { strict: true })
+      } catch (e) {
+        throw new PolyCallError(ErrorCode.PROTOCOL, 'the server answered the handshake with a HANDSHAKE that carries no valid magic', { cause: e })
+      }
     }
     let caps = 0
     let limit = setup.maxInFlight
@@ -104,10 +127,16 @@ export const v1ClientProtocol: ClientProtocol = {
   },
 
   async authenticate(conn, setup) {
-    const f = await setup.exchange(conn, MessageType.Auth, encodeCredentials(setup.credentials))
+    // Only a RESPONSE (accepted) or ERROR (refused) echoing the AUTH's sequence answers it. An
+    // AUTH coming back means nothing on the other side looked at the credentials (an echo
+    // server): that fails at once, it is never a success. Other frames are ignored (§5).
+    const f = await setup.exchange(conn, MessageType.Auth, encodeCredentials(setup.credentials), answersAuth)
     if (f.type === MessageType.Error) {
       const { message } = conn.codec.decodeError(f.payload)
       throw new PolyCallError(ErrorCode.UNAUTHENTICATED, message)
+    }
+    if (f.type === MessageType.Auth) {
+      throw new PolyCallError(ErrorCode.PROTOCOL, 'the server sent the AUTH frame back instead of answering it: nothing verified the credentials')
     }
     if (conn.session.state === SessionState.Auth) conn.session.to(SessionState.Ready)
   },
@@ -118,7 +147,10 @@ export const v1ClientProtocol: ClientProtocol = {
     return { type: MessageType.Command, payload: conn.codec.encodeCommand(call.command, call.data, conn.legacy ? undefined : remaining) }
   },
 
+  // A COMMAND is answered by RESPONSE or ERROR only (§5).
   isReply: (f) => (f.type === MessageType.Response || f.type === MessageType.Error) && f.sequence !== 0,
+
+  deadlineCode: ErrorCode.DEADLINE_EXCEEDED,
 
   outcome(conn, f) {
     if (f.type === MessageType.Response) return { ok: true, value: conn.codec.decodeValue(f.payload) }

@@ -2,7 +2,6 @@
  * The client side of PCR1 (PROTOCOL-PCR1.md §2-§3, §6): no handshake, REQUEST/RESPONSE for calls,
  * CONTROL/CONTROL_REPLY for control actions, and corr-0 CONTROL_REPLY as a connection-level
  * failure.
- * @internal
  * @packageDocumentation
  */
 import { PolyCallError } from '../core/errors.js'
@@ -10,8 +9,9 @@ import type { ClientProtocol } from '../client/protocol.js'
 import { pcr1Wire } from '../network/wire.js'
 import { SessionState } from '../state/session.js'
 import { Pcr1Type } from './frame.js'
-import { MAX_DEADLINE_MS, decodeOutcome, encodeControl, encodeRequest, splitOperation } from './messages.js'
+import { MAX_DEADLINE_MS, Pcr1Code, decodeOutcome, encodeControl, encodeRequest, splitOperation } from './messages.js'
 
+/** The PCR1 client adapter. @internal */
 export const pcr1ClientProtocol: ClientProtocol = {
   wire: pcr1Wire,
 
@@ -35,7 +35,14 @@ export const pcr1ClientProtocol: ClientProtocol = {
     return { type: Pcr1Type.Request, payload: encodeRequest(service, operation, deadline, call.data) }
   },
 
-  isReply: (f) => (f.type === Pcr1Type.Response || f.type === Pcr1Type.ControlReply) && f.sequence !== 0,
+  // A REQUEST is answered by a RESPONSE only, a CONTROL by a CONTROL_REPLY only (§2).
+  isReply: (f, call) =>
+    f.sequence !== 0 &&
+    (call === undefined
+      ? f.type === Pcr1Type.Response || f.type === Pcr1Type.ControlReply
+      : f.type === (call.kind === 'control' ? Pcr1Type.ControlReply : Pcr1Type.Response)),
+
+  deadlineCode: Pcr1Code.DEADLINE_EXCEEDED,
 
   outcome(_conn, f, call) {
     return decodeOutcome(f.payload, call.kind === 'control' ? 'data' : 'output')
