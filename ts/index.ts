@@ -65,3 +65,18 @@ export { RedisSnapshotStore } from './store/redis.js'
 export type { RedisScriptArguments, RedisScriptClient, RedisSnapshotStoreOptions } from './store/redis.js'
 export { PersistedState, persistState, resumeState } from './store/persist.js'
 export type { LostEvent, PersistOptions, PersistedStateEvents, ResumeOptions, SavedEvent } from './store/persist.js'
+export { serveCluster } from './cluster/serve.js'
+export { ClusterPrimary } from './cluster/primary.js'
+export { ClusterWorker } from './cluster/worker.js'
+export type {
+  ClusterEvents,
+  ClusterOptions,
+  ClusterStats,
+  ClusterWorkerInfo,
+  ClusterWorkerStats,
+  RespawnEvent,
+  RespawnOptions,
+  ServerFactory,
+  WorkerExitEvent,
+  WorkerInfo,
+} from './cluster/types.js'
