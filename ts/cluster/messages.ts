@@ -1,7 +1,6 @@
 /**
  * The IPC messages between a cluster's primary and its workers. Every message carries
  * `polycall: 'cluster'`, so an application's own messages on the same channel are left alone.
- * @internal
  * @packageDocumentation
  */
 import type { ServerStats } from '../server/options.js'
