@@ -5,7 +5,7 @@ import { mkdtemp, rm, writeFile, unlink } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { ErrorCode, PolyCallClient, type ClusterOptions, type ClusterStats, type PolyCallError } from '../ts/index.js'
+import { ErrorCode, PolyCallClient, PolyCallServer, serveCluster, type ClusterOptions, type ClusterStats, type PolyCallError } from '../ts/index.js'
 import { FixtureProcess } from './helpers/processes.js'
 
 type Pid = { pid: number; id: number; generation: number }
@@ -267,4 +267,23 @@ test.serial('scheduling "os": workers accept on the shared socket themselves', a
   t.log(`20 connections over the workers: ${spread.join(' / ')}`)
   t.is(on.length, 20)
   t.is((await stats(proc)).total.connections.current, 20)
+})
+
+test('serveCluster checks its arguments before forking anything', async (t) => {
+  const factory = () => new PolyCallServer()
+  for (const options of [
+    { workers: 0 },
+    { workers: 1.5 },
+    { port: 70_000 },
+    { host: '' },
+    { scheduling: 'random' },
+    { startTimeout: -1 },
+    { drainTimeout: Number.NaN },
+    { respawn: { multiplier: 0.5 } },
+    { respawn: 'often' },
+    { signals: 'yes' },
+  ]) {
+    await t.throwsAsync(serveCluster(factory, options as ClusterOptions), { code: ErrorCode.INVALID_ARGUMENT }, JSON.stringify(options))
+  }
+  await t.throwsAsync(serveCluster('server' as never), { code: ErrorCode.INVALID_ARGUMENT })
 })

@@ -33,8 +33,8 @@ export interface RedisScriptArguments {
 
 /**
  * What {@link RedisSnapshotStore} needs of a Redis client: the script commands of node `redis`
- * (`createClient()` and `createCluster()` of v5 and later have them). The store never connects,
- * quits or configures the client: the application owns it.
+ * v5 (`createClient()`; a `createCluster()` client has the same methods and routes each call by
+ * its one key). The store never connects, quits or configures the client: the application owns it.
  */
 export interface RedisScriptClient {
   /** `EVALSHA sha numkeys key... arg...`. */
