@@ -242,6 +242,46 @@ test.serial('workers that keep dying are respawned with growing delays (restart-
   t.true(exits.length >= 5 && exits.length <= 8, `${exits.length} exits`)
 })
 
+test.serial('a rolling restart whose new worker cannot start stops; the old workers keep serving', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'polycall-cluster-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  const flag = join(dir, 'fail')
+  const { proc, port, workers } = await startCluster(t, { workers: 2 }, { FAIL_FLAG: flag })
+  await writeFile(flag, '1')
+  proc.send({ cmd: 'restart' })
+  const failed = await proc.event('restart-failed', 30_000)
+  t.regex(failed.message as string, /factory refuses/)
+  const s = await stats(proc)
+  t.deepEqual(s.workers.map((w) => w.pid).sort(), workers.map((w) => w.pid).sort())
+  const c = client(t, port)
+  t.is(((await c.request('pid')) as Pid).generation, 0)
+  // Once the cause is fixed, a restart goes through.
+  await unlink(flag)
+  const from = proc.messages.length
+  proc.send({ cmd: 'restart' })
+  await proc.event('restart-done', 30_000, from)
+  t.true((await stats(proc)).workers.every((w) => w.generation === 2))
+})
+
+test.serial('a worker that does not finish draining is killed after drainTimeout; the primary then exits 1', async (t) => {
+  const { proc, port } = await startCluster(t, { workers: 1, drainTimeout: 300 })
+  const c = client(t, port)
+  t.truthy(await c.request('pid'))
+  // A handler that blocks its event loop: the worker cannot even start closing.
+  void c.request('block', 15_000).catch(() => {})
+  await until(async () => (await stats(proc, 200)).missing.length === 1, 10_000, 'the worker blocked')
+  const started = Date.now()
+  proc.child.kill('SIGTERM')
+  const { code } = await proc.exited
+  const took = Date.now() - started
+  t.log(`exited ${took} ms after SIGTERM (drainTimeout 300 ms + 5 s grace)`)
+  t.is(code, 1)
+  t.true(took >= 5000 && took < 14_000, `${took} ms`)
+  const exit = proc.messages.find((m) => m.event === 'exit')!
+  t.is(exit.signal, 'SIGKILL')
+  t.true(exit.expected)
+})
+
 test.serial('a worker that cannot start fails serveCluster with LISTEN_FAILED: factory throws, port taken', async (t) => {
   const failing = new FixtureProcess(t, 'cluster-server.ts', [JSON.stringify({ workers: 2 })], { FAIL_FACTORY: '1' })
   const failed = await failing.event('start-failed', 30_000)

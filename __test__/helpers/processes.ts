@@ -57,9 +57,12 @@ export class FixtureProcess {
     })
     t.teardown(async () => {
       if (this.child.exitCode === null && this.child.signalCode === null) {
-        // The fixture's own process group: cluster workers go with their primary.
-        this.child.kill('SIGKILL')
+        // Politely first (a cluster primary drains its workers and exits, which also writes
+        // its coverage), then for sure. Workers exit when their primary's channel closes.
+        this.child.kill('SIGTERM')
+        const killer = setTimeout(() => this.child.kill('SIGKILL'), 5000)
         await this.exited
+        clearTimeout(killer)
       }
     })
   }

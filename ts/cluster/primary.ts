@@ -136,7 +136,7 @@ export class ClusterPrimary extends TypedEmitter<ClusterEvents> {
     return this.#port
   }
 
-  /** The current rolling-restart generation (0 until the first restart). */
+  /** The generation of the latest rolling restart started (0 until the first one). */
   get generation(): number {
     return this.#generation
   }

@@ -62,7 +62,7 @@ export interface ClusterOptions {
 export interface WorkerInfo {
   /** The worker's id (`cluster.worker.id`): unique in the cluster's lifetime. */
   id: number
-  /** 0 for the first workers, one more after each rolling restart. */
+  /** 0 for the first workers, one more for each rolling restart started (a failed one counts too). */
   generation: number
 }
 
