@@ -199,7 +199,18 @@ export class PersistedState extends TypedEmitter<PersistedStateEvents> {
       return
     }
     // The snapshot is taken now, synchronously, so it holds exactly this transition's result.
-    const snapshot = this.machine.snapshot()
+    let snapshot: StateMachineSnapshot
+    try {
+      snapshot = this.machine.snapshot()
+    } catch (e) {
+      // Never throw into the machine's emit: report the transition lost instead.
+      const lost = newBatch(undefined)
+      lost.records.push(record)
+      this.#batches.set(record, lost)
+      this.#needsReload = true
+      this.#lose(lost, isPolyCallError(e) ? e : new PolyCallError(ErrorCode.INTERNAL, String(e), { cause: e }), 'failed')
+      return
+    }
     const batch = (this.#pending ??= newBatch(snapshot))
     batch.snapshot = snapshot
     batch.records.push(record)

@@ -27,7 +27,9 @@ import {
 
 /** Keys and arguments of a script call, as node `redis` takes them. */
 export interface RedisScriptArguments {
+  /** The script's KEYS (one: the record's key). */
   keys: string[]
+  /** The script's ARGV. */
   arguments: string[]
 }
 
