@@ -93,4 +93,11 @@ test('nginx skips an upstream that refuses connections, and a reload changes the
     t.is(third[0]!.server.stats().connections.total, i + 1)
     await c.close()
   }
+  // Stopping the balancer closes what it proxied: the client sees the connection go.
+  const held = client(t, nginx.port)
+  t.is(await held.request('whoami'), 'backend-0')
+  const gone = new Promise((r) => held.once('disconnect', r))
+  await nginx.stop()
+  await gone
+  t.false(held.connected)
 })

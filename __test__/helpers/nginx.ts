@@ -65,6 +65,8 @@ export interface Nginx {
   reload(upstreams: number[]): Promise<void>
   /** The error log so far. */
   log(): Promise<string>
+  /** Stops nginx now (SIGTERM: proxied connections are closed); teardown does it otherwise. */
+  stop(): Promise<void>
 }
 
 function config(dir: string, port: number, options: NginxOptions): string {
@@ -142,13 +144,16 @@ export async function startNginx(t: ExecutionContext, options: NginxOptions): Pr
       await rm(dir, { recursive: true, force: true })
       throw new Error(`nginx exited at start: ${text}`)
     }
-    t.teardown(async () => {
+    const stop = async () => {
       if (!gone) {
         child.kill('SIGTERM')
         const killer = setTimeout(() => child.kill('SIGKILL'), 5000)
         await exited
         clearTimeout(killer)
       }
+    }
+    t.teardown(async () => {
+      await stop()
       await rm(dir, { recursive: true, force: true })
     })
     return {
@@ -156,6 +161,7 @@ export async function startNginx(t: ExecutionContext, options: NginxOptions): Pr
       dir,
       child,
       log,
+      stop,
       async reload(upstreams: number[]) {
         // Done once new workers run and the old ones stopped accepting (they log "gracefully
         // shutting down" as they close their listening sockets; their open connections go on).
