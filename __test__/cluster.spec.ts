@@ -176,7 +176,8 @@ test.serial('SIGHUP rolls every worker without failing a call; pipelined calls s
   const ok = sequential.reduce((n, r) => n + r.outcome.ok, 0)
   const failed = sequential.flatMap((r) => r.outcome.failed)
   t.log(`sequential clients: ${ok} calls answered, ${failed.length} failed across the roll`)
-  t.log(`pipelined client: ${pipelined.outcome.ok} answered, ${pipelined.outcome.failed.length} refused (${[...new Set(pipelined.outcome.failed)].join()})`)
+  const refused = pipelined.outcome.failed
+  t.log(`pipelined client: ${pipelined.outcome.ok} answered, ${refused.length} refused (${[...new Set(refused)].join()})`)
   t.deepEqual(failed, [])
   // A call sent on a connection already draining was never run: it is refused with UNAVAILABLE, nothing else.
   t.true(pipelined.outcome.failed.every((code) => code === ErrorCode.UNAVAILABLE))

@@ -363,7 +363,8 @@ export class ClusterPrimary extends TypedEmitter<ClusterEvents> {
           (stats) => send(r.worker, { polycall: TAG, type: 'cluster-stats', ref: m.ref, stats }),
           (e: unknown) => {
             const err = e as PolyCallError
-            send(r.worker, { polycall: TAG, type: 'cluster-stats', ref: m.ref, error: { code: err.code ?? ErrorCode.INTERNAL, message: err.message } })
+            const error = { code: err.code ?? ErrorCode.INTERNAL, message: err.message }
+            send(r.worker, { polycall: TAG, type: 'cluster-stats', ref: m.ref, error })
           },
         )
         return
