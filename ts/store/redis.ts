@@ -1,6 +1,6 @@
 /**
  * A snapshot store in Redis, through a client the application created and connected (node
- * `redis`, v5 or later). Each record is a hash (`v`: version, `s`: snapshot JSON); load, save
+ * `redis` v5 or v6). Each record is a hash (`v`: version, `s`: snapshot JSON); load, save
  * and delete are Lua scripts, so the version check and the write are one atomic step on the
  * Redis server, whichever host the writers run on.
  * @packageDocumentation
@@ -35,7 +35,7 @@ export interface RedisScriptArguments {
 
 /**
  * What {@link RedisSnapshotStore} needs of a Redis client: the script commands of node `redis`
- * v5 (`createClient()`; a `createCluster()` client has the same methods and routes each call by
+ * v5 or v6 (`createClient()`; a `createCluster()` client has the same methods and routes each call by
  * its one key). The store never connects, quits or configures the client: the application owns it.
  */
 export interface RedisScriptClient {
