@@ -120,7 +120,8 @@ test.serial('a worker killed with SIGKILL is replaced, and the port keeps servin
   const on = await Promise.all(clients.map(async (c) => ((await c.request('pid')) as Pid).pid))
   const victim = on[0]!
   const stop = deferred()
-  const runs = clients.map((c) => load(c, 2, stop.promise))
+  // Paced by the handler (10 ms per call), so the load does not starve the specs running beside this one.
+  const runs = clients.map((c) => load(c, 2, stop.promise, 'slow', 10))
   const from = proc.messages.length
   process.kill(victim, 'SIGKILL')
   const exit = await proc.next((m) => m.event === 'exit' && m.pid === victim, 10_000, from)
