@@ -285,7 +285,7 @@ test.serial('a worker that does not finish draining is killed after drainTimeout
 })
 
 test.serial('a worker that cannot start fails serveCluster with LISTEN_FAILED: factory throws, port taken', async (t) => {
-  const failing = new FixtureProcess(t, 'cluster-server.ts', [JSON.stringify({ workers: 2 })], { FAIL_FACTORY: '1' })
+  const failing = new FixtureProcess(t, 'cluster-server.ts', [JSON.stringify({ workers: 1 })], { FAIL_FACTORY: '1' })
   const failed = await failing.event('start-failed', 30_000)
   t.is(failed.code, ErrorCode.LISTEN_FAILED)
   t.regex(failed.message as string, /factory refuses/)
@@ -295,7 +295,7 @@ test.serial('a worker that cannot start fails serveCluster with LISTEN_FAILED: f
   await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r))
   t.teardown(() => new Promise<void>((r) => taken.close(() => r())))
   const port = (taken.address() as { port: number }).port
-  const busy = new FixtureProcess(t, 'cluster-server.ts', [JSON.stringify({ workers: 2, port })])
+  const busy = new FixtureProcess(t, 'cluster-server.ts', [JSON.stringify({ workers: 1, port })])
   const refused = await busy.event('start-failed', 30_000)
   t.is(refused.code, ErrorCode.LISTEN_FAILED)
   t.is((await busy.exited).code, 1)
