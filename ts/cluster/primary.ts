@@ -119,7 +119,8 @@ export class ClusterPrimary extends TypedEmitter<ClusterEvents> {
   #closing: Promise<void> | undefined
   #destroyed = false
   #statsRef = 0
-  readonly #statsWaiters = new Map<number, (stats: ServerStats | undefined) => void>()
+  /** Stats requests awaiting a worker's answer, by ref: the worker asked and how to finish. */
+  readonly #statsWaiters = new Map<number, { id: number; finish: (stats: ServerStats | undefined) => void }>()
   readonly #signalHandlers: [NodeJS.Signals, () => void][] = []
 
   /** @internal Use {@link serveCluster}. */
@@ -187,9 +188,8 @@ export class ClusterPrimary extends TypedEmitter<ClusterEvents> {
                 this.#statsWaiters.delete(ref)
                 resolve(s)
               }
-              this.#statsWaiters.set(ref, finish)
-              // A worker that exits meanwhile simply does not answer.
-              r.exited.then(() => finish(undefined), () => {})
+              // A worker that exits meanwhile simply does not answer (see #exited).
+              this.#statsWaiters.set(ref, { id: r.id, finish })
               send(r.worker, { polycall: TAG, type: 'stats', ref })
             }),
         ),
@@ -356,7 +356,7 @@ export class ClusterPrimary extends TypedEmitter<ClusterEvents> {
         r.state = 'draining'
         return
       case 'stats':
-        this.#statsWaiters.get(m.ref)?.(m.stats)
+        this.#statsWaiters.get(m.ref)?.finish(m.stats)
         return
       case 'cluster-stats':
         this.stats({ timeout: m.timeout }).then(
@@ -377,6 +377,7 @@ export class ClusterPrimary extends TypedEmitter<ClusterEvents> {
     if (r.state === 'starting') {
       r.rejectStarted(new PolyCallError(ErrorCode.LISTEN_FAILED, `worker ${r.id} exited before listening (code ${code}, signal ${signal})`))
     }
+    for (const w of [...this.#statsWaiters.values()]) if (w.id === r.id) w.finish(undefined)
     const expected = r.expected
     this.emit('exit', { worker: info(r), code, signal, expected })
     r.resolveExited()
