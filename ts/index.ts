@@ -57,3 +57,26 @@ export type { SchemaRoute } from './server/schema-route.js'
 export type { ContractClient, ControlOptions } from './client/client.js'
 export { Context, createContext } from './context.js'
 export type { ContextLimits, ContextOptions, Logger } from './context.js'
+export { MemorySnapshotStore } from './store/store.js'
+export type { SaveOptions, SnapshotStore, SnapshotStoreOptions, StoredSnapshot } from './store/store.js'
+export { FileSnapshotStore } from './store/file.js'
+export type { FileSnapshotStoreOptions } from './store/file.js'
+export { RedisSnapshotStore } from './store/redis.js'
+export type { RedisScriptArguments, RedisScriptClient, RedisSnapshotStoreOptions } from './store/redis.js'
+export { PersistedState, persistState, resumeState } from './store/persist.js'
+export type { LostEvent, PersistOptions, PersistedStateEvents, ResumeOptions, SavedEvent } from './store/persist.js'
+export { serveCluster } from './cluster/serve.js'
+export { ClusterPrimary } from './cluster/primary.js'
+export { ClusterWorker } from './cluster/worker.js'
+export type {
+  ClusterEvents,
+  ClusterOptions,
+  ClusterStats,
+  ClusterWorkerInfo,
+  ClusterWorkerStats,
+  RespawnEvent,
+  RespawnOptions,
+  ServerFactory,
+  WorkerExitEvent,
+  WorkerInfo,
+} from './cluster/types.js'

@@ -116,6 +116,13 @@ export const ErrorCode = {
   INVALID_SNAPSHOT: 'ERR_POLYCALL_INVALID_SNAPSHOT',
   /** An async iterator of transitions fell further behind than its `bufferSize`. */
   ITERATOR_OVERFLOW: 'ERR_POLYCALL_ITERATOR_OVERFLOW',
+  /**
+   * A snapshot store refused a write made against a stale version: another writer saved first
+   * (`ifVersion` did not match). Load again, then decide.
+   */
+  CONFLICT: 'ERR_POLYCALL_CONFLICT',
+  /** A snapshot store could not be read or written (file system, Redis); `cause` is the original error. */
+  STORE_FAILED: 'ERR_POLYCALL_STORE_FAILED',
 } as const
 
 /**
