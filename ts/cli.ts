@@ -3,6 +3,7 @@
  * The `polycall` command.
  *
  *   polycall serve [--protocol v1|pcr1] [--port 8080] [--host 127.0.0.1] [--user NAME --password SECRET] [--token T]
+ *                  [--workers N]
  *   polycall call [--protocol v1|pcr1] <host:port> <command> [json] [--timeout ms] [--user NAME --password SECRET]
  *                 [--tls] [--ca file] [--cert file] [--key file] [--pin sha256/...]
  *   polycall control --protocol pcr1 <host:port> <ping|describe|health|shutdown> [--token T]
@@ -16,6 +17,7 @@
 import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { PolyCallClient, type ClientTlsOptions } from './client/client.js'
+import { serveCluster } from './cluster/serve.js'
 import { ErrorCode, isPolyCallError } from './core/errors.js'
 import { createPcr1DemoServer } from './demo/pcr1-service.js'
 import { createDemoServer } from './demo/service.js'
@@ -24,6 +26,7 @@ import { inspectFrame } from './protocol/inspect.js'
 
 const USAGE = `usage:
   polycall serve [--protocol v1|pcr1] [--port 8080] [--host 127.0.0.1] [--user NAME --password SECRET] [--token T]
+                 [--workers N]
   polycall call [--protocol v1|pcr1] <host:port> <command> [json] [--timeout ms] [--user NAME --password SECRET]
                 [--tls] [--ca file] [--cert file] [--key file] [--pin sha256/BASE64]
   polycall control --protocol pcr1 <host:port> <ping|describe|health|shutdown> [--token T]
@@ -61,18 +64,23 @@ async function serve(argv: string[]): Promise<number> {
       password: { type: 'string' },
       protocol: { type: 'string', default: 'v1' },
       token: { type: 'string' },
+      workers: { type: 'string' },
     },
   })
   const protocol = checkProtocol(values.protocol)
   const auth = values.user !== undefined ? { user: values.user, password: values.password ?? '' } : undefined
   if (protocol === 'pcr1' && auth) throw new Error('PCR1 has no authentication step; use --token for shutdown')
-  const server =
+  const build = () =>
     protocol === 'pcr1'
       ? createPcr1DemoServer(values.token !== undefined ? { controlToken: values.token } : {})
       : createDemoServer(auth ? { auth } : {})
+  const routes = (server: ReturnType<typeof build>) =>
+    `routes: ${server.router.routes().map((r) => `${r.method === '*' ? '' : `${r.method} `}${r.path}`).join(', ')}`
+  if (values.workers !== undefined) return serveWorkers(values.workers, Number(values.port), values.host, protocol, build, routes, auth !== undefined)
+  const server = build()
   const address = await server.listen(Number(values.port), values.host)
   out(`polycall ${protocol} demo service listening on ${address.address}:${address.port}${auth ? ' (authentication required)' : ''}`)
-  out(`routes: ${server.router.routes().map((r) => `${r.method === '*' ? '' : `${r.method} `}${r.path}`).join(', ')}`)
+  out(routes(server))
   await new Promise<void>((resolve) => {
     const stop = () => {
       out('shutting down: finishing requests in flight')
@@ -81,6 +89,42 @@ async function serve(argv: string[]): Promise<number> {
     process.once('SIGINT', stop)
     process.once('SIGTERM', stop)
   })
+  return 0
+}
+
+/**
+ * `serve --workers N`: the same service in N worker processes sharing the port (serveCluster).
+ * This script runs in the primary and in every worker; the primary prints and waits, a worker
+ * serves until the primary drains it. SIGHUP rolls the workers, SIGTERM/SIGINT drain them.
+ */
+async function serveWorkers(
+  count: string,
+  port: number,
+  host: string,
+  protocol: 'v1' | 'pcr1',
+  build: () => ReturnType<typeof createDemoServer>,
+  routes: (server: ReturnType<typeof createDemoServer>) => string,
+  auth: boolean,
+): Promise<number> {
+  const workers = Number(count)
+  if (!/^\d+$/.test(count) || !Number.isInteger(workers) || workers < 1 || workers > 1024) {
+    throw new Error(`--workers must be an integer in 1..1024, not ${count}`)
+  }
+  const handle = await serveCluster(() => build(), { workers, port, host, drainTimeout: 10_000 })
+  // A worker serves (its listening server keeps it alive) until the primary drains it.
+  if (handle.role === 'worker') return 0
+  const primary = handle
+  out(
+    `polycall ${protocol} demo service listening on ${primary.host}:${primary.port} with ${workers} worker${workers === 1 ? '' : 's'}` +
+      `${auth ? ' (authentication required)' : ''}`,
+  )
+  out(routes(build()))
+  primary.on('exit', ({ worker, code, signal, expected }) => {
+    if (!expected) err(`worker ${worker.id} (pid ${worker.pid}) exited (${signal ?? code}); replacing it`)
+  })
+  primary.on('restarted', (generation) => out(`rolled every worker (generation ${generation})`))
+  primary.on('failure', (e) => err(`error ${(e as { code?: string }).code ?? ''}: ${e.message}`))
+  // The workers keep the primary alive; SIGTERM/SIGINT drain them and exit (serveCluster).
   return 0
 }
 
