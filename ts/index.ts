@@ -18,7 +18,18 @@ export { PolyCallServer } from './server/server.js'
 export type { Authenticator, ServerCloseOptions, ServerEvents, ServerOptions, ServerStats } from './server/options.js'
 export type { Middleware, PeerCertificateInfo, PeerInfo, RequestContext } from './server/context.js'
 export { PolyCallClient } from './client/client.js'
-export type { ClientEvents, ClientOptions, ClientStats, ClientTlsOptions, ReconnectOptions, RequestOptions } from './client/client.js'
+export type {
+  ClientBaseOptions,
+  ClientEvents,
+  ClientOptions,
+  ClientStats,
+  ClientTlsOptions,
+  ReconnectOptions,
+  RequestOptions,
+} from './client/client.js'
+export type { BalanceMode, EjectionOptions, Endpoint, EndpointStats, MultiEndpointOptions } from './client/pool.js'
+export { isValidTracestate, parseTraceContext, parseTraceparent } from './core/trace.js'
+export type { TraceContext, TraceInfo } from './core/trace.js'
 export type { CallOptions } from './core/abort.js'
 export type { LatencySummary } from './core/stats.js'
 export { channels as diagnosticsChannels } from './core/diagnostics.js'

@@ -24,6 +24,7 @@ import { channels } from '../core/diagnostics.js'
 import { TypedEmitter } from '../core/emitter.js'
 import { ErrorCode, PolyCallError, invalidArgument, isPolyCallError } from '../core/errors.js'
 import { SequenceTable } from '../core/sequence-table.js'
+import { acceptTrace, checkTrace, type TraceContext } from '../core/trace.js'
 import { LatencyHistogram, type LatencySummary } from '../core/stats.js'
 import { Connection } from '../network/connection.js'
 import type { WireFrame } from '../network/wire.js'
@@ -32,6 +33,7 @@ import { MAX_PAYLOAD } from '../protocol/constants.js'
 import type { CallInput, CallOutput, Contract } from '../core/contract.js'
 import { validate } from '../core/schema.js'
 import { SessionState } from '../state/session.js'
+import { EndpointPool, IDEMPOTENCY_KEY, newKey, type EndpointStats, type MultiEndpointOptions } from './pool.js'
 import { v1ClientProtocol, type ClientProtocol, type ClientSetup, type PendingCall } from './protocol.js'
 
 /** TLS options of the client: node:tls options plus certificate pinning. */
@@ -57,11 +59,15 @@ export interface ReconnectOptions {
   maxAttempts?: number | undefined
 }
 
-/** Options of {@link PolyCallClient}. */
-export interface ClientOptions {
+/** Options of {@link PolyCallClient} with one server: `{ host, port }` and the shared options. */
+export interface ClientOptions extends ClientBaseOptions {
   /** @defaultValue '127.0.0.1' */
   host?: string | undefined
   port: number
+}
+
+/** What every {@link PolyCallClient} takes, with one endpoint or several. */
+export interface ClientBaseOptions {
   /**
    * Wire protocol: `'v1'` (LibPolyCall v1) or `'pcr1'` (the upstream runtime's polycall_rpc v1,
    * where commands are `service.operation`). @defaultValue 'v1'
@@ -108,15 +114,28 @@ export interface ClientOptions {
   sequenceStart?: number | undefined
   /** @internal Opens the transport instead of TCP/TLS (the in-memory links of polycall/testing). */
   dial?: (() => Promise<Socket>) | undefined
+  /** @internal The multi-endpoint client this one serves as a connection of. */
+  member?: PolyCallClient | undefined
 }
 
 /** Options of {@link PolyCallClient.request}. */
 export interface RequestOptions extends CallOptions {
   /**
    * The request may run twice without harm: after a lost connection it is sent again (within its
-   * deadline) instead of failing. @defaultValue false
+   * deadline) instead of failing; with several endpoints, on another one. Towards servers that
+   * keep idempotency records (capability `0x0020`), the call carries a random 128-bit key,
+   * the same on every retry, and a retry is answered with the first run's outcome instead of
+   * running again (docs/scaling.md). @defaultValue false
    */
   idempotent?: boolean | undefined
+  /**
+   * A W3C trace context to send with the request (a `traceparent` string, or
+   * `{ traceparent, tracestate }`), towards servers that understand it (capability `0x0040`);
+   * the handler sees it as `ctx.trace`. A subscriber of `polycall:client:request:start` may
+   * replace it (`message.trace = ...`), as an OpenTelemetry instrumentation does.
+   * @defaultValue undefined (none)
+   */
+  trace?: TraceContext | string | undefined
   /**
    * A deadline handed down from elsewhere, in `Date.now()` milliseconds: typically a handler's
    * `ctx.deadline`, so a call made on behalf of a request ends when that request's caller stops
@@ -145,13 +164,22 @@ export interface ClientStats {
   reconnects: number
   requests: { total: number; inFlight: number; queued: number; succeeded: number; failed: number; timedOut: number; aborted: number; retried: number }
   latency: LatencySummary
+  /** Per endpoint, for a client with several (`endpoints`); absent otherwise. */
+  endpoints?: EndpointStats[]
 }
 
 /** Lifecycle events of {@link PolyCallClient}. */
 export interface ClientEvents {
-  connect: [info: { legacy: boolean; capabilities: number }]
-  disconnect: [error: PolyCallError | undefined]
-  reconnecting: [info: { attempt: number; delay: number; error: PolyCallError }]
+  /** A connection is ready; with several endpoints, `endpoint` says which (`host:port`). */
+  connect: [info: { legacy: boolean; capabilities: number; endpoint?: string }]
+  disconnect: [error: PolyCallError | undefined, endpoint?: string]
+  reconnecting: [info: { attempt: number; delay: number; error: PolyCallError; endpoint?: string }]
+  /** Several endpoints: one was ejected after `failures` failures in a row, for `duration` ms. */
+  eject: [info: { endpoint: string; failures: number; duration: number; ejections: number }]
+  /** Several endpoints: an ejected endpoint's time is up; it takes calls again. */
+  restore: [info: { endpoint: string }]
+  /** Several endpoints from a function: the list was read again (or could not be: `error`). */
+  endpoints: [info: { endpoints: string[]; added: string[]; removed: string[]; error?: PolyCallError }]
   /** A reply whose sequence matches no pending call (late, or unsolicited; on PCR1 also a reply of the other kind). */
   unsolicited: [frame: WireFrame]
   /** close() finished or destroy() was called. */
@@ -176,6 +204,9 @@ class Call implements PendingCall, Expiring {
   deadlineBucket = -1
   deadlineSlot = 0
   onAbort: (() => void) | undefined = undefined
+  /** The idempotency key, the same on every retry (idempotent calls only). */
+  key: Buffer | undefined = undefined
+  trace: TraceContext | undefined = undefined
   constructor(
     readonly started: number,
     readonly kind: 'request' | 'control',
@@ -267,6 +298,7 @@ async function awaitedHere<T>(p: Promise<T>): Promise<T> {
 
 const NO_OPTIONS: RequestOptions = Object.freeze({})
 
+
 function spkiHash(socket: TLSSocket): string {
   const raw = socket.getPeerCertificate(true).raw
   const spki = new X509Certificate(raw).publicKey.export({ type: 'spki', format: 'der' })
@@ -298,6 +330,10 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
   readonly #setup: ClientSetup & { credentials: unknown }
   readonly #customDial: (() => Promise<Socket>) | undefined
   readonly #callerStacks: boolean
+  /** With several endpoints: the pool that routes every call (this client holds no connection). */
+  readonly #pool: EndpointPool | undefined
+  /** As a pool's connection: the client its diagnostics name, and no retries of its own. */
+  readonly #owner: PolyCallClient | undefined
   #conn: Connection | undefined
   #connecting: Promise<Connection> | undefined
   readonly #pending = new SequenceTable<Call>()
@@ -339,20 +375,30 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
   readonly #counters = { requests: 0, succeeded: 0, failed: 0, timedOut: 0, aborted: 0, retried: 0, reconnects: 0 }
 
   /**
-   * @param options - address, protocol, TLS, timeouts, reconnection
+   * @param options - one server (`host`, `port`) or several (`endpoints`, `balance`, ...), and
+   *   protocol, TLS, timeouts, reconnection
    * @throws `ERR_POLYCALL_INVALID_ARGUMENT` for a bad option
+   * @example
+   * ```ts
+   * const one = new PolyCallClient({ host: '127.0.0.1', port: 7000 })
+   * const many = new PolyCallClient({ endpoints: ['10.0.0.11:7000', '10.0.0.12:7000'], balance: 'least-in-flight' })
+   * ```
    */
-  constructor(options: ClientOptions) {
+  constructor(options: ClientOptions | MultiEndpointOptions) {
     super()
     if (!options || typeof options !== 'object') throw invalidArgument('options must be an object')
     const protocol = options.protocol ?? 'v1'
     if (protocol !== 'v1' && protocol !== 'pcr1') throw invalidArgument(`unsupported protocol ${String(protocol)}`)
     this.protocol = protocol
     this.#proto = protocol === 'pcr1' ? pcr1ClientProtocol : v1ClientProtocol
-    const port = options.port
+    const multi = (options as MultiEndpointOptions).endpoints !== undefined
+    const single = options as ClientOptions
+    if (multi && (single.host !== undefined || single.port !== undefined)) throw invalidArgument('give either endpoints or host and port, not both')
+    const port = multi ? 0 : single.port
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw invalidArgument('port must be an integer in 0..65535')
-    this.host = options.host ?? '127.0.0.1'
+    this.host = multi ? '' : (single.host ?? '127.0.0.1')
     this.port = port
+    this.#owner = options.member
     this.#tls = options.tls === true ? {} : options.tls === false ? undefined : options.tls
     const pins = this.#tls?.pin
     this.#pins = pins === undefined ? undefined : new Set((Array.isArray(pins) ? pins : [pins]).map((p) => p.replace(/^sha256\//, '')))
@@ -385,21 +431,28 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
       msgpack: options.codec !== 'json',
       sequenceStart: options.sequenceStart,
     }
+    this.#pool = multi ? new EndpointPool(this, options as MultiEndpointOptions, (o) => new PolyCallClient(o)) : undefined
+    if (this.#pool) {
+      // The first endpoint of a fixed list names the client.
+      this.host = this.#pool.host
+      this.port = this.#pool.port
+    }
   }
 
-  /** True while a connection is established and ready for requests. */
+  /** True while a connection is established and ready for requests (with several endpoints: any). */
   get connected(): boolean {
+    if (this.#pool) return this.#pool.connected
     return this.#conn !== undefined && this.#conn.session.ready
   }
 
   /** True once close() or destroy() was called. */
   get closed(): boolean {
-    return this.#closing
+    return this.#pool ? this.#pool.closed : this.#closing
   }
 
   /** True once destroy() was called. */
   get destroyed(): boolean {
-    return this.#destroyed
+    return this.#pool ? this.#pool.destroyed : this.#destroyed
   }
 
   /**
@@ -418,6 +471,13 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
    *   frame back), `ERR_POLYCALL_BUSY`, `ERR_POLYCALL_TIMEOUT`, `ERR_POLYCALL_ABORTED`, `ERR_POLYCALL_CLOSED`
    */
   async connect(options: CallOptions = {}): Promise<void> {
+    if (this.#pool) {
+      try {
+        return await this.#pool.connect(options)
+      } catch (e) {
+        throw withCallerStack(e)
+      }
+    }
     if (this.#closing) throw new PolyCallError(ErrorCode.CLOSED, 'the client is closed')
     if (this.connected) return
     const timeout = checkTimeout(options.timeout) ?? this.#connectTimeout
@@ -466,6 +526,13 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
   async authenticate(credentials: unknown, options: CallOptions = {}): Promise<void> {
     if (this.#closing) throw new PolyCallError(ErrorCode.CLOSED, 'the client is closed')
     if (this.protocol === 'pcr1') throw invalidArgument('PCR1 has no authentication step; pass authToken to control()')
+    if (this.#pool) {
+      try {
+        return await this.#pool.authenticate(credentials, options)
+      } catch (e) {
+        throw withCallerStack(e)
+      }
+    }
     this.#setup.credentials = credentials
     if (!this.connected) {
       await this.connect(options)
@@ -562,9 +629,11 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
   }
 
   #call(kind: 'request' | 'control', command: string, data: unknown, options: RequestOptions, authToken: string | undefined): Promise<unknown> {
+    if (this.#pool !== undefined) return this.#pool.call(kind, command, data, options, authToken)
     if (typeof command !== 'string' || command.length === 0) return Promise.reject(invalidArgument('command must be a non-empty string'))
     let signal: AbortSignal | undefined
     let timeout: number | undefined
+    let trace: TraceContext | undefined
     const parent = options.deadline
     try {
       signal = checkSignal(options.signal)
@@ -572,6 +641,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
       if (parent !== undefined && (typeof parent !== 'number' || Number.isNaN(parent))) {
         throw invalidArgument('deadline must be a number of Date.now() milliseconds (or Infinity)')
       }
+      if (options.trace !== undefined) trace = checkTrace(options.trace)
     } catch (e) {
       return Promise.reject(e)
     }
@@ -595,7 +665,10 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
           propagated = true
         }
       }
-      const call = new Call(started, kind, command, data, authToken, deadline, propagated, options.idempotent === true, signal, resolve, reject)
+      const idempotent = options.idempotent === true
+      const call = new Call(started, kind, command, data, authToken, deadline, propagated, idempotent, signal, resolve, reject)
+      if (idempotent) call.key = (options as { [IDEMPOTENCY_KEY]?: Buffer })[IDEMPOTENCY_KEY] ?? newKey()
+      call.trace = trace
       if (propagated && deadline <= started) {
         reject(propagatedError(call))
         return
@@ -611,7 +684,12 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
         signal.addEventListener('abort', call.onAbort, { once: true })
       }
       this.#counters.requests++
-      if (channels.clientRequestStart.hasSubscribers) channels.clientRequestStart.publish({ client: this, command, sequence: 0 })
+      if (channels.clientRequestStart.hasSubscribers) {
+        // A subscriber may set the trace context to send (an instrumentation's client span).
+        const message = { client: this.#owner ?? this, command, sequence: 0, endpoint: `${this.host}:${this.port}`, trace }
+        channels.clientRequestStart.publish(message)
+        if (message.trace !== trace) call.trace = acceptTrace(message.trace)
+      }
       const conn = this.#conn
       // Nothing queued ahead and room in flight: straight onto the wire.
       if (this.#waiting.length === 0 && conn !== undefined && this.#pending.size < this.#limit && conn.session.ready) {
@@ -631,6 +709,12 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
   close(options: CallOptions = {}): Promise<void> {
     const signal = checkSignal(options.signal)
     const timeout = checkTimeout(options.timeout)
+    if (this.#pool) {
+      this.#closePromise ??= this.#pool.close({ signal, timeout }).then(() => {
+        this.emit('close')
+      })
+      return this.#closePromise
+    }
     if (this.#closePromise) return this.#closePromise
     this.#closing = true
     if (this.#reconnectTimer) clearTimeout(this.#reconnectTimer)
@@ -670,6 +754,11 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
    * `ERR_POLYCALL_CLOSED`) and the socket is destroyed. Idempotent.
    */
   destroy(reason?: PolyCallError): void {
+    if (this.#pool) {
+      this.#pool.destroy(reason)
+      void this.close()
+      return
+    }
     if (this.#destroyed) return
     this.#destroyed = true
     this.#closing = true
@@ -695,6 +784,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
 
   /** Counters, requests in flight and queued, and latency percentiles (ms). */
   stats(): ClientStats {
+    if (this.#pool) return this.#pool.stats()
     const c = this.#counters
     return {
       connected: this.connected,
@@ -786,7 +876,15 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
       call.resolve(value)
     }
     if (channels.clientRequestEnd.hasSubscribers) {
-      channels.clientRequestEnd.publish({ client: this, command: call.command, sequence: call.sequence, durationMs: duration, error: err })
+      channels.clientRequestEnd.publish({
+        client: this.#owner ?? this,
+        command: call.command,
+        sequence: call.sequence,
+        durationMs: duration,
+        error: err,
+        endpoint: `${this.host}:${this.port}`,
+        trace: call.trace,
+      })
     }
     if (this.#pending.size === 0) this.#checkIdle()
     this.#idle?.()
@@ -905,7 +1003,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
         this.#everConnected = true
         this.#lastFailure = undefined
         if (channels.clientConnect.hasSubscribers) {
-          channels.clientConnect.publish({ client: this, host: this.host, port: this.port, legacy: conn.legacy, capabilities: conn.capabilities })
+          channels.clientConnect.publish({ client: this.#owner ?? this, host: this.host, port: this.port, legacy: conn.legacy, capabilities: conn.capabilities })
         }
         this.emit('connect', { legacy: conn.legacy, capabilities: conn.capabilities })
         this.#pump()
@@ -918,7 +1016,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
         if (err.code === ErrorCode.TIMEOUT) {
           err = new PolyCallError(ErrorCode.CONNECT_FAILED, `cannot connect to ${this.host}:${this.port}: ${err.message}`, { cause: err })
         }
-        if (channels.clientError.hasSubscribers) channels.clientError.publish({ client: this, error: err })
+        if (channels.clientError.hasSubscribers) channels.clientError.publish({ client: this.#owner ?? this, error: err })
         this.#connectFailed(err)
       },
     )
@@ -955,7 +1053,8 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
       if (this.#busy) this.#reconnectTimer.ref()
       // Once connected before, a lost connection is a blip: queued calls (idempotent retries
       // among them) and connect() callers wait for the reconnection within their own deadline.
-      if (this.#everConnected) return
+      // A pool's connection hands its calls back at once instead: other endpoints may serve them.
+      if (this.#everConnected && this.#owner === undefined) return
       retryIn = delay
     } else this.#attempt = 0
     // Nothing to wait for (no retry), or the very first connection failed: everyone waiting on
@@ -1086,7 +1185,8 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
     const retry: Call[] = []
     const lost: Call[] = []
     for (const call of this.#pending.values()) {
-      if (call.idempotent && call.deadline > now() && !this.#closing) {
+      // A pool's connection retries nothing itself: the pool sends the call to another endpoint.
+      if (call.idempotent && call.deadline > now() && !this.#closing && this.#owner === undefined) {
         call.written = false
         this.#counters.retried++
         retry.push(call)
@@ -1105,6 +1205,12 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
       this.#checkIdle()
       this.#idle?.()
       return
+    }
+    if (this.#owner !== undefined && this.#waiting.length > 0) {
+      // Calls queued on a pool's connection never left: the pool routes them elsewhere.
+      const waiting = this.#waiting
+      this.#waiting = []
+      for (const call of waiting) this.#settle(call, lostError(call, reason))
     }
     if (this.#reconnect) {
       this.#connectFailed(reason ?? new PolyCallError(ErrorCode.CONNECTION_LOST, 'the connection closed'))
