@@ -2,7 +2,7 @@
  * What a client needs from a wire protocol: connection setup, how a call is framed, how a reply
  * is read, connection-level notices and cancellation. {@link v1ClientProtocol} speaks
  * LibPolyCall v1; the PCR1 adapter lives in ts/pcr1/client-protocol.ts.
- * @internal
+ * Internal module: not exported from the package entry points.
  * @packageDocumentation
  */
 import { ErrorCode, PolyCallError } from '../core/errors.js'

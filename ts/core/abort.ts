@@ -4,7 +4,7 @@
  * A relative timeout becomes an absolute deadline once, where the call starts; retries and
  * hops reuse that deadline instead of restarting the clock. Deadlines use the monotonic clock
  * (`performance.now()`), so wall-clock jumps do not fire or delay them.
- * @internal
+ * Internal module: not exported from the package entry points.
  * @packageDocumentation
  */
 import { ErrorCode, PolyCallError, invalidArgument } from './errors.js'
@@ -17,10 +17,10 @@ export interface CallOptions {
   timeout?: number | undefined
 }
 
-/** The largest delay `setTimeout` honours; longer ones would fire at once. */
+/** @internal The largest delay `setTimeout` honours; longer ones would fire at once. */
 export const MAX_TIMER_DELAY = 2 ** 31 - 1
 
-/** Monotonic milliseconds. */
+/** @internal Monotonic milliseconds. */
 export const now = (): number => performance.now()
 
 let tick = -1
@@ -32,6 +32,7 @@ const resetTick = () => {
  * Monotonic milliseconds, read once per run of synchronous code and its microtasks. Reading the
  * clock costs as much as a small request's bookkeeping; request start times and latencies do
  * not need more than this, while timers still use {@link now}.
+ * @internal
  */
 export function tickNow(): number {
   if (tick < 0) {
@@ -41,34 +42,36 @@ export function tickNow(): number {
   return tick
 }
 
-/** Checks a timeout option: undefined, or a finite number ≥ 0 (Infinity means none). */
+/** @internal Checks a timeout option: undefined, or a finite number ≥ 0 (Infinity means none). */
 export function checkTimeout(timeout: unknown, name = 'timeout'): number | undefined {
   if (timeout === undefined || timeout === Infinity) return undefined
   if (typeof timeout !== 'number' || !(timeout >= 0)) throw invalidArgument(`${name} must be a number of milliseconds ≥ 0`)
   return timeout
 }
 
-/** Checks a signal option. */
+/** @internal Checks a signal option. */
 export function checkSignal(signal: unknown): AbortSignal | undefined {
   if (signal === undefined) return undefined
   if (!(signal instanceof AbortSignal)) throw invalidArgument('signal must be an AbortSignal')
   return signal
 }
 
-/** The absolute deadline (monotonic ms) of a call started now with `timeout`, or Infinity. */
+/** @internal The absolute deadline (monotonic ms) of a call started now with `timeout`, or Infinity. */
 export function deadlineOf(timeout: number | undefined): number {
   return timeout === undefined ? Infinity : now() + timeout
 }
 
+/** @internal */
 export function abortedError(signal: AbortSignal): PolyCallError {
   return new PolyCallError(ErrorCode.ABORTED, 'the operation was aborted', { cause: signal.reason })
 }
 
+/** @internal */
 export function timeoutError(ms: number, what = 'the operation'): PolyCallError {
   return new PolyCallError(ErrorCode.TIMEOUT, `${what} timed out after ${Math.round(ms)} ms`)
 }
 
-/** A timer clamped to the largest delay and unref'd so it never holds the process open. */
+/** @internal A timer clamped to the largest delay and unref'd so it never holds the process open. */
 export function unrefTimer(fn: () => void, ms: number): NodeJS.Timeout {
   const t = setTimeout(fn, Math.min(Math.max(0, ms), MAX_TIMER_DELAY))
   t.unref()
@@ -79,6 +82,7 @@ export function unrefTimer(fn: () => void, ms: number): NodeJS.Timeout {
  * Runs `work` bounded by `options`: rejects with ABORTED or TIMEOUT, whichever comes first, and
  * calls `onCancel` so the work can release what it holds. Listeners and timers are removed in
  * every outcome.
+ * @internal
  */
 export function bounded<T>(
   work: Promise<T>,

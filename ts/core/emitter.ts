@@ -1,4 +1,4 @@
-/** A small typed EventEmitter for lifecycle events. @internal @packageDocumentation */
+/** A small typed EventEmitter for lifecycle events. @packageDocumentation */
 import { EventEmitter } from 'node:events'
 
 type Listener<A extends unknown[]> = (...args: A) => void

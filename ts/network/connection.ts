@@ -4,7 +4,7 @@
  * write, `write()` backpressure, read pausing, heartbeats with dead-peer detection, and the
  * session state. Client and server both drive one of these per connection; what a frame means is
  * theirs to decide.
- * @internal
+ * Internal module: not exported from the package entry points.
  * @packageDocumentation
  */
 import type { Socket } from 'node:net'

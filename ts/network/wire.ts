@@ -1,7 +1,7 @@
 /**
  * The two frame formats a connection can speak: the LibPolyCall v1 frame and the PCR1 frame.
  * Both decode through the same native stream decoder.
- * @internal
+ * Internal module: not exported from the package entry points.
  * @packageDocumentation
  */
 import { FrameDecoder, encodeFrame } from '../protocol/codec.js'
@@ -17,6 +17,7 @@ export interface WireFrame {
   flags?: number
 }
 
+/** @internal */
 export interface WireDecoder {
   /** True while an incomplete frame is buffered. */
   readonly pending: boolean
@@ -25,6 +26,7 @@ export interface WireDecoder {
   free(): void
 }
 
+/** @internal */
 export interface Wire {
   readonly name: 'v1' | 'pcr1'
   /**
@@ -42,9 +44,10 @@ export interface Wire {
   encodeInto?(target: Buffer, offset: number, type: number, sequence: number, payload: Uint8Array, flags: number | undefined): number
 }
 
-/** Largest frame written into a connection's arena; larger frames get their own buffer. */
+/** @internal Largest frame written into a connection's arena; larger frames get their own buffer. */
 export const ARENA_FRAME_MAX = HEADER_SIZE + JS_ENCODE_MAX
 
+/** @internal */
 export const v1Wire: Wire = {
   name: 'v1',
   startsLegacy: true,
@@ -62,6 +65,7 @@ export const v1Wire: Wire = {
 
 const EMPTY = Buffer.alloc(0)
 
+/** @internal */
 export const pcr1Wire: Wire = {
   name: 'pcr1',
   startsLegacy: false,

@@ -2,7 +2,7 @@
  * The client side of PCR1 (PROTOCOL-PCR1.md §2-§3, §6): no handshake, REQUEST/RESPONSE for calls,
  * CONTROL/CONTROL_REPLY for control actions, and corr-0 CONTROL_REPLY as a connection-level
  * failure.
- * @internal
+ * Internal module: not exported from the package entry points.
  * @packageDocumentation
  */
 import { PolyCallError } from '../core/errors.js'

@@ -3,7 +3,7 @@
  * routes, control actions, replies in request order per connection (as the C runtime serves a
  * connection on one thread), `frame.type` for frames a client must not send, and corr-0
  * CONTROL_REPLY notices before closing.
- * @internal
+ * Internal module: not exported from the package entry points.
  * @packageDocumentation
  */
 import { ErrorCode, PolyCallError } from '../core/errors.js'

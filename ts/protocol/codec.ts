@@ -199,13 +199,14 @@ export const statusMore = (status: number): boolean => (status & MORE) !== 0
 const finalizer = new FinalizationRegistry<number>((handle) => native.decoderFree(handle))
 
 /**
- * @internal The native half of a stream decoder: handle lifetime, the push/status protocol and
- * the sticky failure. Subclasses read the frames out of {@link DECODER_META}.
+ * The base of {@link FrameDecoder}: the native half of a stream decoder (handle lifetime, the
+ * push/status protocol, the sticky failure) and the members every decoder shares: `end()`,
+ * `free()`, `pending`, `buffered`. It cannot be constructed on its own.
  */
 export abstract class NativeStreamDecoder {
   #handle: number
   #error: PolyCallError | undefined
-  /** The native side holds an unfinished frame. */
+  /** @internal The native side holds an unfinished frame. */
   protected partial = false
   /** The payload limit in force. */
   readonly maxPayload: number
@@ -228,6 +229,7 @@ export abstract class NativeStreamDecoder {
    * Runs one native push of `view`; returns the status word: the frame count written to the
    * metadata array ({@link statusCount}), and whether decoding failed ({@link statusFailed}) or
    * must continue with `view.subarray(this.consumed())` ({@link statusMore}).
+   * @internal
    */
   protected nativePush(view: Uint8Array): number {
     const status = native.decoderPush(this.live(), view)
@@ -235,12 +237,12 @@ export abstract class NativeStreamDecoder {
     return status
   }
 
-  /** The payload of the frame reported with {@link ASSEMBLED}. */
+  /** @internal The payload of the frame reported with {@link ASSEMBLED}. */
   protected takeAssembled(): Buffer {
     return native.decoderTakeAssembled(this.#handle)!
   }
 
-  /** How far the last push read `view` when it returned `more`. */
+  /** @internal How far the last push read `view` when it returned `more`. */
   protected consumed(): number {
     return native.decoderConsumed(this.#handle)
   }
@@ -284,13 +286,14 @@ export abstract class NativeStreamDecoder {
     this.free()
   }
 
+  /** @internal */
   protected live(): number {
     if (this.#error) throw this.#error
     if (this.#handle === FREED) throw new PolyCallError(ErrorCode.CLOSED, 'the decoder was freed')
     return this.#handle
   }
 
-  /** Makes the decoder's failure sticky, frees the native state and returns the error. */
+  /** @internal Makes the decoder's failure sticky, frees the native state and returns the error. */
   protected fail<T>(frames: T[], thrown?: unknown): PolyCallError & { frames: T[] } {
     let err: PolyCallError
     if (thrown !== undefined) err = fromNative(thrown)

@@ -10,7 +10,7 @@
  * failed state always come from one place. The test suite checks both paths against each
  * other and against the golden vectors.
  *
- * @internal
+ * Internal module: not exported from the package entry points.
  * @packageDocumentation
  */
 

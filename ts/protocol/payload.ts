@@ -24,10 +24,10 @@ export const Capability = {
   Heartbeat: 0x0004,
 } as const
 
-/** Every capability this version implements. */
+/** @internal Every capability this version implements. */
 export const SUPPORTED_CAPABILITIES = Capability.Msgpack | Capability.Cancel | Capability.Heartbeat
 
-/** A decoded COMMAND. */
+/** @internal A decoded COMMAND. */
 export interface CommandPayload {
   command: string
   data: unknown
@@ -35,7 +35,7 @@ export interface CommandPayload {
   timeout?: number
 }
 
-/** A decoded ERROR. */
+/** @internal A decoded ERROR. */
 export interface ErrorPayload {
   code: string
   message: string
@@ -81,7 +81,7 @@ function readCommand(payload: Buffer): CommandPayload | undefined {
   return { command, data, timeout }
 }
 
-/** msgpack for polycall peers: COMMAND `[command, data, timeoutMs?]`, ERROR `{code, message, data?}`. */
+/** @internal msgpack for polycall peers: COMMAND `[command, data, timeoutMs?]`, ERROR `{code, message, data?}`. */
 export const msgpackCodec: PayloadCodec = {
   name: 'msgpack',
   encodeCommand(command, data, timeout) {
@@ -126,7 +126,7 @@ export const msgpackCodec: PayloadCodec = {
   },
 }
 
-/** The reference conventions for legacy peers. */
+/** @internal The reference conventions for legacy peers. */
 export const jsonCodec: PayloadCodec = {
   name: 'json',
   encodeCommand(command, data, timeout) {

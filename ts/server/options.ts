@@ -9,8 +9,43 @@ import type { PolyCallError } from '../core/errors.js'
 import type { LatencySummary } from '../core/stats.js'
 import type { PeerInfo, RequestContext } from './context.js'
 
-/** Verifies credentials; returns the principal, throws to refuse. */
-export type Authenticator = (credentials: unknown, peer: PeerInfo) => unknown | Promise<unknown>
+/**
+ * The credentials `client.authenticate({ username, password })` sends: what an
+ * {@link Authenticator} receives by default.
+ *
+ * They arrive as the JSON the peer wrote, and the server does not check their shape: a field
+ * may be missing or of another type when the peer is not a polycall client, so a verifier
+ * treats them as untrusted input (a throw refuses, like a falsy answer).
+ */
+export interface Credentials {
+  /** The user name. */
+  username: string
+  /** The password, in clear on the wire: use TLS where the network is not trusted. */
+  password: string
+}
+
+/**
+ * Verifies the credentials of an AUTH frame and answers with the principal handlers see as
+ * `ctx.principal`; throwing refuses.
+ *
+ * `C` is what the verifier reads: {@link Credentials} by default. A verifier for another scheme
+ * (a token, a signed challenge) takes `unknown` and validates what arrives, for example with a
+ * schema; `Authenticator<unknown>` is accepted wherever an `Authenticator` is.
+ *
+ * @example
+ * ```ts
+ * const byToken: Authenticator<unknown> = (credentials) => {
+ *   const { token } = tokenSchema.parse(credentials) // throws, and so refuses, on anything else
+ *   return sessions.lookup(token)
+ * }
+ * ```
+ *
+ * @typeParam C - the credentials the verifier reads
+ * @param credentials - the JSON the client sent, unchecked
+ * @param peer - the connection's address and TLS certificate
+ * @returns the principal, or a promise of it
+ */
+export type Authenticator<C = Credentials> = (credentials: C, peer: PeerInfo) => unknown | Promise<unknown>
 
 /** Options of {@link PolyCallServer}. */
 export interface ServerOptions {
@@ -78,7 +113,7 @@ export interface ServerEvents {
 /** Options of {@link PolyCallServer.close}. */
 export interface ServerCloseOptions extends CallOptions {}
 
-/** Resolved limits of a server. */
+/** @internal Resolved limits of a server. */
 export interface ServerLimits {
   maxConnections: number
   maxPayload: number
