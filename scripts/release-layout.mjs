@@ -13,14 +13,18 @@
 //
 //   node scripts/release-layout.mjs platform-packages <artifacts> [--root DIR] [--all]
 //       copy artifacts/**/polycall.<triple>.node into npm/<triple>/ (--all: every target must be present)
-//   node scripts/release-layout.mjs optional-deps [--root DIR]
-//       list every npm/<triple> package in package.json's optionalDependencies, at the package's version
+//   node scripts/release-layout.mjs registry-manifest [--root DIR]
+//       the published package.json: every npm/<triple> package in optionalDependencies at the
+//       package's version, and none of the development fields (scripts, devDependencies, tool
+//       settings), so npm finds no lifecycle script to run or warn about
 //   node scripts/release-layout.mjs prebuilds <artifacts> [--root DIR] [--all]
 //       copy artifacts/**/polycall.<triple>.node into prebuilds/<platform>-<arch>/node.napi[.glibc|.musl].node
-//   node scripts/release-layout.mjs offline [--root DIR]
-//       drop optionalDependencies (the offline tarball carries its binaries itself)
+//   node scripts/release-layout.mjs offline-manifest [--root DIR]
+//       the offline tarball's package.json: no optionalDependencies (it carries its binaries
+//       itself) and none of the development fields
 //
-// --root is the package directory to change (default: this repository).
+// --root is the package directory to change (default: this repository). The manifest commands
+// are meant for a staged copy: the unpacked `npm pack` tarball that is then published or packed.
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -44,6 +48,12 @@ const fail = (msg) => {
 
 const readJson = (file) => JSON.parse(readFileSync(file, 'utf8'))
 const writeJson = (file, value) => writeFileSync(file, `${JSON.stringify(value, null, 2)}\n`)
+
+/** A package.json without what only a clone uses: lifecycle scripts above all. */
+function stripDevelopment(pkg) {
+  for (const key of ['scripts', 'devDependencies', 'ava', 'prettier', 'allowScripts']) delete pkg[key]
+  return pkg
+}
 
 /** The per-platform packages, from npm/ (the source of truth for names, os, cpu and libc). */
 function platforms() {
@@ -87,8 +97,11 @@ switch (command) {
     for (const t of binariesFor(source)) {
       const out = join(root, 'npm', t.dir)
       mkdirSync(out, { recursive: true })
+      for (const f of ['package.json', 'README.md']) {
+        const to = join(out, f)
+        if (!existsSync(to) && existsSync(join(repo, 'npm', t.dir, f))) copyFileSync(join(repo, 'npm', t.dir, f), to)
+      }
       const pkgFile = join(out, 'package.json')
-      if (!existsSync(pkgFile)) copyFileSync(join(repo, 'npm', t.dir, 'package.json'), pkgFile)
       const pkg = readJson(pkgFile)
       if (pkg.version !== version) fail(`${t.name} is at ${pkg.version}, polycall at ${version}: run npx napi version`)
       copyFileSync(t.file, join(out, t.binary))
@@ -96,9 +109,9 @@ switch (command) {
     }
     break
   }
-  case 'optional-deps': {
+  case 'registry-manifest': {
     const file = join(root, 'package.json')
-    const pkg = readJson(file)
+    const pkg = stripDevelopment(readJson(file))
     pkg.optionalDependencies = Object.fromEntries(platforms().map((t) => [t.name, pkg.version]))
     writeJson(file, pkg)
     console.log(`optionalDependencies: ${Object.keys(pkg.optionalDependencies).join(', ')} at ${pkg.version}`)
@@ -114,12 +127,12 @@ switch (command) {
     }
     break
   }
-  case 'offline': {
+  case 'offline-manifest': {
     const file = join(root, 'package.json')
-    const pkg = readJson(file)
+    const pkg = stripDevelopment(readJson(file))
     delete pkg.optionalDependencies
     writeJson(file, pkg)
-    console.log('optionalDependencies removed')
+    console.log('no optionalDependencies: the binaries are in prebuilds/')
     break
   }
   default:
