@@ -45,13 +45,13 @@ export interface ClientTlsOptions extends TlsConnectionOptions {
 
 /** Reconnection policy: delay = min(initialDelay × multiplier^attempt, maxDelay) ± jitter. */
 export interface ReconnectOptions {
-  /** @defaultValue 1000 */
+  /** Milliseconds before the first attempt. @defaultValue 1000 */
   initialDelay?: number | undefined
-  /** @defaultValue 1.6 */
+  /** Factor between one attempt's delay and the next. @defaultValue 1.6 */
   multiplier?: number | undefined
   /** Fraction of the delay added or removed at random. @defaultValue 0.2 */
   jitter?: number | undefined
-  /** @defaultValue 120000 */
+  /** The longest delay between attempts, in milliseconds. @defaultValue 120000 */
   maxDelay?: number | undefined
   /** Attempts in a row before giving up (calls waiting get `ERR_POLYCALL_CONNECT_FAILED`). @defaultValue Infinity */
   maxAttempts?: number | undefined
@@ -59,8 +59,9 @@ export interface ReconnectOptions {
 
 /** Options of {@link PolyCallClient}. */
 export interface ClientOptions {
-  /** @defaultValue '127.0.0.1' */
+  /** The server's host name or address. @defaultValue '127.0.0.1' */
   host?: string | undefined
+  /** The server's port. */
   port: number
   /**
    * Wire protocol: `'v1'` (LibPolyCall v1) or `'pcr1'` (the upstream runtime's polycall_rpc v1,
@@ -116,19 +117,61 @@ export interface RequestOptions extends CallOptions {
 
 /** What {@link PolyCallClient.stats} returns. */
 export interface ClientStats {
+  /** A connection is established and ready for requests. */
   connected: boolean
+  /** The server is a legacy peer (no capability bits): JSON payloads, one request at a time. */
   legacy: boolean
+  /** The capability bits both sides agreed on ({@link Capability}). */
   capabilities: number
+  /** Connections re-established after a loss. */
   reconnects: number
-  requests: { total: number; inFlight: number; queued: number; succeeded: number; failed: number; timedOut: number; aborted: number; retried: number }
+  /** Request counters since the client was made. */
+  requests: {
+    /** Requests made. */
+    total: number
+    /** Requests written and awaiting a reply. */
+    inFlight: number
+    /** Requests waiting for room in flight or for a connection. */
+    queued: number
+    /** Requests answered with a result. */
+    succeeded: number
+    /** Requests answered with an error or lost with their connection. */
+    failed: number
+    /** Requests whose timeout elapsed. */
+    timedOut: number
+    /** Requests whose signal aborted them. */
+    aborted: number
+    /** Idempotent requests sent again after a reconnection. */
+    retried: number
+  }
+  /** Round-trip latency of answered requests, in milliseconds. */
   latency: LatencySummary
 }
 
 /** Lifecycle events of {@link PolyCallClient}. */
 export interface ClientEvents {
-  connect: [info: { legacy: boolean; capabilities: number }]
+  /** A connection is ready: the handshake (and AUTH, with credentials) completed. */
+  connect: [
+    info: {
+      /** The server is a legacy peer. */
+      legacy: boolean
+      /** The capability bits both sides agreed on. */
+      capabilities: number
+    },
+  ]
+  /** The connection closed; `error` says why when it was not a close of ours. */
   disconnect: [error: PolyCallError | undefined]
-  reconnecting: [info: { attempt: number; delay: number; error: PolyCallError }]
+  /** A reconnection attempt is scheduled. */
+  reconnecting: [
+    info: {
+      /** Attempts in a row so far, from 1. */
+      attempt: number
+      /** Milliseconds until this attempt. */
+      delay: number
+      /** Why the connection was lost or the last attempt failed. */
+      error: PolyCallError
+    },
+  ]
   /** A reply whose sequence matches no pending call (late, or unsolicited). */
   unsolicited: [frame: WireFrame]
   /** close() finished or destroy() was called. */
@@ -224,7 +267,9 @@ function spkiHash(socket: TLSSocket): string {
  * ```
  */
 export class PolyCallClient extends TypedEmitter<ClientEvents> {
+  /** The server's host name or address. */
   readonly host: string
+  /** The server's port. */
   readonly port: number
   /** The wire protocol this client speaks. */
   readonly protocol: 'v1' | 'pcr1'

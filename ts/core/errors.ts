@@ -177,6 +177,7 @@ export class PolyCallError extends Error {
     if (errno !== undefined) this.errno = errno
   }
 
+  /** Always `'PolyCallError'`, in every loaded copy of the package. */
   override get name(): string {
     return 'PolyCallError'
   }

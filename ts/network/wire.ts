@@ -11,9 +11,13 @@ import { Pcr1Decoder, encodePcr1Frame, writePcr1Header } from '../pcr1/frame.js'
 
 /** A decoded frame of either format (`sequence` is PCR1's corr). */
 export interface WireFrame {
+  /** The frame's type: a {@link MessageType} on v1, PCR1's type byte (1..4) on PCR1. */
   type: number
+  /** The sequence number (v1) or corr (PCR1). */
   sequence: number
+  /** The payload bytes. */
   payload: Buffer
+  /** The v1 flag bits. */
   flags?: number
 }
 

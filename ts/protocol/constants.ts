@@ -11,20 +11,31 @@ export const HANDSHAKE_MAGIC = 0x00504c43
 
 /** Message type codes (PROTOCOL.md §3.1). */
 export enum MessageType {
+  /** The client's hello, answered by the server (docs/protocol.md, "Handshake"). */
   Handshake = 1,
+  /** Credentials, JSON. */
   Auth = 2,
+  /** A request: command and data. */
   Command = 3,
+  /** A reply: the result, with the request's sequence. */
   Response = 4,
+  /** A failure: with a request's sequence, or 0 for the connection. */
   Error = 5,
+  /** Keep-alive; also carries polycall's cancellation notices. */
   Heartbeat = 6,
 }
 
 /** Flag bits of the header (PROTOCOL.md §3.2). Advisory: they never change how a payload is read. */
 export enum ProtocolFlag {
+  /** No flag. */
   None = 0,
+  /** Set on AUTH by the references, though nothing is encrypted. */
   Encrypted = 1,
+  /** Never set by the references. */
   Compressed = 2,
+  /** Marks polycall's cancellation notices. */
   Urgent = 4,
+  /** Set on HANDSHAKE, AUTH and COMMAND by the references; no effect. */
   Reliable = 8,
 }
 

@@ -96,17 +96,45 @@ export interface ServerOptions {
 
 /** What {@link PolyCallServer.stats} returns. */
 export interface ServerStats {
-  connections: { current: number; total: number; rejected: number }
-  requests: { total: number; inFlight: number; succeeded: number; failed: number; cancelled: number; timedOut: number }
+  /** Connection counters. */
+  connections: {
+    /** Connections open now. */
+    current: number
+    /** Connections accepted since the server was made. */
+    total: number
+    /** Connections refused (over `maxConnections`, or while shutting down). */
+    rejected: number
+  }
+  /** Request counters. */
+  requests: {
+    /** Requests dispatched. */
+    total: number
+    /** Requests whose handler is running. */
+    inFlight: number
+    /** Requests answered with a result. */
+    succeeded: number
+    /** Requests answered with an error. */
+    failed: number
+    /** Requests the caller cancelled. */
+    cancelled: number
+    /** Requests whose deadline passed first. */
+    timedOut: number
+  }
+  /** Handler latency, in milliseconds. */
   latency: LatencySummary
+  /** Bytes read from peers. */
   bytesIn: number
+  /** Bytes written to peers. */
   bytesOut: number
 }
 
 /** Lifecycle events of {@link PolyCallServer}. */
 export interface ServerEvents {
+  /** A connection was accepted. */
   connect: [peer: PeerInfo]
+  /** A connection closed; `error` says why when it failed. */
   disconnect: [peer: PeerInfo, error: PolyCallError | undefined]
+  /** The server closed: `close()` finished or `destroy()` was called. */
   close: []
 }
 

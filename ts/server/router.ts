@@ -35,11 +35,17 @@ export interface RouteOptions {
 
 /** The outcome of {@link Router.find}. */
 export interface RouteMatch {
+  /** The handler for the command's method. */
   handler: Handler
+  /** The command's method (`GET` when it named none). */
   method: string
+  /** The command's path, without its query. */
   path: string
+  /** Path parameters. */
   params: Record<string, string>
+  /** Query parameters. */
   query: Record<string, string>
+  /** The route that matched. */
   route: RouteInfo
 }
 
@@ -50,8 +56,22 @@ interface Store {
 const KNOWN_METHODS = new Set(METHODS)
 const CACHE_SIZE = 1024
 
-/** Splits a command into its method and path (with query). */
-export function parseCommand(command: string): { method: string; path: string } {
+/**
+ * Splits a command into its method and path (with query).
+ *
+ * @param command - `[METHOD ]path[?query]`
+ * @returns the method (`GET` when the command names none) and the path with a leading `/`
+ * @example
+ * ```ts
+ * parseCommand('POST orders?dryRun=1') // { method: 'POST', path: '/orders?dryRun=1' }
+ * ```
+ */
+export function parseCommand(command: string): {
+  /** An HTTP method. */
+  method: string
+  /** The path, query included. */
+  path: string
+} {
   const space = command.indexOf(' ')
   if (space > 0) {
     const method = command.slice(0, space)

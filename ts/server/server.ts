@@ -191,15 +191,19 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
   }
 
   /**
-   * Registers a route (see {@link Router.route}). PCR1 servers address routes as
-   * `service.operation`. With `{ input, output, handler }` the data and the result are validated
-   * by any Standard Schema validator, and the handler's types follow from the schemas.
+   * Registers a typed route: with `{ input, output, handler }` the data and the result are
+   * validated by any Standard Schema validator (zod, valibot, arktype, ...), and the handler's
+   * types follow from the schemas. Invalid data gets `ERR_POLYCALL_INVALID_INPUT` (`input.invalid`
+   * on PCR1) before the handler runs; a result that fails `output` is reported and answered with
+   * `ERR_POLYCALL_INTERNAL`.
    *
-   * @param path - `/users/:id`, `inventory.get`, ...
-   * @param handler - a handler, `{ GET, POST, ... }`, or `{ input, output, handler, ...options }`
-   * @param options - summary, idempotency, describe hints
+   * @typeParam I - the input schema
+   * @typeParam O - the output schema
+   * @param path - `/users/:id`, `users.get`, `inventory.get`, ...
+   * @param route - `{ input, output, handler }` plus any {@link RouteOptions}
    * @returns this server
-   * @throws `ERR_POLYCALL_INVALID_ARGUMENT` for a bad handler, schema or duplicate route
+   * @throws `ERR_POLYCALL_INVALID_ARGUMENT` for a schema that is not a Standard Schema validator,
+   *   `ERR_POLYCALL_DUPLICATE_ROUTE` for a path and method registered already
    * @example
    * ```ts
    * server.route('users.get', {
@@ -213,6 +217,22 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     path: string,
     route: SchemaRoute<I, O>,
   ): this
+  /**
+   * Registers a route (see {@link Router.route}). PCR1 servers address routes as
+   * `service.operation`.
+   *
+   * @param path - `/users/:id`, `inventory.get`, ...
+   * @param handler - one handler for every method, or `{ GET, POST, ... }`
+   * @param options - summary, idempotency, describe hints
+   * @returns this server
+   * @throws `ERR_POLYCALL_INVALID_ARGUMENT` for a bad handler or an unknown method,
+   *   `ERR_POLYCALL_DUPLICATE_ROUTE` for a path and method registered already
+   * @example
+   * ```ts
+   * server.route('/users/:id', async (ctx) => db.users.find(ctx.params.id, { signal: ctx.signal }))
+   * server.route('/orders', { GET: listOrders, POST: createOrder }, { summary: 'orders' })
+   * ```
+   */
   route(path: string, handler: Handler | MethodHandlers, options?: RouteOptions): this
   route(path: string, handler: Handler | MethodHandlers | SchemaRoute, options?: RouteOptions): this {
     if (isSchemaRoute(handler)) {

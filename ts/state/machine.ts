@@ -176,7 +176,12 @@ export interface StateMachineSnapshot {
   /** The states, in the order they were added. */
   states: StateMachineSnapshotState[]
   /** The transition table; absent in node-polycall snapshots. */
-  transitions?: { from: string; to: string }[]
+  transitions?: {
+    /** The source state. */
+    from: string
+    /** The target state. */
+    to: string
+  }[]
   /** History, oldest first. */
   history: TransitionRecord[]
   /** Machine checksum; absent in node-polycall snapshots. */
@@ -663,7 +668,12 @@ export class StateMachine extends EventEmitter<StateMachineEvents> {
   }
 
   /** The transition table, grouped by source state in the order states were added. */
-  transitions(): { from: string; to: string }[] {
+  transitions(): {
+    /** The source state. */
+    from: string
+    /** The target state. */
+    to: string
+  }[] {
     const flat = call(() => native.smTransitions(this.#live()))
     const out: { from: string; to: string }[] = []
     for (let i = 0; i < flat.length; i += 2) out.push({ from: this.#names[flat[i]!]!, to: this.#names[flat[i + 1]!]! })

@@ -13,11 +13,17 @@ import type { MessageType } from '../protocol/constants.js'
 
 /** Session states with the C library's enumeration values. */
 export enum SessionState {
+  /** Connected, nothing exchanged yet. */
   Init = 0,
+  /** The handshake is under way. */
   Handshake = 1,
+  /** Handshake done; authentication may follow. */
   Auth = 2,
+  /** Requests may flow. */
   Ready = 3,
+  /** The connection failed; only closing is left. */
   Error = 4,
+  /** Closed: terminal. */
   Closed = 5,
 }
 
