@@ -10,6 +10,7 @@ import type { ServerOptions } from './server/options.js'
 import { PolyCallServer } from './server/server.js'
 import { StateMachine, type StateMachineOptions } from './state/machine.js'
 import { ErrorCode, PolyCallError, invalidArgument } from './core/errors.js'
+import { checkOptionKeys, optionKeys } from './core/options.js'
 
 /** Where a context sends what happens to the things it owns. Every method is optional. */
 export interface Logger {
@@ -62,6 +63,20 @@ export interface ContextOptions {
   logger?: Logger
 }
 
+/** @internal Every key of {@link ContextOptions} and {@link ContextLimits}: others are refused. */
+const CONTEXT_OPTION_KEYS = optionKeys<ContextOptions>()(['timeout', 'connectTimeout', 'reconnect', 'codec', 'limits', 'logger'])
+/** @internal */
+const CONTEXT_LIMIT_KEYS = optionKeys<ContextLimits>()([
+  'maxConnections',
+  'maxPayload',
+  'maxInFlight',
+  'handshakeTimeout',
+  'idleTimeout',
+  'heartbeatInterval',
+  'stallTimeout',
+  'requestTimeout',
+])
+
 /** Anything a context can own. */
 interface Owned {
   kind: 'client' | 'server' | 'state machine' | 'resource'
@@ -90,6 +105,8 @@ export class Context {
   /** @param options - defaults and logging */
   constructor(options: ContextOptions = {}) {
     if (options === null || typeof options !== 'object') throw invalidArgument('context options must be an object')
+    checkOptionKeys(options, CONTEXT_OPTION_KEYS, 'ContextOptions')
+    checkOptionKeys(options.limits, CONTEXT_LIMIT_KEYS, 'ContextOptions.limits')
     this.#options = options
   }
 
@@ -143,10 +160,14 @@ export class Context {
     const server = new PolyCallServer({
       ...this.#options.limits,
       ...options,
-      onError: (error, ctx) => {
-        log?.error?.('polycall server error', { error, command: ctx?.command })
-        userOnError?.(error, ctx)
-      },
+      // Without a logger or a handler of its own, the server's default (a line on stderr) applies.
+      onError:
+        log?.error || userOnError
+          ? (error, ctx) => {
+              log?.error?.('polycall server error', { error, command: ctx?.command })
+              userOnError?.(error, ctx)
+            }
+          : undefined,
     })
     this.#own({ kind: 'server', close: () => server.close() }, server, 'close')
     return server

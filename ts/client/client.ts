@@ -23,6 +23,7 @@ import { Deadlines, type Expiring } from '../core/deadlines.js'
 import { channels } from '../core/diagnostics.js'
 import { TypedEmitter } from '../core/emitter.js'
 import { ErrorCode, PolyCallError, invalidArgument, isPolyCallError } from '../core/errors.js'
+import { checkOptionKeys, optionKeys } from '../core/options.js'
 import { SequenceTable } from '../core/sequence-table.js'
 import { LatencyHistogram, type LatencySummary } from '../core/stats.js'
 import { Connection } from '../network/connection.js'
@@ -106,6 +107,25 @@ export interface ClientOptions {
   dial?: (() => Promise<Socket>) | undefined
 }
 
+/** @internal Every key of {@link ClientOptions}: others are refused. */
+const CLIENT_OPTION_KEYS = optionKeys<ClientOptions>()([
+  'host',
+  'port',
+  'protocol',
+  'tls',
+  'timeout',
+  'connectTimeout',
+  'credentials',
+  'reconnect',
+  'maxInFlight',
+  'heartbeatInterval',
+  'legacy',
+  'codec',
+  'callerStacks',
+  'sequenceStart',
+  'dial',
+])
+
 /** Options of {@link PolyCallClient.request}. */
 export interface RequestOptions extends CallOptions {
   /**
@@ -188,6 +208,11 @@ export interface ControlOptions extends CallOptions {
   /** The runtime's auth token (needed by `shutdown`). Never logged or published. */
   authToken?: string | undefined
 }
+
+/** @internal Every key of the call options: others are refused. */
+const REQUEST_OPTION_KEYS = optionKeys<RequestOptions>()(['signal', 'timeout', 'idempotent'])
+/** @internal */
+const CONTROL_OPTION_KEYS = optionKeys<ControlOptions>()(['signal', 'timeout', 'authToken'])
 
 class Call implements PendingCall, Expiring {
   sequence = 0
@@ -311,6 +336,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
   constructor(options: ClientOptions) {
     super()
     if (!options || typeof options !== 'object') throw invalidArgument('options must be an object')
+    checkOptionKeys(options, CLIENT_OPTION_KEYS, 'ClientOptions')
     const protocol = options.protocol ?? 'v1'
     if (protocol !== 'v1' && protocol !== 'pcr1') throw invalidArgument(`unsupported protocol ${String(protocol)}`)
     this.protocol = protocol
@@ -508,6 +534,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
     let signal: AbortSignal | undefined
     let timeout: number | undefined
     try {
+      if (options !== NO_OPTIONS) checkOptionKeys(options, kind === 'control' ? CONTROL_OPTION_KEYS : REQUEST_OPTION_KEYS, kind === 'control' ? 'ControlOptions' : 'RequestOptions')
       signal = checkSignal(options.signal)
       timeout = options.timeout === undefined ? this.#timeout : checkTimeout(options.timeout)
     } catch (e) {

@@ -62,6 +62,8 @@ export const ErrorCode = {
   UNAUTHENTICATED: 'ERR_POLYCALL_UNAUTHENTICATED',
   /** No route matches the command. */
   NOT_FOUND: 'ERR_POLYCALL_NOT_FOUND',
+  /** A route registered twice: the same path shape and method (or every method). */
+  DUPLICATE_ROUTE: 'ERR_POLYCALL_DUPLICATE_ROUTE',
   /** Request data failed the route's input schema; `issues` lists every problem. */
   INVALID_INPUT: 'ERR_POLYCALL_INVALID_INPUT',
   /** A reply failed the contract's output schema on the client. */

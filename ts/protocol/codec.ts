@@ -4,6 +4,7 @@
  * crossing (one native call per pushed chunk) and hands out zero-copy payload views.
  */
 import { ErrorCode, PolyCallError, invalidArgument } from '../core/errors.js'
+import { checkOptionKeys, optionKeys } from '../core/options.js'
 import { fromNative, native } from '../native.js'
 import { DEFAULT_FLAGS, HEADER_SIZE, MAX_PAYLOAD, type MessageType } from './constants.js'
 import { JS_CHECKSUM_MAX, JS_DECODE_MAX, JS_ENCODE_MAX, checksumJs, decodeValidPrefixJs } from './fast-path.js'
@@ -53,6 +54,9 @@ export interface FrameDecoderOptions {
    */
   ownerFrees?: boolean
 }
+
+/** @internal Every key of {@link FrameDecoderOptions}: others are refused. */
+const FRAME_DECODER_OPTION_KEYS = optionKeys<FrameDecoderOptions>()(['maxPayload', 'ownerFrees'])
 
 /** A {@link PolyCallError} raised by {@link FrameDecoder.push}, with the frames decoded before it. */
 export interface DecodeError extends PolyCallError {
@@ -336,6 +340,7 @@ export class FrameDecoder extends NativeStreamDecoder {
    * @throws `ERR_POLYCALL_INVALID_ARGUMENT` for a bad `maxPayload`
    */
   constructor(options: FrameDecoderOptions = {}) {
+    checkOptionKeys(options, FRAME_DECODER_OPTION_KEYS, 'FrameDecoderOptions')
     super(options, 0)
   }
 

@@ -6,6 +6,7 @@
 import type { TlsOptions } from 'node:tls'
 import type { CallOptions } from '../core/abort.js'
 import type { PolyCallError } from '../core/errors.js'
+import { optionKeys } from '../core/options.js'
 import type { LatencySummary } from '../core/stats.js'
 import type { PeerInfo, RequestContext } from './context.js'
 
@@ -90,9 +91,32 @@ export interface ServerOptions {
   stallTimeout?: number | undefined
   /** PCR1: the token `shutdown` requires; without it `shutdown` is always denied. */
   controlToken?: string | undefined
-  /** Called with errors that peers only see as `ERR_POLYCALL_INTERNAL` (handler bugs, encode failures). */
+  /**
+   * Called with errors that peers only see as `ERR_POLYCALL_INTERNAL` (handler bugs, encode
+   * failures, results that fail an output schema). Without it, each such handler error is logged
+   * to stderr as one line with its code and the command; `onError: () => {}` silences them.
+   * @defaultValue one line per handler error on stderr
+   */
   onError?: ((error: unknown, ctx?: RequestContext) => void) | undefined
 }
+
+/** @internal Every key of {@link ServerOptions}: others are refused. */
+export const SERVER_OPTION_KEYS = optionKeys<ServerOptions>()([
+  'protocol',
+  'authenticate',
+  'requireAuth',
+  'tls',
+  'maxConnections',
+  'maxPayload',
+  'maxInFlight',
+  'handshakeTimeout',
+  'idleTimeout',
+  'heartbeatInterval',
+  'requestTimeout',
+  'stallTimeout',
+  'controlToken',
+  'onError',
+])
 
 /** What {@link PolyCallServer.stats} returns. */
 export interface ServerStats {

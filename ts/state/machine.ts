@@ -19,6 +19,7 @@
 import { EventEmitter } from 'node:events'
 import type { BindingStateInfo } from '../../binding.cjs'
 import { ErrorCode, PolyCallError, invalidArgument } from '../core/errors.js'
+import { checkOptionKeys, optionKeys } from '../core/options.js'
 import { fromNative, native } from '../native.js'
 import { type Deadline, MAX_DELAY, type WaitOptions, checkSignal, checkTimeout, deadline, raceDeadline } from './wait.js'
 
@@ -44,6 +45,9 @@ export interface StateMachineOptions {
    */
   maxNameLength?: number | undefined
 }
+
+/** @internal Every key of {@link StateMachineOptions}: others are refused. */
+const STATE_MACHINE_OPTION_KEYS = optionKeys<StateMachineOptions>()(['maxHistory', 'allowSelfTransitions', 'maxStates', 'maxTransitions', 'maxNameLength'])
 
 /** What guards and hooks receive. */
 export interface TransitionContext {
@@ -525,6 +529,7 @@ export class StateMachine extends EventEmitter<StateMachineEvents> {
   constructor(options: StateMachineOptions = {}) {
     super()
     if (options === null || typeof options !== 'object') throw invalidArgument('options must be an object')
+    checkOptionKeys(options, STATE_MACHINE_OPTION_KEYS, 'StateMachineOptions')
     const history = limit(options.maxHistory, 'maxHistory', 100, 0, 0xffffffff)
     this.maxHistory = history === 0 ? 100 : history
     const self = options.allowSelfTransitions ?? false
