@@ -1,6 +1,6 @@
 /**
  * PolyCallClient: one connection to a PolyCall server, many requests in flight on it,
- * correlated by sequence number (PROTOCOL.md §5), each bounded by a timeout and an AbortSignal,
+ * correlated by sequence number (docs/protocol.md §5), each bounded by a timeout and an AbortSignal,
  * with reconnection (exponential backoff with jitter) and retries of idempotent calls. The wire
  * protocol (v1 or PCR1) is an adapter; everything else is shared.
  * @packageDocumentation

@@ -99,7 +99,7 @@ export const v1ClientProtocol: ClientProtocol = {
     if (caps & Capability.Heartbeat) {
       conn.startHeartbeat(setup.heartbeatInterval, sendHeartbeat)
     }
-    // Legacy peers read one frame per read: keep one call outstanding (PROTOCOL.md §10.1).
+    // Legacy peers read one frame per read: keep one call outstanding (docs/protocol.md §10.1).
     return caps === 0 ? 1 : limit
   },
 

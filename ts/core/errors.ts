@@ -12,7 +12,7 @@
  * the caller unchanged.
  */
 export const ErrorCode = {
-  /** The stream ended with 1 to 15 header bytes buffered (PROTOCOL.md §8.1). */
+  /** The stream ended with 1 to 15 header bytes buffered (docs/protocol.md §8.1). */
   TRUNCATED_HEADER: 'ERR_POLYCALL_TRUNCATED_HEADER',
   /** The stream ended before the announced payload arrived. */
   TRUNCATED_PAYLOAD: 'ERR_POLYCALL_TRUNCATED_PAYLOAD',
@@ -121,7 +121,7 @@ export const ErrorCode = {
 } as const
 
 /**
- * @internal The C library's `polycall_sm_status_t` value (PROTOCOL.md §8.4) of each code that
+ * @internal The C library's `polycall_sm_status_t` value (docs/protocol.md §8.4) of each code that
  * has one. {@link PolyCallError} fills `errno` from it, so native errors (whose napi form
  * cannot carry a number) get it too.
  */

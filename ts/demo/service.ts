@@ -1,6 +1,6 @@
 /**
  * The demo service behind `polycall serve` and `npm start`: a few plain routes and, under
- * `machine`, the C library's demo state machine (PROTOCOL.md §9.1) exposed as routes.
+ * `machine`, the C library's demo state machine (docs/protocol.md §9.1) exposed as routes.
  * Internal module: not exported from the package entry points.
  * @packageDocumentation
  */

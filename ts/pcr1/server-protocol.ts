@@ -1,5 +1,5 @@
 /**
- * The PCR1 side of the server (PROTOCOL-PCR1.md §2-§4): REQUEST dispatch to `service.operation`
+ * The PCR1 side of the server (docs/protocol.md §P2-§P4): REQUEST dispatch to `service.operation`
  * routes, control actions, replies in request order per connection (as the C runtime serves a
  * connection on one thread), `frame.type` for frames a client must not send, and corr-0
  * CONTROL_REPLY notices before closing.

@@ -1,5 +1,5 @@
 /**
- * Frame-level API: checksum, encodeFrame and the streaming FrameDecoder (PROTOCOL.md §1-§7).
+ * Frame-level API: checksum, encodeFrame and the streaming FrameDecoder (docs/protocol.md §1-§7).
  * Byte work happens in the Rust core; this module validates arguments, batches the boundary
  * crossing (one native call per pushed chunk) and hands out zero-copy payload views.
  */
@@ -79,7 +79,7 @@ function isU32(n: unknown): n is number {
 
 
 /**
- * Checksum of a payload (PROTOCOL.md §2): 32-bit rotate-left-5-and-add, as an unsigned number.
+ * Checksum of a payload (docs/protocol.md §2): 32-bit rotate-left-5-and-add, as an unsigned number.
  *
  * @param data - payload bytes
  * @returns the u32 checksum

@@ -1,4 +1,4 @@
-/** Wire constants of LibPolyCall v1 (PROTOCOL.md §1, §3, §7). */
+/** Wire constants of LibPolyCall v1 (docs/protocol.md §1, §3, §7). */
 
 /** The only protocol version of the v1 wire. */
 export const PROTOCOL_VERSION = 1
@@ -9,7 +9,7 @@ export const MAX_PAYLOAD = 1_048_576
 /** `"PLC"` as a little-endian u32: the handshake magic, `43 4c 50 00` on the wire. */
 export const HANDSHAKE_MAGIC = 0x00504c43
 
-/** Message type codes (PROTOCOL.md §3.1). */
+/** Message type codes (docs/protocol.md §3.1). */
 export enum MessageType {
   /** The client's hello, answered by the server (docs/protocol.md, "Handshake"). */
   Handshake = 1,
@@ -25,7 +25,7 @@ export enum MessageType {
   Heartbeat = 6,
 }
 
-/** Flag bits of the header (PROTOCOL.md §3.2). Advisory: they never change how a payload is read. */
+/** Flag bits of the header (docs/protocol.md §3.2). Advisory: they never change how a payload is read. */
 export enum ProtocolFlag {
   /** No flag. */
   None = 0,

@@ -1,5 +1,5 @@
 /**
- * Payload conventions per connection, chosen by the handshake (PROTOCOL.md §3-§4).
+ * Payload conventions per connection, chosen by the handshake (docs/protocol.md §3-§4).
  *
  * - **Legacy peers** (an empty or 4-byte hello, or a long form without capability bits:
  *   node-polycall, go-polycall, the C library) get the reference conventions: COMMAND is UTF-8
@@ -55,7 +55,7 @@ export interface PayloadCodec {
 
 const badRequest = (message: string, cause?: unknown) => new PolyCallError(ErrorCode.BAD_REQUEST, message, { cause })
 
-/** Text and JSON from C peers may end in one NUL (PROTOCOL.md §10.14). */
+/** Text and JSON from C peers may end in one NUL (docs/protocol.md §10.14). */
 function stripNul(payload: Buffer): Buffer {
   return payload.length > 0 && payload[payload.length - 1] === 0 ? payload.subarray(0, payload.length - 1) : payload
 }
@@ -177,7 +177,7 @@ export const jsonCodec: PayloadCodec = {
   },
 }
 
-/** Credentials travel as UTF-8 JSON for every peer (PROTOCOL.md §3.1). @internal */
+/** Credentials travel as UTF-8 JSON for every peer (docs/protocol.md §3.1). @internal */
 export function encodeCredentials(credentials: unknown): Buffer {
   return Buffer.from(JSON.stringify(credentials ?? {}))
 }

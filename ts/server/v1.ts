@@ -1,5 +1,5 @@
 /**
- * The LibPolyCall v1 side of the server: the handshake (PROTOCOL.md §4) with capability
+ * The LibPolyCall v1 side of the server: the handshake (docs/protocol.md §4) with capability
  * negotiation, AUTH, COMMAND dispatch, cancellation notices, and ERROR replies in the peer's
  * conventions (msgpack for polycall peers, text for legacy ones).
  * Internal module: not exported from the package entry points.

@@ -5,7 +5,7 @@
  * happen; guards, hooks and state handlers are JS functions run here, and their outcome is
  * recorded by the core.
  *
- * Rules (PROTOCOL.md §9.2, node-polycall's): a transition is keyed `from -> to` and fires only
+ * Rules (docs/protocol.md §9.2, node-polycall's): a transition is keyed `from -> to` and fires only
  * from its source; the checks run in node-polycall's order (missing transition, self-transition
  * unless `allowSelfTransitions`, locked source or target, then the guard); locking is strict;
  * history keeps the newest `maxHistory` entries. Additions: a final state cannot be left, limits
