@@ -16,8 +16,12 @@ declare global {
   const sessions: any
   const tokenSchema: any
   const log: any
+  const metrics: any
   function checkPassword(username: string, password: string): any
   function configLoaded(signal: AbortSignal): Promise<boolean>
+  function paymentCleared(signal: AbortSignal): Promise<boolean>
+  function notifyCustomer(signal: AbortSignal): Promise<void>
+  function reserveStock(): void
 }
 
 export {}
