@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run pack:test [-- --skip-build] [-- --keep]
+// npm run pack:test [-- --skip-build] [-- --keep] [-- --from-source]
 //
 // What a user gets from `npm install polycall`, checked on this machine with no Rust:
 //   1. build the addon and dist/ (skipped with --skip-build), `npm pack`, and check the file list;
@@ -9,6 +9,9 @@
 //   3. for each, in a fresh temp project whose PATH has no cargo or rustc: `npm install` (timed),
 //      an ESM client/server round trip, a CommonJS require, `npx polycall --version`, and
 //      `npx polycall call` against a `npx polycall serve` it starts and stops;
+//   3b. without the per-platform package (--omit=optional): the loader's error names
+//      npx polycall-build, and `polycall --help` still works; with --from-source, npx polycall-build
+//      then builds the addon from the tarball's Rust sources (Rust on PATH; minutes);
 //   4. a consumer type check: `tsc --noEmit` with strict and skipLibCheck off, under node16 and
 //      bundler resolution, over every ```ts snippet of README.md and docs/*.md plus
 //      __test__/types/consumer/extra.ts.
@@ -284,6 +287,29 @@ const offlineConsumer = consumer('consumer-offline', { polycall: `file:${offline
 await exercise(offlineConsumer, 'offline flavour')
 check(!readdirSync(join(offlineConsumer, 'node_modules')).some((f) => f.startsWith('polycall-')), 'the offline flavour installed a per-platform package')
 note('offline flavour: no per-platform package installed; the addon loaded from prebuilds/')
+
+// ---------------------------------------------------------------- 3b. no binary, then from source
+step('no binary for this platform: the error, then npx polycall-build')
+const bare = consumer('consumer-bare', { polycall: `file:${registryTarball}` }, overrides)
+const omit = spawnSync(npm, ['install', '--no-audit', '--no-fund', '--omit=optional'], { cwd: bare, env, encoding: 'utf8', shell: process.platform === 'win32' })
+check(omit.status === 0, `npm install --omit=optional failed\n${omit.stdout}\n${omit.stderr}`)
+const probeScript = `import('polycall').then((m) => console.log('loaded', m.checksum(Buffer.from('hello'))), (e) => console.log(e.code, e.message))`
+const missing = sh('node', ['--input-type=module', '-e', probeScript], { cwd: bare, env }).trim()
+check(missing.startsWith('ERR_POLYCALL_NATIVE_UNAVAILABLE') && missing.includes('npx polycall-build'), `without a binary: ${missing}`)
+const help = spawnSync(npx, ['--no-install', 'polycall', '--help'], { cwd: bare, env, encoding: 'utf8' })
+check(help.status === 0, `polycall --help without a binary exited ${help.status}: ${help.stderr}`)
+note('no binary (npm install --omit=optional): importing polycall throws ERR_POLYCALL_NATIVE_UNAVAILABLE naming npx polycall-build; polycall --help still works')
+if (args.has('--from-source')) {
+  // With the machine's own PATH (Rust on it): the sources in the tarball must build.
+  const started = performance.now()
+  const built = spawnSync(npx, ['--no-install', 'polycall-build'], { cwd: bare, encoding: 'utf8', env: { ...env, PATH: process.env.PATH } })
+  check(built.status === 0, `npx polycall-build failed:\n${built.stdout}\n${built.stderr}`)
+  const loaded = sh('node', ['--input-type=module', '-e', probeScript], { cwd: bare, env }).trim()
+  check(loaded === `loaded ${0x06b43def}`, `after npx polycall-build: ${loaded}`)
+  const leftover = existsSync(join(bare, 'node_modules', 'polycall', 'target'))
+  check(!leftover, 'npx polycall-build left its cargo target/ directory in the package')
+  note(`npx polycall-build from the tarball's sources: built and loaded in ${((performance.now() - started) / 1000).toFixed(0)} s, no target/ left behind`)
+}
 
 // ---------------------------------------------------------------- 4. consumer type check
 step('consumer type check: strict, skipLibCheck off, node16 and bundler resolution')
