@@ -236,7 +236,7 @@ test('without a native addon, --help and --version still work and a command name
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   cpSync(join(root, 'package.json'), join(dir, 'package.json'))
   cpSync(join(root, 'dist'), join(dir, 'dist'), { recursive: true })
-  symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'), 'dir')
+  symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'), process.platform === 'win32' ? 'junction' : 'dir')
   const bare = async (...args: string[]): Promise<Result> => {
     try {
       const env = { ...process.env, POLYCALL_NATIVE_PATH: '' }

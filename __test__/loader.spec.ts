@@ -21,7 +21,7 @@ function makePackage(t: import('ava').ExecutionContext): string {
   // so that a test can add a per-platform package beside them.
   mkdirSync(join(dir, 'node_modules'))
   for (const entry of readdirSync(join(root, 'node_modules'))) {
-    if (!entry.startsWith('.')) symlinkSync(join(root, 'node_modules', entry), join(dir, 'node_modules', entry), 'dir')
+    if (!entry.startsWith('.')) symlinkSync(join(root, 'node_modules', entry), join(dir, 'node_modules', entry), process.platform === 'win32' ? 'junction' : 'dir')
   }
   return dir
 }
