@@ -1,6 +1,6 @@
 /**
  * PolyCallClient: one connection to a PolyCall server, many requests in flight on it,
- * correlated by sequence number (PROTOCOL.md §5), each bounded by a timeout and an AbortSignal,
+ * correlated by sequence number (docs/protocol.md §5), each bounded by a timeout and an AbortSignal,
  * with reconnection (exponential backoff with jitter) and retries of idempotent calls. The wire
  * protocol (v1 or PCR1) is an adapter; everything else is shared.
  * @packageDocumentation
@@ -23,6 +23,7 @@ import { Deadlines, type Expiring } from '../core/deadlines.js'
 import { channels } from '../core/diagnostics.js'
 import { TypedEmitter } from '../core/emitter.js'
 import { ErrorCode, PolyCallError, invalidArgument, isPolyCallError } from '../core/errors.js'
+import { checkOptionKeys, optionKeys } from '../core/options.js'
 import { SequenceTable } from '../core/sequence-table.js'
 import { LatencyHistogram, type LatencySummary } from '../core/stats.js'
 import { Connection } from '../network/connection.js'
@@ -45,13 +46,13 @@ export interface ClientTlsOptions extends TlsConnectionOptions {
 
 /** Reconnection policy: delay = min(initialDelay × multiplier^attempt, maxDelay) ± jitter. */
 export interface ReconnectOptions {
-  /** @defaultValue 1000 */
+  /** Milliseconds before the first attempt. @defaultValue 1000 */
   initialDelay?: number | undefined
-  /** @defaultValue 1.6 */
+  /** Factor between one attempt's delay and the next. @defaultValue 1.6 */
   multiplier?: number | undefined
   /** Fraction of the delay added or removed at random. @defaultValue 0.2 */
   jitter?: number | undefined
-  /** @defaultValue 120000 */
+  /** The longest delay between attempts, in milliseconds. @defaultValue 120000 */
   maxDelay?: number | undefined
   /** Attempts in a row before giving up (calls waiting get `ERR_POLYCALL_CONNECT_FAILED`). @defaultValue Infinity */
   maxAttempts?: number | undefined
@@ -59,8 +60,9 @@ export interface ReconnectOptions {
 
 /** Options of {@link PolyCallClient}. */
 export interface ClientOptions {
-  /** @defaultValue '127.0.0.1' */
+  /** The server's host name or address. @defaultValue '127.0.0.1' */
   host?: string | undefined
+  /** The server's port. */
   port: number
   /**
    * Wire protocol: `'v1'` (LibPolyCall v1) or `'pcr1'` (the upstream runtime's polycall_rpc v1,
@@ -110,6 +112,25 @@ export interface ClientOptions {
   dial?: (() => Promise<Socket>) | undefined
 }
 
+/** @internal Every key of {@link ClientOptions}: others are refused. */
+const CLIENT_OPTION_KEYS = optionKeys<ClientOptions>()([
+  'host',
+  'port',
+  'protocol',
+  'tls',
+  'timeout',
+  'connectTimeout',
+  'credentials',
+  'reconnect',
+  'maxInFlight',
+  'heartbeatInterval',
+  'legacy',
+  'codec',
+  'callerStacks',
+  'sequenceStart',
+  'dial',
+])
+
 /** Options of {@link PolyCallClient.request}. */
 export interface RequestOptions extends CallOptions {
   /**
@@ -139,19 +160,61 @@ export interface RequestOptions extends CallOptions {
 
 /** What {@link PolyCallClient.stats} returns. */
 export interface ClientStats {
+  /** A connection is established and ready for requests. */
   connected: boolean
+  /** The server is a legacy peer (no capability bits): JSON payloads, one request at a time. */
   legacy: boolean
+  /** The capability bits both sides agreed on ({@link Capability}). */
   capabilities: number
+  /** Connections re-established after a loss. */
   reconnects: number
-  requests: { total: number; inFlight: number; queued: number; succeeded: number; failed: number; timedOut: number; aborted: number; retried: number }
+  /** Request counters since the client was made. */
+  requests: {
+    /** Requests made. */
+    total: number
+    /** Requests written and awaiting a reply. */
+    inFlight: number
+    /** Requests waiting for room in flight or for a connection. */
+    queued: number
+    /** Requests answered with a result. */
+    succeeded: number
+    /** Requests answered with an error or lost with their connection. */
+    failed: number
+    /** Requests whose timeout elapsed. */
+    timedOut: number
+    /** Requests whose signal aborted them. */
+    aborted: number
+    /** Idempotent requests sent again after a reconnection. */
+    retried: number
+  }
+  /** Round-trip latency of answered requests, in milliseconds. */
   latency: LatencySummary
 }
 
 /** Lifecycle events of {@link PolyCallClient}. */
 export interface ClientEvents {
-  connect: [info: { legacy: boolean; capabilities: number }]
+  /** A connection is ready: the handshake (and AUTH, with credentials) completed. */
+  connect: [
+    info: {
+      /** The server is a legacy peer. */
+      legacy: boolean
+      /** The capability bits both sides agreed on. */
+      capabilities: number
+    },
+  ]
+  /** The connection closed; `error` says why when it was not a close of ours. */
   disconnect: [error: PolyCallError | undefined]
-  reconnecting: [info: { attempt: number; delay: number; error: PolyCallError }]
+  /** A reconnection attempt is scheduled. */
+  reconnecting: [
+    info: {
+      /** Attempts in a row so far, from 1. */
+      attempt: number
+      /** Milliseconds until this attempt. */
+      delay: number
+      /** Why the connection was lost or the last attempt failed. */
+      error: PolyCallError
+    },
+  ]
   /** A reply whose sequence matches no pending call (late, or unsolicited; on PCR1 also a reply of the other kind). */
   unsolicited: [frame: WireFrame]
   /** close() finished or destroy() was called. */
@@ -168,6 +231,11 @@ export interface ControlOptions extends CallOptions {
   /** The runtime's auth token (needed by `shutdown`). Never logged or published. */
   authToken?: string | undefined
 }
+
+/** @internal Every key of the call options: others are refused. */
+const REQUEST_OPTION_KEYS = optionKeys<RequestOptions>()(['signal', 'timeout', 'idempotent', 'deadline'])
+/** @internal */
+const CONTROL_OPTION_KEYS = optionKeys<ControlOptions>()(['signal', 'timeout', 'authToken'])
 
 class Call implements PendingCall, Expiring {
   sequence = 0
@@ -285,7 +353,9 @@ function spkiHash(socket: TLSSocket): string {
  * ```
  */
 export class PolyCallClient extends TypedEmitter<ClientEvents> {
+  /** The server's host name or address. */
   readonly host: string
+  /** The server's port. */
   readonly port: number
   /** The wire protocol this client speaks. */
   readonly protocol: 'v1' | 'pcr1'
@@ -345,6 +415,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
   constructor(options: ClientOptions) {
     super()
     if (!options || typeof options !== 'object') throw invalidArgument('options must be an object')
+    checkOptionKeys(options, CLIENT_OPTION_KEYS, 'ClientOptions')
     const protocol = options.protocol ?? 'v1'
     if (protocol !== 'v1' && protocol !== 'pcr1') throw invalidArgument(`unsupported protocol ${String(protocol)}`)
     this.protocol = protocol
@@ -567,6 +638,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
     let timeout: number | undefined
     const parent = options.deadline
     try {
+      if (options !== NO_OPTIONS) checkOptionKeys(options, kind === 'control' ? CONTROL_OPTION_KEYS : REQUEST_OPTION_KEYS, kind === 'control' ? 'ControlOptions' : 'RequestOptions')
       signal = checkSignal(options.signal)
       timeout = options.timeout === undefined ? this.#timeout : checkTimeout(options.timeout)
       if (parent !== undefined && (typeof parent !== 'number' || Number.isNaN(parent))) {

@@ -1,5 +1,5 @@
 /**
- * Payload conventions per connection, chosen by the handshake (PROTOCOL.md §3-§4).
+ * Payload conventions per connection, chosen by the handshake (docs/protocol.md §3-§4).
  *
  * - **Legacy peers** (an empty or 4-byte hello, or a long form without capability bits:
  *   node-polycall, go-polycall, the C library) get the reference conventions: COMMAND is UTF-8
@@ -24,10 +24,10 @@ export const Capability = {
   Heartbeat: 0x0004,
 } as const
 
-/** Every capability this version implements. */
+/** @internal Every capability this version implements. */
 export const SUPPORTED_CAPABILITIES = Capability.Msgpack | Capability.Cancel | Capability.Heartbeat
 
-/** A decoded COMMAND. */
+/** @internal A decoded COMMAND. */
 export interface CommandPayload {
   command: string
   data: unknown
@@ -35,7 +35,7 @@ export interface CommandPayload {
   timeout?: number
 }
 
-/** A decoded ERROR. */
+/** @internal A decoded ERROR. */
 export interface ErrorPayload {
   code: string
   message: string
@@ -55,7 +55,7 @@ export interface PayloadCodec {
 
 const badRequest = (message: string, cause?: unknown) => new PolyCallError(ErrorCode.BAD_REQUEST, message, { cause })
 
-/** Text and JSON from C peers may end in one NUL (PROTOCOL.md §10.14). */
+/** Text and JSON from C peers may end in one NUL (docs/protocol.md §10.14). */
 function stripNul(payload: Buffer): Buffer {
   return payload.length > 0 && payload[payload.length - 1] === 0 ? payload.subarray(0, payload.length - 1) : payload
 }
@@ -81,7 +81,7 @@ function readCommand(payload: Buffer): CommandPayload | undefined {
   return { command, data, timeout }
 }
 
-/** msgpack for polycall peers: COMMAND `[command, data, timeoutMs?]`, ERROR `{code, message, data?}`. */
+/** @internal msgpack for polycall peers: COMMAND `[command, data, timeoutMs?]`, ERROR `{code, message, data?}`. */
 export const msgpackCodec: PayloadCodec = {
   name: 'msgpack',
   encodeCommand(command, data, timeout) {
@@ -126,7 +126,7 @@ export const msgpackCodec: PayloadCodec = {
   },
 }
 
-/** The reference conventions for legacy peers. */
+/** @internal The reference conventions for legacy peers. */
 export const jsonCodec: PayloadCodec = {
   name: 'json',
   encodeCommand(command, data, timeout) {
@@ -177,7 +177,7 @@ export const jsonCodec: PayloadCodec = {
   },
 }
 
-/** Credentials travel as UTF-8 JSON for every peer (PROTOCOL.md §3.1). @internal */
+/** Credentials travel as UTF-8 JSON for every peer (docs/protocol.md §3.1). @internal */
 export function encodeCredentials(credentials: unknown): Buffer {
   return Buffer.from(JSON.stringify(credentials ?? {}))
 }
