@@ -91,10 +91,10 @@ export interface BindingStateInfo {
  */
 export declare function buildHandshake(flags: number, maxInFlight?: number | undefined | null): Buffer
 
-/** Checksum of `data` (PROTOCOL.md §2). */
+/** Checksum of `data` (docs/protocol.md §2). */
 export declare function checksum(data: Uint8Array): number
 
-/** The C library's state checksum for the NULL-action LP64 layout (PROTOCOL.md §9.1). */
+/** The C library's state checksum for the NULL-action LP64 layout (docs/protocol.md §9.1). */
 export declare function cStateChecksum(name: string, isFinal: boolean, id: number): number
 
 /** Bytes held for an unfinished frame. */
@@ -143,14 +143,14 @@ export declare function encodePcr1(kind: number, corr: number, payload: Uint8Arr
 /** Inspects `bytes` as one frame; throws `ERR_POLYCALL_TRUNCATED_HEADER` under 16 bytes. */
 export declare function inspectFrame(bytes: Uint8Array): BindingInspection
 
-/** node-polycall's state checksum of a JSON text (PROTOCOL.md §9.2). */
+/** node-polycall's state checksum of a JSON text (docs/protocol.md §9.2). */
 export declare function nodeStateChecksum(json: string): number
 
-/** Parses a HANDSHAKE payload (PROTOCOL.md §4); `strict` refuses an empty payload. */
+/** Parses a HANDSHAKE payload (docs/protocol.md §4); `strict` refuses an empty payload. */
 export declare function parseHandshake(payload: Uint8Array, strict: boolean): BindingHandshake
 
 /**
- * The session machine's tables (PROTOCOL.md §6): 6 edge masks (`1 << state`), then 6 server
+ * The session machine's tables (docs/protocol.md §6): 6 edge masks (`1 << state`), then 6 server
  * and 6 client accepted-frame masks (`1 << type`), each indexed by state.
  */
 export declare function sessionTables(): Array<number>

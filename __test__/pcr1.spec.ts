@@ -1,4 +1,4 @@
-// PCR1 in both directions, against a peer written from PROTOCOL-PCR1.md's byte layouts.
+// PCR1 in both directions, against a peer written from docs/protocol.md (PCR1)'s byte layouts.
 import test from 'ava'
 import { once } from 'node:events'
 import { ErrorCode, PolyCallClient, PolyCallServer, type PolyCallError } from '../ts/index.js'

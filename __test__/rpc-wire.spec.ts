@@ -1,4 +1,4 @@
-// The v1 wire as other implementations speak it: byte-level peers built from PROTOCOL.md §3-§5,
+// The v1 wire as other implementations speak it: byte-level peers built from docs/protocol.md §3-§5,
 // legacy conventions, bad input, slow peers, heartbeats and sequence wraparound.
 import test from 'ava'
 import { once } from 'node:events'

@@ -6,7 +6,7 @@ const TYPES = [MessageType.Handshake, MessageType.Auth, MessageType.Command, Mes
 const { Init, Handshake, Auth, Ready, Error: Failed, Closed } = SessionState
 const M = MessageType
 
-/** Expected tables, written out by hand (PROTOCOL.md §6 plus the fail/close edges). */
+/** Expected tables, written out by hand (docs/protocol.md §6 plus the fail/close edges). */
 const EDGES: Record<SessionState, SessionState[]> = {
   [Init]: [Handshake, Failed, Closed],
   [Handshake]: [Auth, Failed, Closed],

@@ -9,7 +9,7 @@ import {
 } from '../ts/index.js'
 import { demoMachine } from '../ts/demo/service.js'
 
-/** The C library's demo machine (PROTOCOL.md §9.1). */
+/** The C library's demo machine (docs/protocol.md §9.1). */
 function demo(t: ExecutionContext, options?: StateMachineOptions): StateMachine {
   const sm = demoMachine(options)
   t.teardown(() => sm.free())

@@ -11,7 +11,7 @@ function server(t: import('ava').ExecutionContext, options: ConstructorParameter
 }
 
 test('a client and a server talk in memory: handshake, auth, middleware, errors, pipelining', async (t) => {
-  const s = server(t, { requireAuth: true, authenticate: (c) => ({ user: (c as { u: string }).u }) })
+  const s = server(t, { requireAuth: true, authenticate: (c: unknown) => ({ user: (c as { u: string }).u }) })
   const seen: string[] = []
   s.use(async (ctx, next) => {
     seen.push(ctx.command)

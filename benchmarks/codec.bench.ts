@@ -2,7 +2,8 @@
  * Codec benchmark: polycall's native-backed codec against a careful pure-TS codec
  * (benchmarks/pure-ts-codec.ts), same data, rotated run order, outputs asserted identical.
  * Every row runs in a fresh Node process so one row's JIT state cannot skew the next.
- * Run: npm run bench (add --quick for a short smoke run). Writes benchmarks/results/codec.md.
+ * Run: npm run bench (add --quick for a short smoke run); with --write (not with --quick) it
+ * updates benchmarks/results/codec.md.
  */
 import { execFileSync } from 'node:child_process'
 import { deepStrictEqual } from 'node:assert'
@@ -208,5 +209,5 @@ fall back to the serial loop.
 
 ${table(['input', 'native', 'pure TS', 'ratio'], checksumRows)}
 `
-  console.log(`\nwrote ${writeResult('codec.md', md)}`)
+  console.log(`\n${writeResult('codec.md', md)}`)
 }

@@ -27,11 +27,14 @@ export function table(header: string[], rows: (string | number)[][]): string {
 }
 
 export function writeResult(name: string, markdown: string): string {
+  // Committed figures change only on purpose: a plain run (or a --quick one) prints and keeps them.
+  if (!process.argv.includes('--write')) return `benchmarks/results/${name} not written (pass --write to update it)`
+  if (process.argv.includes('--quick')) return `benchmarks/results/${name} not written: a --quick run never is`
   const dir = new URL('./results/', import.meta.url)
   mkdirSync(dir, { recursive: true })
   const file = new URL(name, dir)
   writeFileSync(file, markdown)
-  return file.pathname
+  return `wrote ${file.pathname}`
 }
 
 /** Deterministic pseudo-random bytes (xorshift32), like real binary or compressed payloads. */

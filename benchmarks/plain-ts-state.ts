@@ -1,5 +1,5 @@
 /**
- * A plain-TypeScript state machine with the same rules as polycall's StateMachine (PROTOCOL.md
+ * A plain-TypeScript state machine with the same rules as polycall's StateMachine (docs/protocol.md
  * §9.2 as polycall applies it): transitions keyed `from -> to`, fired only from their source;
  * check order (no current state, final source, missing transition, self-transition, locked
  * source, locked target, guard); strict locks; history capped at `maxHistory`; the same limits

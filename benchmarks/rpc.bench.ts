@@ -5,8 +5,9 @@
  * response before sending the next), with 32-byte payloads echoed back and checked. A second
  * part opens 1,000 idle connections and measures the server's RSS growth per connection.
  *
- * Run: npm run bench:rpc. Writes benchmarks/results/rpc.md and benchmarks/results/rpc.svg.
+ * Run: npm run bench:rpc; with --write it updates benchmarks/results/rpc.md and rpc.svg.
  * Options (--quick and the subset options print results but write nothing):
+ *   --write              update the committed results (a complete, non-quick run only)
  *   --quick              ~0.5 s per cell, 100 idle connections: a smoke run for CI
  *   --only polycall,raw  a subset of polycall, pcr1, raw, grpc
  *   --in-flight 1,128    other concurrencies
@@ -1067,8 +1068,8 @@ ${targetsNote}
 
 All systems together: ${totalFailed} failed requests. The whole run took ${fmt(elapsed, 0)} s.
 `
-    console.log(`\nwrote ${writeResult('rpc.md', md)}`)
-    console.log(`wrote ${writeResult('rpc.svg', svgChart(best, 'Echo RPC over loopback, 32-byte payloads', `best of ${REPS} repetitions; client and server in separate processes; see rpc.md`))}`)
+    console.log(`\n${writeResult('rpc.md', md)}`)
+    console.log(`${writeResult('rpc.svg', svgChart(best, 'Echo RPC over loopback, 32-byte payloads', `best of ${REPS} repetitions; client and server in separate processes; see rpc.md`))}`)
   }
   if (totalFailed > 0) {
     console.error(`${totalFailed} requests failed`)

@@ -2,8 +2,8 @@
  * State-machine benchmark: polycall's StateMachine (rules, history and counters in the Rust
  * core) against a plain-TS implementation of the same rules (benchmarks/plain-ts-state.ts), in
  * the same run, rotated order, outputs asserted identical first. Every row runs in a fresh Node
- * process. Run: npm run bench:state (add --quick for a short smoke run). Writes
- * benchmarks/results/state.md.
+ * process. Run: npm run bench:state (add --quick for a short smoke run); with --write (not with
+ * --quick) it updates benchmarks/results/state.md.
  */
 import { deepStrictEqual, strictEqual } from 'node:assert'
 import { execFileSync } from 'node:child_process'
@@ -231,5 +231,5 @@ polycall serialises in Rust and hands one JSON string across; restore takes one 
 verifies the machine checksum, every state checksum, names, limits and references before it
 changes anything. The plain-TS side builds objects and checks only the checksums.
 `
-  console.log(`\nwrote ${writeResult('state.md', md)}`)
+  console.log(`\n${writeResult('state.md', md)}`)
 }

@@ -70,5 +70,14 @@ const clientStats = client.stats()
 await client.close()
 await server.close()
 const s = server.stats()
-console.log(`   client: ${clientStats.requests.succeeded} succeeded, ${clientStats.requests.failed} failed, p50 ${clientStats.latency.p50} ms`)
-console.log(`   server: ${s.requests.total} requests, ${s.connections.total} connection(s), closed cleanly`)
+const c = clientStats.requests
+console.log(`   client: ${c.total} requests, ${c.succeeded} succeeded, ${c.failed} failed, p50 ${clientStats.latency.p50} ms`)
+console.log(`   server: ${s.requests.total} requests, ${s.requests.succeeded} succeeded, ${s.requests.failed} failed, ${s.connections.total} connection(s), closed cleanly`)
+// The server counts what reached its handlers; a command the session refused (the one sent
+// before authenticating) never did.
+const refused = c.total - s.requests.total
+console.log(
+  refused === 0
+    ? '   the totals agree'
+    : `   the totals differ by ${refused}: the session refused ${refused === 1 ? 'the command' : `${refused} commands`} sent before authenticating, before any handler saw ${refused === 1 ? 'it' : 'them'}`,
+)

@@ -1,5 +1,5 @@
 /**
- * The C library's demo state machine (PROTOCOL.md §9.1), driven through its transitions:
+ * The C library's demo state machine (docs/protocol.md §9.1), driven through its transitions:
  * INIT, READY, RUNNING, PAUSED and the final ERROR, with `to_ready`, `to_running`, `to_paused`,
  * `pause_to_running` and `to_error`. Prints each step, the refusals (with their code and the C
  * library's errno), the history, the states' checksums and a snapshot, then restores the

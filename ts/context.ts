@@ -10,42 +10,72 @@ import type { ServerOptions } from './server/options.js'
 import { PolyCallServer } from './server/server.js'
 import { StateMachine, type StateMachineOptions } from './state/machine.js'
 import { ErrorCode, PolyCallError, invalidArgument } from './core/errors.js'
+import { checkOptionKeys, optionKeys } from './core/options.js'
 
 /** Where a context sends what happens to the things it owns. Every method is optional. */
 export interface Logger {
+  /** Detail for debugging. */
   debug?(message: string, fields?: Record<string, unknown>): void
+  /** Connections made. */
   info?(message: string, fields?: Record<string, unknown>): void
+  /** Disconnections and reconnection attempts. */
   warn?(message: string, fields?: Record<string, unknown>): void
+  /** Server errors (handler failures peers see as `ERR_POLYCALL_INTERNAL`) and failed closes. */
   error?(message: string, fields?: Record<string, unknown>): void
 }
 
 /** Server limits a context applies unless a server's own options say otherwise. */
 export interface ContextLimits {
+  /** See {@link ServerOptions.maxConnections}. @defaultValue the server's default */
   maxConnections?: number
+  /** See {@link ServerOptions.maxPayload}. @defaultValue the server's default */
   maxPayload?: number
+  /** See {@link ServerOptions.maxInFlight}. @defaultValue the server's default */
   maxInFlight?: number
+  /** See {@link ServerOptions.handshakeTimeout}. @defaultValue the server's default */
   handshakeTimeout?: number
+  /** See {@link ServerOptions.idleTimeout}. @defaultValue the server's default */
   idleTimeout?: number
+  /** See {@link ServerOptions.heartbeatInterval}. @defaultValue the server's default */
   heartbeatInterval?: number
+  /** See {@link ServerOptions.stallTimeout}. @defaultValue the server's default */
   stallTimeout?: number
+  /** See {@link ServerOptions.requestTimeout}. @defaultValue the server's default */
   requestTimeout?: number
 }
 
 /** Options of {@link createContext}. */
 export interface ContextOptions {
-  /** Default request timeout of clients (ms). */
+  /** Default request timeout of clients (ms). @defaultValue the client's default, 5000 */
   timeout?: number
-  /** Default connect timeout of clients (ms). */
+  /** Default connect timeout of clients (ms). @defaultValue the client's default, 10000 */
   connectTimeout?: number
-  /** Default reconnection policy of clients. */
+  /** Default reconnection policy of clients. @defaultValue the client's default */
   reconnect?: ReconnectOptions | boolean
-  /** Default payload codec of clients towards polycall servers. */
+  /** Default payload codec of clients towards polycall servers. @defaultValue 'msgpack' */
   codec?: 'msgpack' | 'json'
-  /** Default server limits. */
+  /** Default server limits. @defaultValue none: each server's own defaults */
   limits?: ContextLimits
-  /** Receives connection, reconnection and server error reports. Credentials never appear. */
+  /**
+   * Receives connection, reconnection and server error reports. Credentials never appear.
+   * @defaultValue none (servers then log handler errors to stderr themselves)
+   */
   logger?: Logger
 }
+
+/** @internal Every key of {@link ContextOptions} and {@link ContextLimits}: others are refused. */
+const CONTEXT_OPTION_KEYS = optionKeys<ContextOptions>()(['timeout', 'connectTimeout', 'reconnect', 'codec', 'limits', 'logger'])
+/** @internal */
+const CONTEXT_LIMIT_KEYS = optionKeys<ContextLimits>()([
+  'maxConnections',
+  'maxPayload',
+  'maxInFlight',
+  'handshakeTimeout',
+  'idleTimeout',
+  'heartbeatInterval',
+  'stallTimeout',
+  'requestTimeout',
+])
 
 /** Anything a context can own. */
 interface Owned {
@@ -75,6 +105,8 @@ export class Context {
   /** @param options - defaults and logging */
   constructor(options: ContextOptions = {}) {
     if (options === null || typeof options !== 'object') throw invalidArgument('context options must be an object')
+    checkOptionKeys(options, CONTEXT_OPTION_KEYS, 'ContextOptions')
+    checkOptionKeys(options.limits, CONTEXT_LIMIT_KEYS, 'ContextOptions.limits')
     this.#options = options
   }
 
@@ -128,10 +160,14 @@ export class Context {
     const server = new PolyCallServer({
       ...this.#options.limits,
       ...options,
-      onError: (error, ctx) => {
-        log?.error?.('polycall server error', { error, command: ctx?.command })
-        userOnError?.(error, ctx)
-      },
+      // Without a logger or a handler of its own, the server's default (a line on stderr) applies.
+      onError:
+        log?.error || userOnError
+          ? (error, ctx) => {
+              log?.error?.('polycall server error', { error, command: ctx?.command })
+              userOnError?.(error, ctx)
+            }
+          : undefined,
     })
     this.#own({ kind: 'server', close: () => server.close() }, server, 'close')
     return server
@@ -152,9 +188,22 @@ export class Context {
   /**
    * Hands any closable resource to the context: it is closed with the rest.
    *
+   * @typeParam T - anything with `close()` or `[Symbol.asyncDispose]()`
+   * @param resource - the resource
    * @returns the resource
+   * @throws `ERR_POLYCALL_CLOSED` once the context is closed
    */
-  track<T extends { close(): unknown } | { [Symbol.asyncDispose](): PromiseLike<void> }>(resource: T): T {
+  track<
+    T extends
+      | {
+          /** Closes the resource (awaited when it returns a promise). */
+          close(): unknown
+        }
+      | {
+          /** Closes the resource. */
+          [Symbol.asyncDispose](): PromiseLike<void>
+        },
+  >(resource: T): T {
     this.#open()
     const close =
       'close' in resource && typeof resource.close === 'function'

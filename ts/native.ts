@@ -3,14 +3,19 @@
  * into a {@link PolyCallError}.
  *
  * Search order, first hit wins:
- *  1. `POLYCALL_NATIVE_PATH`: an explicit path to a `.node` file (an error if it does not load);
- *  2. a local build in the package root, `polycall.<platform>-<arch>[-<abi>].node`
- *     (what `npm run build` and the install script produce);
- *  3. `prebuilds/<platform>-<arch>/*.node` inside the package (prebuildify's layout);
- *  4. the napi-rs per-platform package (`polycall-<platform>-<arch>[-<abi>]`) through the
- *     generated `binding.cjs` loader.
+ *  1. `POLYCALL_NATIVE_PATH`: an explicit path to a `.node` file (an error if it does not load,
+ *     never a silent fallback);
+ *  2. a local build in the package root, `polycall.<platform>-<arch>[-<abi>].node` (what
+ *     `npm run build:native` in a clone and `npx polycall-build` in an installed package write);
+ *  3. the per-platform package `polycall-<platform>-<arch>[-<abi>]` that npm installs from the
+ *     package's `optionalDependencies` (the registry release), at the same version;
+ *  4. `prebuilds/<platform>-<arch>/*.node` inside the package (prebuildify's layout and
+ *     node-gyp-build's tags, e.g. `node.napi.glibc.node`: the single-tarball offline release).
  *
- * @internal
+ * Loading never runs a build and never touches the network; building from source is the
+ * explicit step the error names.
+ *
+ * Internal module: not exported from the package entry points.
  * @packageDocumentation
  */
 import { existsSync, readFileSync, readdirSync } from 'node:fs'
@@ -25,7 +30,10 @@ export const PACKAGE_ROOT = fileURLToPath(new URL('..', import.meta.url))
 
 const require = createRequire(import.meta.url)
 
-function libc(): 'gnu' | 'musl' | undefined {
+type NativeBinding = typeof Binding
+type Libc = 'gnu' | 'musl' | undefined
+
+function libc(): Libc {
   if (process.platform !== 'linux') return undefined
   try {
     if (readFileSync('/usr/bin/ldd', 'utf8').includes('musl')) return 'musl'
@@ -37,23 +45,49 @@ function libc(): 'gnu' | 'musl' | undefined {
 }
 
 /** napi-rs's platform triple for this process, e.g. `linux-x64-gnu`, `darwin-arm64`, `win32-x64-msvc`. */
-function platformTriple(c: string | undefined): string {
+function platformTriple(c: Libc): string {
   const abi = process.platform === 'win32' ? 'msvc' : c
   return [process.platform, process.arch, abi].filter(Boolean).join('-')
 }
 
-function prebuildCandidates(c: string | undefined): string[] {
-  const dir = join(PACKAGE_ROOT, 'prebuilds', `${process.platform}-${process.arch}`)
-  if (!existsSync(dir)) return []
-  const files = readdirSync(dir).filter((f) => f.endsWith('.node'))
-  const otherLibc = c === 'musl' ? 'glibc' : 'musl'
-  // prebuildify tags: `<name>.napi.glibc.node`, `<name>.musl.node`, ...; skip the other libc.
-  const usable = files.filter((f) => !f.split('.').includes(otherLibc))
-  const score = (f: string) => (c && f.split('.').includes(c === 'gnu' ? 'glibc' : 'musl') ? 0 : 1)
-  return usable.sort((a, b) => score(a) - score(b)).map((f) => join(dir, f))
+/** The version of this package, which a per-platform package must match exactly. */
+function ownVersion(): string | undefined {
+  try {
+    return (JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version?: string }).version
+  } catch {
+    return undefined
+  }
 }
 
-type NativeBinding = typeof Binding
+/**
+ * The `.node` files of `prebuilds/<platform>-<arch>/` this process can load, most specific
+ * first. node-gyp-build's tag rules: a `glibc`/`musl` tag must match this libc, an `abi<N>` tag
+ * this Node's module ABI unless `napi` is also present, and a runtime tag other than `node`
+ * rules the file out.
+ */
+function prebuildCandidates(c: Libc): string[] {
+  const dir = join(PACKAGE_ROOT, 'prebuilds', `${process.platform}-${process.arch}`)
+  if (!existsSync(dir)) return []
+  const wantLibc = c === 'musl' ? 'musl' : c === 'gnu' ? 'glibc' : undefined
+  const usable: { file: string; specificity: number }[] = []
+  for (const file of readdirSync(dir)) {
+    const tags = file.split('.')
+    if (tags.pop() !== 'node') continue
+    let specificity = 0
+    let ok = true
+    for (const tag of tags) {
+      if (tag === 'glibc' || tag === 'musl') ok &&= tag === wantLibc
+      else if (tag === 'electron' || tag === 'node-webkit') ok = false
+      else if (/^abi\d+$/.test(tag)) ok &&= tags.includes('napi') || tag === `abi${process.versions.modules}`
+      else if (tag !== 'node' && tag !== 'napi' && !/^(uv|armv)\d+$/.test(tag)) continue
+      specificity++
+    }
+    if (ok) usable.push({ file: join(dir, file), specificity })
+  }
+  return usable.sort((a, b) => b.specificity - a.specificity).map((u) => u.file)
+}
+
+const firstLine = (e: unknown): string => String((e as Error)?.message ?? e).split('\n')[0]!
 
 function load(): NativeBinding {
   const override = process.env['POLYCALL_NATIVE_PATH']
@@ -63,7 +97,7 @@ function load(): NativeBinding {
     } catch (cause) {
       throw new PolyCallError(
         ErrorCode.NATIVE_UNAVAILABLE,
-        `POLYCALL_NATIVE_PATH=${override} could not be loaded: ${(cause as Error).message}`,
+        `POLYCALL_NATIVE_PATH=${override} could not be loaded: ${firstLine(cause)}`,
         { cause },
       )
     }
@@ -71,28 +105,54 @@ function load(): NativeBinding {
   const c = libc()
   const triple = platformTriple(c)
   const tried: string[] = []
-  const candidates = [join(PACKAGE_ROOT, `polycall.${triple}.node`), ...prebuildCandidates(c)]
-  for (const file of candidates) {
-    if (!existsSync(file)) continue
+
+  const local = join(PACKAGE_ROOT, `polycall.${triple}.node`)
+  if (existsSync(local)) {
+    try {
+      return require(local) as NativeBinding
+    } catch (e) {
+      tried.push(`${local}: ${firstLine(e)}`)
+    }
+  } else tried.push(`${local}: not built`)
+
+  const pkg = `polycall-${triple}`
+  let pkgJson: string | undefined
+  try {
+    pkgJson = require.resolve(`${pkg}/package.json`)
+  } catch {
+    tried.push(`the package ${pkg}: not installed`)
+  }
+  if (pkgJson) {
+    const version = ownVersion()
+    const found = (JSON.parse(readFileSync(pkgJson, 'utf8')) as { version?: string }).version
+    if (version !== undefined && found !== version) {
+      tried.push(`the package ${pkg}: version ${String(found)}, polycall is ${version}`)
+    } else {
+      try {
+        return require(pkg) as NativeBinding
+      } catch (e) {
+        tried.push(`the package ${pkg}: ${firstLine(e)}`)
+      }
+    }
+  }
+
+  const prebuilds = prebuildCandidates(c)
+  for (const file of prebuilds) {
     try {
       return require(file) as NativeBinding
     } catch (e) {
-      tried.push(`${file}: ${(e as Error).message}`)
+      tried.push(`${file}: ${firstLine(e)}`)
     }
   }
-  try {
-    return require('../binding.cjs') as NativeBinding
-  } catch (e) {
-    tried.push(`polycall-${triple}: ${(e as Error).message.split('\n')[0]}`)
-  }
+  if (prebuilds.length === 0) tried.push(`prebuilds/${process.platform}-${process.arch}/: no file for this platform`)
+
+  const libcName = c === 'gnu' ? ' (glibc)' : c === 'musl' ? ' (musl)' : ''
   throw new PolyCallError(
     ErrorCode.NATIVE_UNAVAILABLE,
-    `No polycall native addon for ${process.platform}/${process.arch}${c ? ` (${c === 'gnu' ? 'glibc' : 'musl'})` : ''}. ` +
-      `Looked for POLYCALL_NATIVE_PATH, ${join(PACKAGE_ROOT, `polycall.${triple}.node`)}, ` +
-      `prebuilds/${process.platform}-${process.arch}/ and the package polycall-${triple}.` +
-      (tried.length ? ` Load errors: ${tried.join('; ')}.` : '') +
-      ` To build from source, install Rust stable (https://rustup.rs) and run \`npm run build\` in the package` +
-      ` (or \`npm rebuild polycall\`, approving its install script if your npm asks).`,
+    `No polycall native addon loads on ${process.platform}/${process.arch}${libcName}. Tried: ${tried.join('; ')}. ` +
+      `To build it from source, install Rust 1.95 or newer (https://rustup.rs) and run \`npx polycall-build\` ` +
+      `(or \`node ${join(PACKAGE_ROOT, 'scripts', 'build-native.mjs')}\`); ` +
+      `or point POLYCALL_NATIVE_PATH at a polycall .node file.`,
   )
 }
 

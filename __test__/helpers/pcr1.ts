@@ -1,5 +1,5 @@
 /**
- * A PCR1 peer written from the byte layouts of PROTOCOL-PCR1.md §1-§5, independent of
+ * A PCR1 peer written from the byte layouts of docs/protocol.md §P1-§P5, independent of
  * polycall's own codec: it builds headers with Buffer.writeUInt32BE and parses them by hand, so
  * the specs check polycall against the spec rather than against itself.
  */

@@ -1,6 +1,6 @@
 /**
  * PolyCallClient: one connection to a PolyCall server, many requests in flight on it,
- * correlated by sequence number (PROTOCOL.md §5), each bounded by a timeout and an AbortSignal,
+ * correlated by sequence number (docs/protocol.md §5), each bounded by a timeout and an AbortSignal,
  * with reconnection (exponential backoff with jitter) and retries of idempotent calls. The wire
  * protocol (v1 or PCR1) is an adapter; everything else is shared.
  * @packageDocumentation
@@ -23,6 +23,7 @@ import { Deadlines, type Expiring } from '../core/deadlines.js'
 import { channels } from '../core/diagnostics.js'
 import { TypedEmitter } from '../core/emitter.js'
 import { ErrorCode, PolyCallError, invalidArgument, isPolyCallError } from '../core/errors.js'
+import { checkOptionKeys, optionKeys } from '../core/options.js'
 import { SequenceTable } from '../core/sequence-table.js'
 import { acceptTrace, checkTrace, type TraceContext } from '../core/trace.js'
 import { LatencyHistogram, type LatencySummary } from '../core/stats.js'
@@ -47,13 +48,13 @@ export interface ClientTlsOptions extends TlsConnectionOptions {
 
 /** Reconnection policy: delay = min(initialDelay × multiplier^attempt, maxDelay) ± jitter. */
 export interface ReconnectOptions {
-  /** @defaultValue 1000 */
+  /** Milliseconds before the first attempt. @defaultValue 1000 */
   initialDelay?: number | undefined
-  /** @defaultValue 1.6 */
+  /** Factor between one attempt's delay and the next. @defaultValue 1.6 */
   multiplier?: number | undefined
   /** Fraction of the delay added or removed at random. @defaultValue 0.2 */
   jitter?: number | undefined
-  /** @defaultValue 120000 */
+  /** The longest delay between attempts, in milliseconds. @defaultValue 120000 */
   maxDelay?: number | undefined
   /** Attempts in a row before giving up (calls waiting get `ERR_POLYCALL_CONNECT_FAILED`). @defaultValue Infinity */
   maxAttempts?: number | undefined
@@ -61,8 +62,9 @@ export interface ReconnectOptions {
 
 /** Options of {@link PolyCallClient} with one server: `{ host, port }` and the shared options. */
 export interface ClientOptions extends ClientBaseOptions {
-  /** @defaultValue '127.0.0.1' */
+  /** The server's host name or address. @defaultValue '127.0.0.1' */
   host?: string | undefined
+  /** The server's port. */
   port: number
 }
 
@@ -118,6 +120,25 @@ export interface ClientBaseOptions {
   member?: PolyCallClient | undefined
 }
 
+/** @internal Every key of {@link ClientOptions}: others are refused. */
+const CLIENT_OPTION_KEYS = optionKeys<ClientOptions>()([
+  'host',
+  'port',
+  'protocol',
+  'tls',
+  'timeout',
+  'connectTimeout',
+  'credentials',
+  'reconnect',
+  'maxInFlight',
+  'heartbeatInterval',
+  'legacy',
+  'codec',
+  'callerStacks',
+  'sequenceStart',
+  'dial',
+])
+
 /** Options of {@link PolyCallClient.request}. */
 export interface RequestOptions extends CallOptions {
   /**
@@ -158,11 +179,34 @@ export interface RequestOptions extends CallOptions {
 
 /** What {@link PolyCallClient.stats} returns. */
 export interface ClientStats {
+  /** A connection is established and ready for requests. */
   connected: boolean
+  /** The server is a legacy peer (no capability bits): JSON payloads, one request at a time. */
   legacy: boolean
+  /** The capability bits both sides agreed on ({@link Capability}). */
   capabilities: number
+  /** Connections re-established after a loss. */
   reconnects: number
-  requests: { total: number; inFlight: number; queued: number; succeeded: number; failed: number; timedOut: number; aborted: number; retried: number }
+  /** Request counters since the client was made. */
+  requests: {
+    /** Requests made. */
+    total: number
+    /** Requests written and awaiting a reply. */
+    inFlight: number
+    /** Requests waiting for room in flight or for a connection. */
+    queued: number
+    /** Requests answered with a result. */
+    succeeded: number
+    /** Requests answered with an error or lost with their connection. */
+    failed: number
+    /** Requests whose timeout elapsed. */
+    timedOut: number
+    /** Requests whose signal aborted them. */
+    aborted: number
+    /** Idempotent requests sent again after a reconnection. */
+    retried: number
+  }
+  /** Round-trip latency of answered requests, in milliseconds. */
   latency: LatencySummary
   /** Per endpoint, for a client with several (`endpoints`); absent otherwise. */
   endpoints?: EndpointStats[]
@@ -170,16 +214,65 @@ export interface ClientStats {
 
 /** Lifecycle events of {@link PolyCallClient}. */
 export interface ClientEvents {
-  /** A connection is ready; with several endpoints, `endpoint` says which (`host:port`). */
-  connect: [info: { legacy: boolean; capabilities: number; endpoint?: string }]
+  /** A connection is ready: the handshake (and AUTH, with credentials) completed. */
+  connect: [
+    info: {
+      /** The server is a legacy peer. */
+      legacy: boolean
+      /** The capability bits both sides agreed on. */
+      capabilities: number
+      /** With several endpoints: which one (`host:port`). */
+      endpoint?: string
+    },
+  ]
+  /** The connection closed; `error` says why when it was not a close of ours; with several endpoints, `endpoint` says which. */
   disconnect: [error: PolyCallError | undefined, endpoint?: string]
-  reconnecting: [info: { attempt: number; delay: number; error: PolyCallError; endpoint?: string }]
+  /** A reconnection attempt is scheduled. */
+  reconnecting: [
+    info: {
+      /** Attempts in a row so far, from 1. */
+      attempt: number
+      /** Milliseconds until this attempt. */
+      delay: number
+      /** Why the connection was lost or the last attempt failed. */
+      error: PolyCallError
+      /** With several endpoints: which one (`host:port`). */
+      endpoint?: string
+    },
+  ]
   /** Several endpoints: one was ejected after `failures` failures in a row, for `duration` ms. */
-  eject: [info: { endpoint: string; failures: number; duration: number; ejections: number }]
+  eject: [
+    info: {
+      /** `host:port`. */
+      endpoint: string
+      /** Failures in a row that ejected it. */
+      failures: number
+      /** Milliseconds it stays ejected. */
+      duration: number
+      /** How often it has been ejected. */
+      ejections: number
+    },
+  ]
   /** Several endpoints: an ejected endpoint's time is up; it takes calls again. */
-  restore: [info: { endpoint: string }]
+  restore: [
+    info: {
+      /** `host:port`. */
+      endpoint: string
+    },
+  ]
   /** Several endpoints from a function: the list was read again (or could not be: `error`). */
-  endpoints: [info: { endpoints: string[]; added: string[]; removed: string[]; error?: PolyCallError }]
+  endpoints: [
+    info: {
+      /** The endpoints in use now. */
+      endpoints: string[]
+      /** Endpoints new in this read. */
+      added: string[]
+      /** Endpoints gone in this read (their calls in flight finish). */
+      removed: string[]
+      /** Why the read failed; the list stays as it was. */
+      error?: PolyCallError
+    },
+  ]
   /** A reply whose sequence matches no pending call (late, or unsolicited; on PCR1 also a reply of the other kind). */
   unsolicited: [frame: WireFrame]
   /** close() finished or destroy() was called. */
@@ -196,6 +289,11 @@ export interface ControlOptions extends CallOptions {
   /** The runtime's auth token (needed by `shutdown`). Never logged or published. */
   authToken?: string | undefined
 }
+
+/** @internal Every key of the call options: others are refused. */
+const REQUEST_OPTION_KEYS = optionKeys<RequestOptions>()(['signal', 'timeout', 'idempotent', 'deadline'])
+/** @internal */
+const CONTROL_OPTION_KEYS = optionKeys<ControlOptions>()(['signal', 'timeout', 'authToken'])
 
 class Call implements PendingCall, Expiring {
   sequence = 0
@@ -317,7 +415,9 @@ function spkiHash(socket: TLSSocket): string {
  * ```
  */
 export class PolyCallClient extends TypedEmitter<ClientEvents> {
+  /** The server's host name or address. */
   readonly host: string
+  /** The server's port. */
   readonly port: number
   /** The wire protocol this client speaks. */
   readonly protocol: 'v1' | 'pcr1'
@@ -387,6 +487,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
   constructor(options: ClientOptions | MultiEndpointOptions) {
     super()
     if (!options || typeof options !== 'object') throw invalidArgument('options must be an object')
+    checkOptionKeys(options, CLIENT_OPTION_KEYS, 'ClientOptions')
     const protocol = options.protocol ?? 'v1'
     if (protocol !== 'v1' && protocol !== 'pcr1') throw invalidArgument(`unsupported protocol ${String(protocol)}`)
     this.protocol = protocol
@@ -636,6 +737,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
     let trace: TraceContext | undefined
     const parent = options.deadline
     try {
+      if (options !== NO_OPTIONS) checkOptionKeys(options, kind === 'control' ? CONTROL_OPTION_KEYS : REQUEST_OPTION_KEYS, kind === 'control' ? 'ControlOptions' : 'RequestOptions')
       signal = checkSignal(options.signal)
       timeout = options.timeout === undefined ? this.#timeout : checkTimeout(options.timeout)
       if (parent !== undefined && (typeof parent !== 'number' || Number.isNaN(parent))) {

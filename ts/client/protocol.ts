@@ -2,6 +2,7 @@
  * What a client needs from a wire protocol: connection setup, how a call is framed, how a reply
  * is read, connection-level notices and cancellation. {@link v1ClientProtocol} speaks
  * LibPolyCall v1; the PCR1 adapter lives in ts/pcr1/client-protocol.ts.
+ * Internal module: not exported from the package entry points.
  * @packageDocumentation
  */
 import { ErrorCode, PolyCallError } from '../core/errors.js'
@@ -142,7 +143,7 @@ export const v1ClientProtocol: ClientProtocol = {
     if (caps & Capability.Heartbeat) {
       conn.startHeartbeat(setup.heartbeatInterval, sendHeartbeat)
     }
-    // Legacy peers read one frame per read: keep one call outstanding (PROTOCOL.md §10.1).
+    // Legacy peers read one frame per read: keep one call outstanding (docs/protocol.md §10.1).
     return caps === 0 ? 1 : limit
   },
 

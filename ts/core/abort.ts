@@ -4,6 +4,7 @@
  * A relative timeout becomes an absolute deadline once, where the call starts; retries and
  * hops reuse that deadline instead of restarting the clock. Deadlines use the monotonic clock
  * (`performance.now()`), so wall-clock jumps do not fire or delay them.
+ * Internal module: not exported from the package entry points.
  * @packageDocumentation
  */
 import { ErrorCode, PolyCallError, invalidArgument } from './errors.js'

@@ -7,7 +7,7 @@
  * timer waits for the earliest. A bucket is an array and each item remembers its slot, so adding
  * is a push and removing a swap with the last element (a Set's delete rehashes as it shrinks,
  * which showed up in profiles). A deadline fires at most one bucket late.
- * @internal
+ * Internal module: not exported from the package entry points.
  * @packageDocumentation
  */
 import { MAX_TIMER_DELAY, now } from './abort.js'

@@ -12,7 +12,7 @@
  * the caller unchanged.
  */
 export const ErrorCode = {
-  /** The stream ended with 1 to 15 header bytes buffered (PROTOCOL.md §8.1). */
+  /** The stream ended with 1 to 15 header bytes buffered (docs/protocol.md §8.1). */
   TRUNCATED_HEADER: 'ERR_POLYCALL_TRUNCATED_HEADER',
   /** The stream ended before the announced payload arrived. */
   TRUNCATED_PAYLOAD: 'ERR_POLYCALL_TRUNCATED_PAYLOAD',
@@ -62,6 +62,8 @@ export const ErrorCode = {
   UNAUTHENTICATED: 'ERR_POLYCALL_UNAUTHENTICATED',
   /** No route matches the command. */
   NOT_FOUND: 'ERR_POLYCALL_NOT_FOUND',
+  /** A route registered twice: the same path shape and method (or every method). */
+  DUPLICATE_ROUTE: 'ERR_POLYCALL_DUPLICATE_ROUTE',
   /** Request data failed the route's input schema; `issues` lists every problem. */
   INVALID_INPUT: 'ERR_POLYCALL_INVALID_INPUT',
   /** A reply failed the contract's output schema on the client. */
@@ -126,7 +128,7 @@ export const ErrorCode = {
 } as const
 
 /**
- * @internal The C library's `polycall_sm_status_t` value (PROTOCOL.md §8.4) of each code that
+ * @internal The C library's `polycall_sm_status_t` value (docs/protocol.md §8.4) of each code that
  * has one. {@link PolyCallError} fills `errno` from it, so native errors (whose napi form
  * cannot carry a number) get it too.
  */
@@ -184,6 +186,7 @@ export class PolyCallError extends Error {
     if (errno !== undefined) this.errno = errno
   }
 
+  /** Always `'PolyCallError'`, in every loaded copy of the package. */
   override get name(): string {
     return 'PolyCallError'
   }

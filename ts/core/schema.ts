@@ -15,12 +15,15 @@ export type SchemaOutput<S> = S extends StandardSchemaV1 ? StandardSchemaV1.Infe
 
 /** One validation problem: where (a path of keys and indexes) and what. */
 export interface ValidationIssue {
+  /** Keys and indexes from the root of the data to the bad value; empty for the root. */
   path: (string | number)[]
+  /** The validator's message. */
   message: string
 }
 
 /** A {@link PolyCallError} raised by validation, with every issue the validator reported. */
 export interface ValidationError extends PolyCallError {
+  /** Every problem the validator reported. */
   issues: ValidationIssue[]
 }
 

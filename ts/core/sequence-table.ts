@@ -13,7 +13,7 @@
  * calls in flight sit side by side, each at its own slot, and a lookup is one probe. A delete
  * leaves a marker that the next key landing on that slot reuses (a backward-shift delete would
  * walk the whole run of calls in flight every time).
- * @internal
+ * Internal module: not exported from the package entry points.
  * @packageDocumentation
  */
 

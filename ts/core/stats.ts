@@ -9,10 +9,15 @@
 
 /** Latency percentiles in milliseconds. */
 export interface LatencySummary {
+  /** Requests measured. */
   count: number
+  /** Median. */
   p50: number
+  /** 90th percentile. */
   p90: number
+  /** 99th percentile. */
   p99: number
+  /** The slowest. */
   max: number
 }
 

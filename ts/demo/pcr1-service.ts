@@ -1,7 +1,7 @@
 /**
  * The PCR1 demo service behind `polycall serve --protocol pcr1`: the C runtime's built-in
- * operations (PROTOCOL-PCR1.md §4) on a polycall server.
- * @internal
+ * operations (docs/protocol.md §P4) on a polycall server.
+ * Internal module: not exported from the package entry points.
  * @packageDocumentation
  */
 import { PolyCallError } from '../core/errors.js'

@@ -1,7 +1,7 @@
 /**
  * The demo service behind `polycall serve` and `npm start`: a few plain routes and, under
- * `machine`, the C library's demo state machine (PROTOCOL.md §9.1) exposed as routes.
- * @internal
+ * `machine`, the C library's demo state machine (docs/protocol.md §9.1) exposed as routes.
+ * Internal module: not exported from the package entry points.
  * @packageDocumentation
  */
 import { ErrorCode, PolyCallError } from '../core/errors.js'

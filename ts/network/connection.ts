@@ -4,7 +4,7 @@
  * write, `write()` backpressure, read pausing, heartbeats with dead-peer detection, and the
  * session state. Client and server both drive one of these per connection; what a frame means is
  * theirs to decide.
- * @internal
+ * Internal module: not exported from the package entry points.
  * @packageDocumentation
  */
 import type { Socket } from 'node:net'
@@ -82,7 +82,7 @@ export class Connection implements Ticking {
   /** Capability bits both sides agreed on. */
   capabilities = 0
   /**
-   * A legacy peer reads one frame per `read()`: send one frame per write (PROTOCOL.md §10.1).
+   * A legacy peer reads one frame per `read()`: send one frame per write (docs/protocol.md §10.1).
    * Starts as the wire says; a v1 handshake settles it.
    */
   legacy: boolean
@@ -198,7 +198,7 @@ export class Connection implements Ticking {
 
   /**
    * The next sequence number of this side: starts at 1, wraps modulo 2^32, and skips numbers
-   * for which `inUse` says a reply is still awaited (PROTOCOL.md §5).
+   * for which `inUse` says a reply is still awaited (docs/protocol.md §5).
    */
   nextSequence(inUse?: (n: number) => boolean): number {
     for (let i = 0; i < 1000; i++) {

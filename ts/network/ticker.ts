@@ -2,7 +2,7 @@
  * Shared periodic timers. A timer per connection (heartbeats, idle checks) costs a Timeout
  * object and a timer-list entry for each of thousands of idle connections; one interval per
  * period that visits its members costs the same work and almost no memory.
- * @internal
+ * Internal module: not exported from the package entry points.
  * @packageDocumentation
  */
 

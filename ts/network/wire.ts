@@ -1,7 +1,7 @@
 /**
  * The two frame formats a connection can speak: the LibPolyCall v1 frame and the PCR1 frame.
  * Both decode through the same native stream decoder.
- * @internal
+ * Internal module: not exported from the package entry points.
  * @packageDocumentation
  */
 import { FrameDecoder, encodeFrame } from '../protocol/codec.js'
@@ -11,12 +11,17 @@ import { Pcr1Decoder, encodePcr1Frame, writePcr1Header } from '../pcr1/frame.js'
 
 /** A decoded frame of either format (`sequence` is PCR1's corr). */
 export interface WireFrame {
+  /** The frame's type: a {@link MessageType} on v1, PCR1's type byte (1..4) on PCR1. */
   type: number
+  /** The sequence number (v1) or corr (PCR1). */
   sequence: number
+  /** The payload bytes. */
   payload: Buffer
+  /** The v1 flag bits. */
   flags?: number
 }
 
+/** @internal */
 export interface WireDecoder {
   /** True while an incomplete frame is buffered. */
   readonly pending: boolean
@@ -25,6 +30,7 @@ export interface WireDecoder {
   free(): void
 }
 
+/** @internal */
 export interface Wire {
   readonly name: 'v1' | 'pcr1'
   /**
@@ -42,9 +48,10 @@ export interface Wire {
   encodeInto?(target: Buffer, offset: number, type: number, sequence: number, payload: Uint8Array, flags: number | undefined): number
 }
 
-/** Largest frame written into a connection's arena; larger frames get their own buffer. */
+/** @internal Largest frame written into a connection's arena; larger frames get their own buffer. */
 export const ARENA_FRAME_MAX = HEADER_SIZE + JS_ENCODE_MAX
 
+/** @internal */
 export const v1Wire: Wire = {
   name: 'v1',
   startsLegacy: true,
@@ -62,6 +69,7 @@ export const v1Wire: Wire = {
 
 const EMPTY = Buffer.alloc(0)
 
+/** @internal */
 export const pcr1Wire: Wire = {
   name: 'pcr1',
   startsLegacy: false,

@@ -1,7 +1,8 @@
 /**
- * The client side of PCR1 (PROTOCOL-PCR1.md §2-§3, §6): no handshake, REQUEST/RESPONSE for calls,
+ * The client side of PCR1 (docs/protocol.md §P2-§P3, §P6): no handshake, REQUEST/RESPONSE for calls,
  * CONTROL/CONTROL_REPLY for control actions, and corr-0 CONTROL_REPLY as a connection-level
  * failure.
+ * Internal module: not exported from the package entry points.
  * @packageDocumentation
  */
 import { PolyCallError } from '../core/errors.js'

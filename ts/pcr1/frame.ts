@@ -1,5 +1,5 @@
 /**
- * PCR1 frames (PROTOCOL-PCR1.md §1): a 16-byte big-endian header (`PCR1`, type, zero flags and
+ * PCR1 frames (docs/protocol.md §P1): a 16-byte big-endian header (`PCR1`, type, zero flags and
  * reserved, corr, length) and a UTF-8 JSON payload. Decoding goes through the same native stream
  * decoder as the v1 frame: header rules are checked before any payload byte is buffered.
  * @packageDocumentation

@@ -1,5 +1,5 @@
 /**
- * PCR1 payloads (PROTOCOL-PCR1.md §2-§3): UTF-8 JSON requests, responses, control actions and
+ * PCR1 payloads (docs/protocol.md §P2-§P3): UTF-8 JSON requests, responses, control actions and
  * their replies, with the runtime's dotted error codes.
  * @packageDocumentation
  */

@@ -1,9 +1,9 @@
 /**
- * The PCR1 side of the server (PROTOCOL-PCR1.md §2-§4): REQUEST dispatch to `service.operation`
+ * The PCR1 side of the server (docs/protocol.md §P2-§P4): REQUEST dispatch to `service.operation`
  * routes, control actions, replies in request order per connection (as the C runtime serves a
  * connection on one thread), `frame.type` for frames a client must not send, and corr-0
  * CONTROL_REPLY notices before closing.
- * @internal
+ * Internal module: not exported from the package entry points.
  * @packageDocumentation
  */
 import { ErrorCode, PolyCallError } from '../core/errors.js'

@@ -1,9 +1,10 @@
 /**
- * Frame-level API: checksum, encodeFrame and the streaming FrameDecoder (PROTOCOL.md §1-§7).
+ * Frame-level API: checksum, encodeFrame and the streaming FrameDecoder (docs/protocol.md §1-§7).
  * Byte work happens in the Rust core; this module validates arguments, batches the boundary
  * crossing (one native call per pushed chunk) and hands out zero-copy payload views.
  */
 import { ErrorCode, PolyCallError, invalidArgument } from '../core/errors.js'
+import { checkOptionKeys, optionKeys } from '../core/options.js'
 import { fromNative, native } from '../native.js'
 import { DEFAULT_FLAGS, HEADER_SIZE, MAX_PAYLOAD, type MessageType } from './constants.js'
 import { JS_CHECKSUM_MAX, JS_DECODE_MAX, JS_ENCODE_MAX, checksumJs, decodeValidPrefixJs } from './fast-path.js'
@@ -54,6 +55,9 @@ export interface FrameDecoderOptions {
   ownerFrees?: boolean
 }
 
+/** @internal Every key of {@link FrameDecoderOptions}: others are refused. */
+const FRAME_DECODER_OPTION_KEYS = optionKeys<FrameDecoderOptions>()(['maxPayload', 'ownerFrees'])
+
 /** A {@link PolyCallError} raised by {@link FrameDecoder.push}, with the frames decoded before it. */
 export interface DecodeError extends PolyCallError {
   /** Frames of the same chunk that completed before the bad one. */
@@ -75,7 +79,7 @@ function isU32(n: unknown): n is number {
 
 
 /**
- * Checksum of a payload (PROTOCOL.md §2): 32-bit rotate-left-5-and-add, as an unsigned number.
+ * Checksum of a payload (docs/protocol.md §2): 32-bit rotate-left-5-and-add, as an unsigned number.
  *
  * @param data - payload bytes
  * @returns the u32 checksum
@@ -199,13 +203,14 @@ export const statusMore = (status: number): boolean => (status & MORE) !== 0
 const finalizer = new FinalizationRegistry<number>((handle) => native.decoderFree(handle))
 
 /**
- * @internal The native half of a stream decoder: handle lifetime, the push/status protocol and
- * the sticky failure. Subclasses read the frames out of {@link DECODER_META}.
+ * The base of {@link FrameDecoder}: the native half of a stream decoder (handle lifetime, the
+ * push/status protocol, the sticky failure) and the members every decoder shares: `end()`,
+ * `free()`, `pending`, `buffered`. It cannot be constructed on its own.
  */
 export abstract class NativeStreamDecoder {
   #handle: number
   #error: PolyCallError | undefined
-  /** The native side holds an unfinished frame. */
+  /** @internal The native side holds an unfinished frame. */
   protected partial = false
   /** The payload limit in force. */
   readonly maxPayload: number
@@ -228,6 +233,7 @@ export abstract class NativeStreamDecoder {
    * Runs one native push of `view`; returns the status word: the frame count written to the
    * metadata array ({@link statusCount}), and whether decoding failed ({@link statusFailed}) or
    * must continue with `view.subarray(this.consumed())` ({@link statusMore}).
+   * @internal
    */
   protected nativePush(view: Uint8Array): number {
     const status = native.decoderPush(this.live(), view)
@@ -235,12 +241,12 @@ export abstract class NativeStreamDecoder {
     return status
   }
 
-  /** The payload of the frame reported with {@link ASSEMBLED}. */
+  /** @internal The payload of the frame reported with {@link ASSEMBLED}. */
   protected takeAssembled(): Buffer {
     return native.decoderTakeAssembled(this.#handle)!
   }
 
-  /** How far the last push read `view` when it returned `more`. */
+  /** @internal How far the last push read `view` when it returned `more`. */
   protected consumed(): number {
     return native.decoderConsumed(this.#handle)
   }
@@ -284,13 +290,14 @@ export abstract class NativeStreamDecoder {
     this.free()
   }
 
+  /** @internal */
   protected live(): number {
     if (this.#error) throw this.#error
     if (this.#handle === FREED) throw new PolyCallError(ErrorCode.CLOSED, 'the decoder was freed')
     return this.#handle
   }
 
-  /** Makes the decoder's failure sticky, frees the native state and returns the error. */
+  /** @internal Makes the decoder's failure sticky, frees the native state and returns the error. */
   protected fail<T>(frames: T[], thrown?: unknown): PolyCallError & { frames: T[] } {
     let err: PolyCallError
     if (thrown !== undefined) err = fromNative(thrown)
@@ -333,6 +340,7 @@ export class FrameDecoder extends NativeStreamDecoder {
    * @throws `ERR_POLYCALL_INVALID_ARGUMENT` for a bad `maxPayload`
    */
   constructor(options: FrameDecoderOptions = {}) {
+    checkOptionKeys(options, FRAME_DECODER_OPTION_KEYS, 'FrameDecoderOptions')
     super(options, 0)
   }
 

@@ -10,7 +10,7 @@
  * failed state always come from one place. The test suite checks both paths against each
  * other and against the golden vectors.
  *
- * @internal
+ * Internal module: not exported from the package entry points.
  * @packageDocumentation
  */
 
@@ -21,7 +21,7 @@ export const JS_ENCODE_MAX = 2047
 /** Pushed chunks up to this many bytes are decoded in JS while no frame is pending natively. */
 export const JS_DECODE_MAX = 512
 
-/** Rotate-left-5-and-add over `data[start..end)`, continuing from `acc` (PROTOCOL.md §2). */
+/** Rotate-left-5-and-add over `data[start..end)`, continuing from `acc` (docs/protocol.md §2). */
 export function checksumJs(data: Uint8Array, start = 0, end = data.length, acc = 0): number {
   let a = acc | 0
   let i = start

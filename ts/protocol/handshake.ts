@@ -1,4 +1,4 @@
-/** HANDSHAKE payloads (PROTOCOL.md §4): build the long form, parse what peers send. */
+/** HANDSHAKE payloads (docs/protocol.md §4): build the long form, parse what peers send. */
 import { invalidArgument } from '../core/errors.js'
 import { fromNative, native } from '../native.js'
 

@@ -4,11 +4,17 @@ import { fromNative, native } from '../native.js'
 
 /** Every field of one frame as found, the computed checksum, and every rule broken. */
 export interface FrameInspection {
+  /** The version byte (1 on a valid frame). */
   version: number
+  /** The type byte (1..6 on a valid frame). */
   type: number
+  /** The flag bits. */
   flags: number
+  /** The sequence number. */
   sequence: number
+  /** The payload length the header announces. */
   payloadLength: number
+  /** The header's checksum field. */
   checksum: number
   /** Checksum of the payload when all announced bytes are present. */
   computedChecksum?: number
@@ -17,7 +23,12 @@ export interface FrameInspection {
   /** Bytes after the announced payload. */
   trailing: number
   /** `{ code, message }` of each problem, header first; empty for a valid frame. */
-  problems: { code: string; message: string }[]
+  problems: {
+    /** The error code the decoder would raise, e.g. `ERR_POLYCALL_CHECKSUM_MISMATCH`. */
+    code: string
+    /** What is wrong. */
+    message: string
+  }[]
 }
 
 /**

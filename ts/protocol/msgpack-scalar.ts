@@ -8,7 +8,7 @@
  * strings, big integers) goes through msgpackr as before. Both paths produce msgpack that the
  * other one reads back to the same value, including msgpackr's encoding of `undefined`
  * (fixext 1, type 0).
- * @internal
+ * Internal module: not exported from the package entry points.
  * @packageDocumentation
  */
 

@@ -1,5 +1,5 @@
 /**
- * Payload conventions per connection, chosen by the handshake (PROTOCOL.md §3-§4).
+ * Payload conventions per connection, chosen by the handshake (docs/protocol.md §3-§4).
  *
  * - **Legacy peers** (an empty or 4-byte hello, or a long form without capability bits:
  *   node-polycall, go-polycall, the C library) get the reference conventions: COMMAND is UTF-8
@@ -37,15 +37,16 @@ export const Capability = {
   TraceContext: 0x0040,
 } as const
 
-/** Every capability this version implements (a server offers idempotency keys only when it keeps outcomes). */
+/** @internal Every capability this version implements (a server offers idempotency keys only when it keeps outcomes). */
 export const SUPPORTED_CAPABILITIES =
   Capability.Msgpack | Capability.Cancel | Capability.Heartbeat | Capability.IdempotencyKeys | Capability.TraceContext
 
-/** Shortest and longest idempotency key (bytes). */
+/** @internal Shortest idempotency key (bytes). */
 export const MIN_KEY_BYTES = 16
+/** @internal Longest idempotency key (bytes). */
 export const MAX_KEY_BYTES = 64
 
-/** A decoded COMMAND. */
+/** @internal A decoded COMMAND. */
 export interface CommandPayload {
   command: string
   data: unknown
@@ -55,7 +56,7 @@ export interface CommandPayload {
   ext?: CommandExt
 }
 
-/** A decoded ERROR. */
+/** @internal A decoded ERROR. */
 export interface ErrorPayload {
   code: string
   message: string
@@ -75,7 +76,7 @@ export interface PayloadCodec {
 
 const badRequest = (message: string, cause?: unknown) => new PolyCallError(ErrorCode.BAD_REQUEST, message, { cause })
 
-/** Text and JSON from C peers may end in one NUL (PROTOCOL.md §10.14). */
+/** Text and JSON from C peers may end in one NUL (docs/protocol.md §10.14). */
 function stripNul(payload: Buffer): Buffer {
   return payload.length > 0 && payload[payload.length - 1] === 0 ? payload.subarray(0, payload.length - 1) : payload
 }
@@ -144,7 +145,7 @@ function isMap(v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === 'object' && !Array.isArray(v) && !(v instanceof Uint8Array)
 }
 
-/** msgpack for polycall peers: COMMAND `[command, data, timeoutMs?]`, ERROR `{code, message, data?}`. */
+/** @internal msgpack for polycall peers: COMMAND `[command, data, timeoutMs?]`, ERROR `{code, message, data?}`. */
 export const msgpackCodec: PayloadCodec = {
   name: 'msgpack',
   encodeCommand(command, data, timeout, ext) {
@@ -194,7 +195,7 @@ export const msgpackCodec: PayloadCodec = {
   },
 }
 
-/** The reference conventions for legacy peers. */
+/** @internal The reference conventions for legacy peers. */
 export const jsonCodec: PayloadCodec = {
   name: 'json',
   encodeCommand(command, data, timeout, ext) {
@@ -270,7 +271,7 @@ function extFields(ext: CommandExt): Record<string, unknown> {
   return e
 }
 
-/** Credentials travel as UTF-8 JSON for every peer (PROTOCOL.md §3.1). @internal */
+/** Credentials travel as UTF-8 JSON for every peer (docs/protocol.md §3.1). @internal */
 export function encodeCredentials(credentials: unknown): Buffer {
   return Buffer.from(JSON.stringify(credentials ?? {}))
 }

@@ -2,11 +2,17 @@
 
 /** A registered route as listed by `Router.routes()`. */
 export interface RouteInfo {
+  /** The HTTP method, or `'*'` for a route that serves every method. */
   method: string
+  /** The pattern, with its leading `/`: `/users/:id`, `/inventory.get`. */
   path: string
+  /** One line describing the route. */
   summary?: string | undefined
+  /** Whether clients may retry it after a lost connection. */
   idempotent: boolean
+  /** A hint of the input's shape, as JSON text (PCR1 `describe`). */
   inputHint?: string | undefined
+  /** A hint of the output's shape, as JSON text (PCR1 `describe`). */
   outputHint?: string | undefined
 }
 
@@ -17,7 +23,9 @@ export interface RouteInfo {
  * (a `disconnect` listener added after the connection was accepted) may lack its address.
  */
 export interface PeerInfo {
+  /** The peer's IP address (undefined once the socket is gone). */
   remoteAddress: string | undefined
+  /** The peer's port (undefined once the socket is gone). */
   remotePort: number | undefined
   /** True on a TLS connection. */
   tls: boolean
@@ -29,9 +37,13 @@ export interface PeerInfo {
 
 /** The parts of a client certificate a server usually decides on. */
 export interface PeerCertificateInfo {
+  /** The subject's fields, e.g. `{ CN: 'client-1', O: 'Example' }`. */
   subject: Record<string, string | string[]>
+  /** The issuer's fields. */
   issuer: Record<string, string | string[]>
+  /** SHA-256 fingerprint, colon-separated hex. */
   fingerprint256: string
+  /** Expiry, as the TLS layer formats it. */
   validTo: string
 }
 

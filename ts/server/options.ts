@@ -6,11 +6,47 @@
 import type { TlsOptions } from 'node:tls'
 import type { CallOptions } from '../core/abort.js'
 import type { PolyCallError } from '../core/errors.js'
+import { optionKeys } from '../core/options.js'
 import type { LatencySummary } from '../core/stats.js'
 import type { PeerInfo, RequestContext } from './context.js'
 
-/** Verifies credentials; returns the principal, throws to refuse. */
-export type Authenticator = (credentials: unknown, peer: PeerInfo) => unknown | Promise<unknown>
+/**
+ * The credentials `client.authenticate({ username, password })` sends: what an
+ * {@link Authenticator} receives by default.
+ *
+ * They arrive as the JSON the peer wrote, and the server does not check their shape: a field
+ * may be missing or of another type when the peer is not a polycall client, so a verifier
+ * treats them as untrusted input (a throw refuses, like a falsy answer).
+ */
+export interface Credentials {
+  /** The user name. */
+  username: string
+  /** The password, in clear on the wire: use TLS where the network is not trusted. */
+  password: string
+}
+
+/**
+ * Verifies the credentials of an AUTH frame and answers with the principal handlers see as
+ * `ctx.principal`; throwing refuses.
+ *
+ * `C` is what the verifier reads: {@link Credentials} by default. A verifier for another scheme
+ * (a token, a signed challenge) takes `unknown` and validates what arrives, for example with a
+ * schema; `Authenticator<unknown>` is accepted wherever an `Authenticator` is.
+ *
+ * @example
+ * ```ts
+ * const byToken: Authenticator<unknown> = (credentials) => {
+ *   const { token } = tokenSchema.parse(credentials) // throws, and so refuses, on anything else
+ *   return sessions.lookup(token)
+ * }
+ * ```
+ *
+ * @typeParam C - the credentials the verifier reads
+ * @param credentials - the JSON the client sent, unchecked
+ * @param peer - the connection's address and TLS certificate
+ * @returns the principal, or a promise of it
+ */
+export type Authenticator<C = Credentials> = (credentials: C, peer: PeerInfo) => unknown | Promise<unknown>
 
 /** Options of {@link PolyCallServer}. */
 export interface ServerOptions {
@@ -55,30 +91,81 @@ export interface ServerOptions {
   stallTimeout?: number | undefined
   /** PCR1: the token `shutdown` requires; without it `shutdown` is always denied. */
   controlToken?: string | undefined
-  /** Called with errors that peers only see as `ERR_POLYCALL_INTERNAL` (handler bugs, encode failures). */
+  /**
+   * Called with errors that peers only see as `ERR_POLYCALL_INTERNAL` (handler bugs, encode
+   * failures, results that fail an output schema). Without it, each such handler error is logged
+   * to stderr as one line with its code and the command; `onError: () => {}` silences them.
+   * @defaultValue one line per handler error on stderr
+   */
   onError?: ((error: unknown, ctx?: RequestContext) => void) | undefined
 }
 
+/** @internal Every key of {@link ServerOptions}: others are refused. */
+export const SERVER_OPTION_KEYS = optionKeys<ServerOptions>()([
+  'protocol',
+  'authenticate',
+  'requireAuth',
+  'tls',
+  'maxConnections',
+  'maxPayload',
+  'maxInFlight',
+  'handshakeTimeout',
+  'idleTimeout',
+  'heartbeatInterval',
+  'requestTimeout',
+  'stallTimeout',
+  'controlToken',
+  'onError',
+])
+
 /** What {@link PolyCallServer.stats} returns. */
 export interface ServerStats {
-  connections: { current: number; total: number; rejected: number }
-  requests: { total: number; inFlight: number; succeeded: number; failed: number; cancelled: number; timedOut: number }
+  /** Connection counters. */
+  connections: {
+    /** Connections open now. */
+    current: number
+    /** Connections accepted since the server was made. */
+    total: number
+    /** Connections refused (over `maxConnections`, or while shutting down). */
+    rejected: number
+  }
+  /** Request counters. */
+  requests: {
+    /** Requests dispatched. */
+    total: number
+    /** Requests whose handler is running. */
+    inFlight: number
+    /** Requests answered with a result. */
+    succeeded: number
+    /** Requests answered with an error. */
+    failed: number
+    /** Requests the caller cancelled. */
+    cancelled: number
+    /** Requests whose deadline passed first. */
+    timedOut: number
+  }
+  /** Handler latency, in milliseconds. */
   latency: LatencySummary
+  /** Bytes read from peers. */
   bytesIn: number
+  /** Bytes written to peers. */
   bytesOut: number
 }
 
 /** Lifecycle events of {@link PolyCallServer}. */
 export interface ServerEvents {
+  /** A connection was accepted. */
   connect: [peer: PeerInfo]
+  /** A connection closed; `error` says why when it failed. */
   disconnect: [peer: PeerInfo, error: PolyCallError | undefined]
+  /** The server closed: `close()` finished or `destroy()` was called. */
   close: []
 }
 
 /** Options of {@link PolyCallServer.close}. */
 export interface ServerCloseOptions extends CallOptions {}
 
-/** Resolved limits of a server. */
+/** @internal Resolved limits of a server. */
 export interface ServerLimits {
   maxConnections: number
   maxPayload: number

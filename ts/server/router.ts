@@ -35,11 +35,17 @@ export interface RouteOptions {
 
 /** The outcome of {@link Router.find}. */
 export interface RouteMatch {
+  /** The handler for the command's method. */
   handler: Handler
+  /** The command's method (`GET` when it named none). */
   method: string
+  /** The command's path, without its query. */
   path: string
+  /** Path parameters. */
   params: Record<string, string>
+  /** Query parameters. */
   query: Record<string, string>
+  /** The route that matched. */
   route: RouteInfo
 }
 
@@ -50,8 +56,22 @@ interface Store {
 const KNOWN_METHODS = new Set(METHODS)
 const CACHE_SIZE = 1024
 
-/** Splits a command into its method and path (with query). */
-export function parseCommand(command: string): { method: string; path: string } {
+/**
+ * Splits a command into its method and path (with query).
+ *
+ * @param command - `[METHOD ]path[?query]`
+ * @returns the method (`GET` when the command names none) and the path with a leading `/`
+ * @example
+ * ```ts
+ * parseCommand('POST orders?dryRun=1') // { method: 'POST', path: '/orders?dryRun=1' }
+ * ```
+ */
+export function parseCommand(command: string): {
+  /** An HTTP method. */
+  method: string
+  /** The path, query included. */
+  path: string
+} {
   const space = command.indexOf(' ')
   if (space > 0) {
     const method = command.slice(0, space)
@@ -62,6 +82,15 @@ export function parseCommand(command: string): { method: string; path: string } 
 
 function normalizePath(path: string): string {
   return path.startsWith('/') ? path : `/${path}`
+}
+
+/**
+ * The shape find-my-way matches a pattern by: parameter names do not matter (`/users/:id` and
+ * `/users/:name` are one route) and neither does a trailing slash (`ignoreTrailingSlash`).
+ */
+function routeKey(path: string): string {
+  const shape = path.replace(/:[A-Za-z0-9_$-]+/g, ':')
+  return shape.length > 1 && shape.endsWith('/') ? shape.slice(0, -1) : shape
 }
 
 /**
@@ -77,6 +106,8 @@ function normalizePath(path: string): string {
 export class Router {
   readonly #fmw = FindMyWay<FindMyWay.HTTPVersion.V1>({ ignoreTrailingSlash: true, caseSensitive: true })
   readonly #routes: RouteInfo[] = []
+  /** Methods registered per path shape (see {@link routeKey}), `*` for every method. */
+  readonly #taken = new Map<string, Map<string, string>>()
   // Commands repeat (the same few operations, often with the same parameters): remember the
   // last matches. Matches are frozen, so handlers share them safely.
   #cache = new Map<string, RouteMatch | null>()
@@ -88,7 +119,9 @@ export class Router {
    * @param handler - one handler for every method, or `{ GET, POST, ... }`
    * @param options - summary and idempotency
    * @returns this router
-   * @throws `ERR_POLYCALL_INVALID_ARGUMENT` for a bad handler, an unknown method or a duplicate route
+   * @throws `ERR_POLYCALL_INVALID_ARGUMENT` for a bad path or handler or an unknown method;
+   *   `ERR_POLYCALL_DUPLICATE_ROUTE` when the path (whatever its parameter names) is registered
+   *   already for one of the methods, or for every method. Nothing is registered then.
    */
   route(path: string, handler: Handler | MethodHandlers, options: RouteOptions = {}): this {
     if (typeof path !== 'string' || path.length === 0) throw invalidArgument('route path must be a non-empty string')
@@ -100,9 +133,27 @@ export class Router {
           ? Object.entries(handler).map(([m, h]) => [m.toUpperCase(), h as Handler])
           : []
     if (entries.length === 0) throw invalidArgument(`route ${p}: handler must be a function or { METHOD: handler }`)
+    // Check everything before registering anything, so a refused call leaves the router as it was.
+    const key = routeKey(p)
+    const taken = this.#taken.get(key) ?? new Map<string, string>()
+    const adding = new Map<string, string>()
     for (const [method, h] of entries) {
       if (typeof h !== 'function') throw invalidArgument(`route ${method} ${p}: handler must be a function`)
       if (method !== '*' && !KNOWN_METHODS.has(method)) throw invalidArgument(`route ${p}: unknown method ${method}`)
+      const clash = [...taken, ...adding].find(([m]) => m === method || m === '*' || method === '*')
+      if (clash !== undefined) {
+        const what = (m: string, path: string) => (m === '*' ? `every method of ${path}` : `${m} ${path}`)
+        const [m, path] = clash
+        throw new PolyCallError(
+          ErrorCode.DUPLICATE_ROUTE,
+          m === method && path === p
+            ? `route ${what(method, p)} is registered already`
+            : `route ${what(method, p)} overlaps ${what(m, path)}, registered already`,
+        )
+      }
+      adding.set(method, p)
+    }
+    for (const [method, h] of entries) {
       const route: RouteInfo = {
         method,
         path: p,
@@ -118,7 +169,9 @@ export class Router {
         throw new PolyCallError(ErrorCode.INVALID_ARGUMENT, `route ${method === '*' ? '' : `${method} `}${p}: ${(cause as Error).message}`, { cause })
       }
       this.#routes.push(route)
+      taken.set(method, p)
     }
+    this.#taken.set(key, taken)
     this.#cache.clear()
     return this
   }

@@ -12,6 +12,7 @@ import { Deadlines } from '../core/deadlines.js'
 import { channels } from '../core/diagnostics.js'
 import { TypedEmitter } from '../core/emitter.js'
 import { ErrorCode, PolyCallError, invalidArgument, isPolyCallError } from '../core/errors.js'
+import { checkOptionKeys } from '../core/options.js'
 import { LatencyHistogram } from '../core/stats.js'
 import { Router, type Handler, type MethodHandlers, type RouteInfo, type RouteOptions } from './router.js'
 import { Connection } from '../network/connection.js'
@@ -20,7 +21,7 @@ import { pcr1ServerProtocol } from '../pcr1/server-protocol.js'
 import { MAX_PAYLOAD } from '../protocol/constants.js'
 import { SessionState } from '../state/session.js'
 import { compose, type Middleware, type PeerInfo, type RequestContext } from './context.js'
-import type { ServerCloseOptions, ServerEvents, ServerLimits, ServerOptions, ServerStats } from './options.js'
+import { SERVER_OPTION_KEYS, type ServerCloseOptions, type ServerEvents, type ServerLimits, type ServerOptions, type ServerStats } from './options.js'
 import { ServerRequest, ServerSession, type ServerHost, type ServerProtocol, type SessionEvents } from './session.js'
 import { v1ServerProtocol } from './v1.js'
 import { isSchemaRoute, schemaHandler, type ContractHandlers, type SchemaRoute } from './schema-route.js'
@@ -120,6 +121,7 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
    */
   constructor(options: ServerOptions = {}) {
     super()
+    checkOptionKeys(options, SERVER_OPTION_KEYS, 'ServerOptions')
     const protocol = options.protocol ?? 'v1'
     if (protocol !== 'v1' && protocol !== 'pcr1') throw invalidArgument(`unsupported protocol ${String(protocol)}`)
     this.protocol = protocol
@@ -191,15 +193,19 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
   }
 
   /**
-   * Registers a route (see {@link Router.route}). PCR1 servers address routes as
-   * `service.operation`. With `{ input, output, handler }` the data and the result are validated
-   * by any Standard Schema validator, and the handler's types follow from the schemas.
+   * Registers a typed route: with `{ input, output, handler }` the data and the result are
+   * validated by any Standard Schema validator (zod, valibot, arktype, ...), and the handler's
+   * types follow from the schemas. Invalid data gets `ERR_POLYCALL_INVALID_INPUT` (`input.invalid`
+   * on PCR1) before the handler runs; a result that fails `output` is reported and answered with
+   * `ERR_POLYCALL_INTERNAL`.
    *
-   * @param path - `/users/:id`, `inventory.get`, ...
-   * @param handler - a handler, `{ GET, POST, ... }`, or `{ input, output, handler, ...options }`
-   * @param options - summary, idempotency, describe hints
+   * @typeParam I - the input schema
+   * @typeParam O - the output schema
+   * @param path - `/users/:id`, `users.get`, `inventory.get`, ...
+   * @param route - `{ input, output, handler }` plus any {@link RouteOptions}
    * @returns this server
-   * @throws `ERR_POLYCALL_INVALID_ARGUMENT` for a bad handler, schema or duplicate route
+   * @throws `ERR_POLYCALL_INVALID_ARGUMENT` for a schema that is not a Standard Schema validator,
+   *   `ERR_POLYCALL_DUPLICATE_ROUTE` for a path and method registered already
    * @example
    * ```ts
    * server.route('users.get', {
@@ -213,6 +219,22 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     path: string,
     route: SchemaRoute<I, O>,
   ): this
+  /**
+   * Registers a route (see {@link Router.route}). PCR1 servers address routes as
+   * `service.operation`.
+   *
+   * @param path - `/users/:id`, `inventory.get`, ...
+   * @param handler - one handler for every method, or `{ GET, POST, ... }`
+   * @param options - summary, idempotency, describe hints
+   * @returns this server
+   * @throws `ERR_POLYCALL_INVALID_ARGUMENT` for a bad handler or an unknown method,
+   *   `ERR_POLYCALL_DUPLICATE_ROUTE` for a path and method registered already
+   * @example
+   * ```ts
+   * server.route('/users/:id', async (ctx) => db.users.find(ctx.params.id, { signal: ctx.signal }))
+   * server.route('/orders', { GET: listOrders, POST: createOrder }, { summary: 'orders' })
+   * ```
+   */
   route(path: string, handler: Handler | MethodHandlers, options?: RouteOptions): this
   route(path: string, handler: Handler | MethodHandlers | SchemaRoute, options?: RouteOptions): this {
     if (isSchemaRoute(handler)) {
@@ -381,7 +403,10 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
   #report(error: unknown, ctx?: RequestContext): void {
     if (channels.serverError.hasSubscribers) channels.serverError.publish({ server: this, error })
     try {
-      this.#options.onError?.(error, ctx)
+      const onError = this.#options.onError
+      if (onError) onError(error, ctx)
+      // A handler's bug must not go unseen: one line with its code and the command.
+      else if (ctx) console.error(`polycall server: ${String((error as { code?: unknown })?.code ?? ErrorCode.INTERNAL)} from ${JSON.stringify(ctx.command)}: ${String((error as Error)?.stack ?? error).split('\n')[0]} (set onError to handle these)`)
     } catch {
       // an observer's failure must not take the server down
     }

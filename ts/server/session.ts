@@ -2,7 +2,7 @@
  * The server's per-connection and per-request state, and the contract between the server core
  * (accepting, dispatching through middleware and routes, deadlines, limits, shutdown) and a
  * wire protocol adapter (v1 in ts/server/v1.ts, PCR1 in ts/pcr1/server-protocol.ts).
- * @internal
+ * Internal module: not exported from the package entry points.
  * @packageDocumentation
  */
 import type { RouteInfo, Handler } from './router.js'

@@ -1,8 +1,8 @@
 /**
- * The LibPolyCall v1 side of the server: the handshake (PROTOCOL.md §4) with capability
+ * The LibPolyCall v1 side of the server: the handshake (docs/protocol.md §4) with capability
  * negotiation, AUTH, COMMAND dispatch, cancellation notices, and ERROR replies in the peer's
  * conventions (msgpack for polycall peers, text for legacy ones).
- * @internal
+ * Internal module: not exported from the package entry points.
  * @packageDocumentation
  */
 import { ErrorCode, PolyCallError, isPolyCallError } from '../core/errors.js'
@@ -20,6 +20,7 @@ import {
   msgpackCodec,
 } from '../protocol/payload.js'
 import { SessionState } from '../state/session.js'
+import type { Credentials } from './options.js'
 import type { ServerHost, ServerProtocol, ServerSession } from './session.js'
 
 const AUTH_ATTEMPTS = 3
@@ -82,7 +83,8 @@ function auth(host: ServerHost, s: ServerSession, f: WireFrame): void {
   const verify = host.options.authenticate
   s.authPending = true
   Promise.resolve()
-    .then(() => (verify ? verify(credentials, s.peer) : s.principal))
+    // Unchecked JSON: Credentials is what polycall clients send, and verifiers treat it as untrusted.
+    .then(() => (verify ? verify(credentials as Credentials, s.peer) : s.principal))
     .then(
       (principal) => {
         s.authPending = false

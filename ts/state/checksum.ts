@@ -1,5 +1,5 @@
 /**
- * The reference bindings' state checksums and endpoint names (PROTOCOL.md §9.1, §9.2),
+ * The reference bindings' state checksums and endpoint names (docs/protocol.md §9.1, §9.2),
  * computed by the Rust core so they agree with the state machines byte for byte.
  */
 import { invalidArgument } from '../core/errors.js'
@@ -16,7 +16,7 @@ export interface CStateChecksumOptions {
 
 /**
  * The C library's state integrity checksum for the one reproducible layout: LP64, little-endian,
- * enter and exit actions both NULL (PROTOCOL.md §9.1). It covers the name cut to 31 bytes and NUL
+ * enter and exit actions both NULL (docs/protocol.md §9.1). It covers the name cut to 31 bytes and NUL
  * padded to 32, two NULL pointers, the final flag, three padding bytes and the id (u32 LE), as
  * `acc = rotl(acc, 8) + byte`. States with actions embed pointer bytes and cannot be reproduced.
  *

@@ -5,7 +5,7 @@
  * happen; guards, hooks and state handlers are JS functions run here, and their outcome is
  * recorded by the core.
  *
- * Rules (PROTOCOL.md §9.2, node-polycall's): a transition is keyed `from -> to` and fires only
+ * Rules (docs/protocol.md §9.2, node-polycall's): a transition is keyed `from -> to` and fires only
  * from its source; the checks run in node-polycall's order (missing transition, self-transition
  * unless `allowSelfTransitions`, locked source or target, then the guard); locking is strict;
  * history keeps the newest `maxHistory` entries. Additions: a final state cannot be left, limits
@@ -19,6 +19,7 @@
 import { EventEmitter } from 'node:events'
 import type { BindingStateInfo } from '../../binding.cjs'
 import { ErrorCode, PolyCallError, invalidArgument } from '../core/errors.js'
+import { checkOptionKeys, optionKeys } from '../core/options.js'
 import { fromNative, native } from '../native.js'
 import { type Deadline, MAX_DELAY, type WaitOptions, checkSignal, checkTimeout, deadline, raceDeadline } from './wait.js'
 
@@ -44,6 +45,9 @@ export interface StateMachineOptions {
    */
   maxNameLength?: number | undefined
 }
+
+/** @internal Every key of {@link StateMachineOptions}: others are refused. */
+const STATE_MACHINE_OPTION_KEYS = optionKeys<StateMachineOptions>()(['maxHistory', 'allowSelfTransitions', 'maxStates', 'maxTransitions', 'maxNameLength'])
 
 /** What guards and hooks receive. */
 export interface TransitionContext {
@@ -176,7 +180,12 @@ export interface StateMachineSnapshot {
   /** The states, in the order they were added. */
   states: StateMachineSnapshotState[]
   /** The transition table; absent in node-polycall snapshots. */
-  transitions?: { from: string; to: string }[]
+  transitions?: {
+    /** The source state. */
+    from: string
+    /** The target state. */
+    to: string
+  }[]
   /** History, oldest first. */
   history: TransitionRecord[]
   /** Machine checksum; absent in node-polycall snapshots. */
@@ -520,6 +529,7 @@ export class StateMachine extends EventEmitter<StateMachineEvents> {
   constructor(options: StateMachineOptions = {}) {
     super()
     if (options === null || typeof options !== 'object') throw invalidArgument('options must be an object')
+    checkOptionKeys(options, STATE_MACHINE_OPTION_KEYS, 'StateMachineOptions')
     const history = limit(options.maxHistory, 'maxHistory', 100, 0, 0xffffffff)
     this.maxHistory = history === 0 ? 100 : history
     const self = options.allowSelfTransitions ?? false
@@ -663,7 +673,12 @@ export class StateMachine extends EventEmitter<StateMachineEvents> {
   }
 
   /** The transition table, grouped by source state in the order states were added. */
-  transitions(): { from: string; to: string }[] {
+  transitions(): {
+    /** The source state. */
+    from: string
+    /** The target state. */
+    to: string
+  }[] {
     const flat = call(() => native.smTransitions(this.#live()))
     const out: { from: string; to: string }[] = []
     for (let i = 0; i < flat.length; i += 2) out.push({ from: this.#names[flat[i]!]!, to: this.#names[flat[i + 1]!]! })

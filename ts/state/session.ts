@@ -1,5 +1,5 @@
 /**
- * The protocol session machine of PROTOCOL.md §6: INIT → HANDSHAKE → AUTH → READY → ERROR → CLOSED,
+ * The protocol session machine of docs/protocol.md §6: INIT → HANDSHAKE → AUTH → READY → ERROR → CLOSED,
  * with the table of frame types each state accepts, per role. The network layer drives one per
  * connection.
  *
@@ -13,11 +13,17 @@ import type { MessageType } from '../protocol/constants.js'
 
 /** Session states with the C library's enumeration values. */
 export enum SessionState {
+  /** Connected, nothing exchanged yet. */
   Init = 0,
+  /** The handshake is under way. */
   Handshake = 1,
+  /** Handshake done; authentication may follow. */
   Auth = 2,
+  /** Requests may flow. */
   Ready = 3,
+  /** The connection failed; only closing is left. */
   Error = 4,
+  /** Closed: terminal. */
   Closed = 5,
 }
 
@@ -91,7 +97,7 @@ export class SessionMachine {
 
   /**
    * Whether a received frame of `type` is acceptable in the current state. A server accepts
-   * COMMAND once READY and HEARTBEAT in every state but CLOSED (PROTOCOL.md §6).
+   * COMMAND once READY and HEARTBEAT in every state but CLOSED (docs/protocol.md §6).
    *
    * @param type - the received frame's message type
    * @returns true when the frame may be processed; otherwise answer it with ERROR

@@ -24,7 +24,7 @@ export type Direction = 'toServer' | 'toClient'
 
 /** Options of {@link MemoryLink.corrupt}. */
 export interface CorruptOptions {
-  /** @defaultValue 'toServer' */
+  /** Which way the damaged chunk travels. @defaultValue 'toServer' */
   direction?: Direction
   /** Byte of the next chunk to damage. @defaultValue 0 (a frame's version byte) */
   offset?: number
@@ -87,7 +87,12 @@ export class MemoryLink {
   #corrupt: Required<CorruptOptions> | undefined
   #current: MemorySocket[] = []
   /** Bytes carried so far, per direction. */
-  readonly bytes = { toServer: 0, toClient: 0 }
+  readonly bytes: {
+    /** Bytes the client sent. */
+    toServer: number
+    /** Bytes the server sent. */
+    toClient: number
+  } = { toServer: 0, toClient: 0 }
   /** Connections opened through this link. */
   connections = 0
 
@@ -168,7 +173,12 @@ export class MemoryLink {
 export async function connectInMemory(
   server: PolyCallServer,
   options: Partial<Omit<ClientOptions, 'host' | 'port' | 'tls' | 'protocol'>> = {},
-): Promise<{ client: PolyCallClient; link: MemoryLink }> {
+): Promise<{
+  /** The connected client. */
+  client: PolyCallClient
+  /** Its link to the server, for fault injection. */
+  link: MemoryLink
+}> {
   const link = new MemoryLink(server)
   const client = new PolyCallClient({
     reconnect: false,

@@ -1,4 +1,4 @@
-//! The v1 payload checksum (PROTOCOL.md §2): a 32-bit rotate-left-5-and-add over the payload
+//! The v1 payload checksum (docs/protocol.md §2): a 32-bit rotate-left-5-and-add over the payload
 //! bytes, starting from 0, with no final mixing.
 //!
 //! # Breaking the dependency chain

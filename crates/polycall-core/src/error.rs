@@ -1,4 +1,4 @@
-//! Error identifiers of PROTOCOL.md §8.1 (decoder and session errors), the state-machine
+//! Error identifiers of docs/protocol.md §8.1 (decoder and session errors), the state-machine
 //! errors of §8.4 and §9, and the encoder's argument errors. The identifiers returned by
 //! [`Error::code`] are public API: new variants may be added, existing identifiers are never
 //! renamed. [`Error::errno`] gives the C library's `polycall_sm_status_t` value where one exists.
@@ -191,7 +191,7 @@ pub enum Error {
 }
 
 impl Error {
-    /// The stable identifier of this error (the names of PROTOCOL.md §8.1).
+    /// The stable identifier of this error (the names of docs/protocol.md §8.1).
     pub fn code(&self) -> &'static str {
         match self {
             Self::TruncatedHeader { .. } => "TRUNCATED_HEADER",
@@ -226,7 +226,7 @@ impl Error {
         }
     }
 
-    /// The C library's `polycall_sm_status_t` value (PROTOCOL.md §8.4) of a state-machine
+    /// The C library's `polycall_sm_status_t` value (docs/protocol.md §8.4) of a state-machine
     /// error, or `None` where the C library has no equivalent.
     pub fn errno(&self) -> Option<u8> {
         match self {

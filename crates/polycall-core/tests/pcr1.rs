@@ -1,4 +1,4 @@
-//! PCR1 codec against the hex exchanges of PROTOCOL-PCR1.md §5, plus properties.
+//! PCR1 codec against the hex exchanges of docs/protocol.md §P5, plus properties.
 #![allow(missing_docs)]
 
 use polycall_core::pcr1::{Pcr1Decoder, Pcr1Header, Pcr1Type, encode_frame};

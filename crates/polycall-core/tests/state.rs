@@ -1,5 +1,5 @@
 //! The `state_machine` vectors of protocol-vectors.json against the state core, and
-//! snapshot interoperability with node-polycall's layouts (PROTOCOL.md §9.2).
+//! snapshot interoperability with node-polycall's layouts (docs/protocol.md §9.2).
 #![allow(missing_docs)]
 #![allow(
     clippy::cast_possible_truncation,

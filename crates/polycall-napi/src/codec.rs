@@ -11,7 +11,7 @@ use crate::error::{invalid, to_js};
 
 // `napi::Result<T, String>`: the status string becomes the JS error's `code`.
 
-/// Checksum of `data` (PROTOCOL.md §2).
+/// Checksum of `data` (docs/protocol.md §2).
 #[napi]
 pub fn checksum(data: &[u8]) -> u32 {
     polycall_core::checksum(data)
@@ -48,7 +48,7 @@ pub struct BindingHandshake {
     pub max_in_flight: Option<u32>,
 }
 
-/// Parses a HANDSHAKE payload (PROTOCOL.md §4); `strict` refuses an empty payload.
+/// Parses a HANDSHAKE payload (docs/protocol.md §4); `strict` refuses an empty payload.
 #[napi]
 pub fn parse_handshake(payload: &[u8], strict: bool) -> Result<BindingHandshake, String> {
     let mode = if strict {

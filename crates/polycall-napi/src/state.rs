@@ -1,4 +1,4 @@
-//! State-machine bindings (PROTOCOL.md §6, §9).
+//! State-machine bindings (docs/protocol.md §6, §9).
 //!
 //! Machines live in a per-thread slab and JS holds a `u32` handle (slot index, generation
 //! above), the same scheme as the decoder bindings, and states are passed as their `u32` ids.
@@ -349,13 +349,13 @@ pub fn sm_history(handle: u32) -> Result<Vec<f64>, String> {
     })
 }
 
-/// The C library's state checksum for the NULL-action LP64 layout (PROTOCOL.md §9.1).
+/// The C library's state checksum for the NULL-action LP64 layout (docs/protocol.md §9.1).
 #[napi]
 pub fn c_state_checksum(name: String, is_final: bool, id: u32) -> u32 {
     state::c_state_checksum(&name, is_final, id)
 }
 
-/// node-polycall's state checksum of a JSON text (PROTOCOL.md §9.2).
+/// node-polycall's state checksum of a JSON text (docs/protocol.md §9.2).
 #[napi]
 pub fn node_state_checksum(json: String) -> u32 {
     state::node_state_checksum(&json)
@@ -367,7 +367,7 @@ pub fn state_endpoint(name: String) -> String {
     state::endpoint_for(&name)
 }
 
-/// The session machine's tables (PROTOCOL.md §6): 6 edge masks (`1 << state`), then 6 server
+/// The session machine's tables (docs/protocol.md §6): 6 edge masks (`1 << state`), then 6 server
 /// and 6 client accepted-frame masks (`1 << type`), each indexed by state.
 #[napi]
 pub fn session_tables() -> Vec<u32> {

@@ -1,5 +1,5 @@
-//! The streaming frame decoder (PROTOCOL.md §7, decoder algorithm), generic over the frame
-//! format so the v1 frame and the PCR1 frame (PROTOCOL-PCR1.md §1) share one implementation.
+//! The streaming frame decoder (docs/protocol.md §7, decoder algorithm), generic over the frame
+//! format so the v1 frame and the PCR1 frame (docs/protocol.md §P1) share one implementation.
 //!
 //! TCP keeps no message boundaries, so one pushed chunk may hold many frames, part of one, or
 //! the end of one and the start of the next. The decoder keeps at most one unfinished frame
@@ -37,7 +37,7 @@ pub trait FrameFormat {
     fn truncated_payload(expected: u32, received: u32) -> Error;
 }
 
-/// The LibPolyCall v1 frame (PROTOCOL.md §1-§2).
+/// The LibPolyCall v1 frame (docs/protocol.md §1-§2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct V1;
 

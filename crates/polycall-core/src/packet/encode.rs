@@ -1,4 +1,4 @@
-//! Frame encoding (PROTOCOL.md §7, encoder rules).
+//! Frame encoding (docs/protocol.md §7, encoder rules).
 
 use super::header::{HEADER_SIZE, Header, MAX_PAYLOAD, MessageType};
 use crate::checksum::checksum;

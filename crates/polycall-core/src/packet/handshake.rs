@@ -1,4 +1,4 @@
-//! The HANDSHAKE payload (PROTOCOL.md §4).
+//! The HANDSHAKE payload (docs/protocol.md §4).
 //!
 //! Long form (8 bytes): magic `43 4c 50 00`, version `01`, a pad byte (sent as 0, ignored on
 //! receipt), then a u16 LE flags field that no reference reads, which polycall uses for

@@ -1,4 +1,4 @@
-//! Header layout and validation (PROTOCOL.md §1, §3, §7 steps 1-4).
+//! Header layout and validation (docs/protocol.md §1, §3, §7 steps 1-4).
 
 use crate::error::{Error, Result};
 
@@ -6,10 +6,10 @@ use crate::error::{Error, Result};
 pub const HEADER_SIZE: usize = 16;
 /// The only protocol version defined for this wire.
 pub const PROTOCOL_VERSION: u8 = 1;
-/// Largest payload a frame may announce, inclusive (PROTOCOL.md §7).
+/// Largest payload a frame may announce, inclusive (docs/protocol.md §7).
 pub const MAX_PAYLOAD: u32 = 1_048_576;
 
-/// Flag bits of the header's `flags` field (PROTOCOL.md §3.2). They are advisory: unknown
+/// Flag bits of the header's `flags` field (docs/protocol.md §3.2). They are advisory: unknown
 /// bits are carried through unchanged and never alter how a payload is read.
 pub mod flags {
     /// No flag.
@@ -24,7 +24,7 @@ pub mod flags {
     pub const RELIABLE: u16 = 0x08;
 }
 
-/// Message type codes (PROTOCOL.md §3.1).
+/// Message type codes (docs/protocol.md §3.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum MessageType {

@@ -1,4 +1,4 @@
-//! Field-by-field inspection of one frame for diagnostics tools (PROTOCOL.md §1, §2, §7).
+//! Field-by-field inspection of one frame for diagnostics tools (docs/protocol.md §1, §2, §7).
 //! Unlike the decoder it never stops at the first problem: it reports every field as found,
 //! the checksum as computed, and every rule the bytes break.
 

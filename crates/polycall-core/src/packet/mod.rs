@@ -1,4 +1,4 @@
-//! The LibPolyCall v1 frame (PROTOCOL.md §1, §3, §7): a 16-byte little-endian header and
+//! The LibPolyCall v1 frame (docs/protocol.md §1, §3, §7): a 16-byte little-endian header and
 //! `payload_length` payload bytes, back to back on the stream.
 
 mod decoder;

@@ -1,4 +1,4 @@
-//! The PCR1 frame of `polycall_rpc` v1 (PROTOCOL-PCR1.md §1): a 16-byte big-endian header (magic
+//! The PCR1 frame of `polycall_rpc` v1 (docs/protocol.md §P1): a 16-byte big-endian header (magic
 //! `PCR1`, type, flags, reserved, corr, length) and `length` bytes of UTF-8 JSON. No checksum.
 //! Every header rule is checked before a payload byte is stored; the streaming decoder is the
 //! same one the v1 frame uses.

@@ -1,4 +1,4 @@
-//! State integrity checksums and endpoint names (PROTOCOL.md §9.1, §9.2).
+//! State integrity checksums and endpoint names (docs/protocol.md §9.1, §9.2).
 //!
 //! - [`node_state_checksum`]: node-polycall's checksum, Java's `String.hashCode` over the
 //!   UTF-16 code units of a state's JSON, read as unsigned.

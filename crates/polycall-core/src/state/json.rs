@@ -1,4 +1,4 @@
-//! The slice of JSON the state snapshots need (PROTOCOL.md §9.2).
+//! The slice of JSON the state snapshots need (docs/protocol.md §9.2).
 //!
 //! node-polycall's state checksum is a hash over the text `JSON.stringify` writes, so the
 //! writer here reproduces that text exactly (compact, its string escapes, integers as plain

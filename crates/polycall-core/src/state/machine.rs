@@ -1,4 +1,4 @@
-//! The user state machine (PROTOCOL.md §9.2, node-polycall semantics, with the §9.1 C limits
+//! The user state machine (docs/protocol.md §9.2, node-polycall semantics, with the §9.1 C limits
 //! and status codes).
 //!
 //! Kept from node-polycall: transitions keyed by `from -> to`; the check order (missing

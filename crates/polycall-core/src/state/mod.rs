@@ -1,4 +1,4 @@
-//! State machines (PROTOCOL.md §6 and §9).
+//! State machines (docs/protocol.md §6 and §9).
 //!
 //! - [`StateMachine`]: user state machines with node-polycall's rules (§9.2), the C library's
 //!   limits and status codes (§8.4, §9.1), integrity checksums and snapshots that

@@ -1,4 +1,4 @@
-//! The protocol session machine (PROTOCOL.md §6): INIT → HANDSHAKE → AUTH → READY, then
+//! The protocol session machine (docs/protocol.md §6): INIT → HANDSHAKE → AUTH → READY, then
 //! ERROR and CLOSED, with the frame types each state accepts, per role.
 //!
 //! Besides the C table (INIT→HANDSHAKE, HANDSHAKE→AUTH, AUTH→READY, READY→ERROR|CLOSED,

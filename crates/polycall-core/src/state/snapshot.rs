@@ -1,4 +1,4 @@
-//! State and machine snapshots (PROTOCOL.md §9.2), readable by node-polycall and from it.
+//! State and machine snapshots (docs/protocol.md §9.2), readable by node-polycall and from it.
 //!
 //! A **state snapshot** is node-polycall's `{"timestamp", "state", "checksum"}`: `state` is
 //! the state's JSON ([`StateMachine::state_json`]) and `checksum` its
