@@ -137,6 +137,31 @@ const CLIENT_OPTION_KEYS = optionKeys<ClientOptions>()([
   'callerStacks',
   'sequenceStart',
   'dial',
+  'member',
+])
+
+/** @internal Every key of {@link MultiEndpointOptions}. */
+const MULTI_OPTION_KEYS = optionKeys<MultiEndpointOptions>()([
+  'endpoints',
+  'balance',
+  'connectionsPerEndpoint',
+  'ejection',
+  'refreshInterval',
+  'maxAttempts',
+  'protocol',
+  'tls',
+  'timeout',
+  'connectTimeout',
+  'credentials',
+  'reconnect',
+  'maxInFlight',
+  'heartbeatInterval',
+  'legacy',
+  'codec',
+  'callerStacks',
+  'sequenceStart',
+  'dial',
+  'member',
 ])
 
 /** Options of {@link PolyCallClient.request}. */
@@ -291,7 +316,7 @@ export interface ControlOptions extends CallOptions {
 }
 
 /** @internal Every key of the call options: others are refused. */
-const REQUEST_OPTION_KEYS = optionKeys<RequestOptions>()(['signal', 'timeout', 'idempotent', 'deadline'])
+const REQUEST_OPTION_KEYS = optionKeys<RequestOptions>()(['signal', 'timeout', 'idempotent', 'deadline', 'trace'])
 /** @internal */
 const CONTROL_OPTION_KEYS = optionKeys<ControlOptions>()(['signal', 'timeout', 'authToken'])
 
@@ -487,14 +512,14 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
   constructor(options: ClientOptions | MultiEndpointOptions) {
     super()
     if (!options || typeof options !== 'object') throw invalidArgument('options must be an object')
-    checkOptionKeys(options, CLIENT_OPTION_KEYS, 'ClientOptions')
+    const multi = (options as MultiEndpointOptions).endpoints !== undefined
+    const single = options as ClientOptions
+    if (multi && (single.host !== undefined || single.port !== undefined)) throw invalidArgument('give either endpoints or host and port, not both')
+    checkOptionKeys(options, multi ? MULTI_OPTION_KEYS : CLIENT_OPTION_KEYS, multi ? 'MultiEndpointOptions' : 'ClientOptions')
     const protocol = options.protocol ?? 'v1'
     if (protocol !== 'v1' && protocol !== 'pcr1') throw invalidArgument(`unsupported protocol ${String(protocol)}`)
     this.protocol = protocol
     this.#proto = protocol === 'pcr1' ? pcr1ClientProtocol : v1ClientProtocol
-    const multi = (options as MultiEndpointOptions).endpoints !== undefined
-    const single = options as ClientOptions
-    if (multi && (single.host !== undefined || single.port !== undefined)) throw invalidArgument('give either endpoints or host and port, not both')
     const port = multi ? 0 : single.port
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw invalidArgument('port must be an integer in 0..65535')
     this.host = multi ? '' : (single.host ?? '127.0.0.1')
@@ -730,7 +755,14 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
   }
 
   #call(kind: 'request' | 'control', command: string, data: unknown, options: RequestOptions, authToken: string | undefined): Promise<unknown> {
-    if (this.#pool !== undefined) return this.#pool.call(kind, command, data, options, authToken)
+    if (this.#pool !== undefined) {
+      try {
+        if (options !== NO_OPTIONS) checkOptionKeys(options, kind === 'control' ? CONTROL_OPTION_KEYS : REQUEST_OPTION_KEYS, kind === 'control' ? 'ControlOptions' : 'RequestOptions')
+      } catch (e) {
+        return Promise.reject(e)
+      }
+      return this.#pool.call(kind, command, data, options, authToken)
+    }
     if (typeof command !== 'string' || command.length === 0) return Promise.reject(invalidArgument('command must be a non-empty string'))
     let signal: AbortSignal | undefined
     let timeout: number | undefined
