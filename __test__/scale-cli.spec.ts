@@ -19,12 +19,12 @@ function children(pid: number): number[] | undefined {
   }
 }
 
-async function until<T>(check: () => T | undefined | false, timeout: number, what: string): Promise<T> {
+async function until<T>(check: () => T | undefined | false, timeout: number, what: string | (() => string)): Promise<T> {
   const end = Date.now() + timeout
   for (;;) {
     const v = check()
     if (v) return v
-    if (Date.now() > end) throw new Error(`${what} within ${timeout} ms`)
+    if (Date.now() > end) throw new Error(`${typeof what === 'string' ? what : what()} within ${timeout} ms`)
     await new Promise((r) => setTimeout(r, 25))
   }
 }
@@ -76,7 +76,7 @@ test('serve --workers 2: two worker processes share the port, a killed worker is
     'a replacement worker',
   )
   t.true(replaced.includes(first[1]!))
-  await until(() => /exited \(SIGKILL\); replacing it/.test(errors()), 5000, 'the exit reported')
+  await until(() => /exited \(SIGKILL\); replacing it/.test(errors()), 5000, () => `the exit reported (stderr: ${errors()}; stdout: ${out()})`)
   const again = new PolyCallClient({ host: '127.0.0.1', port, reconnect: false })
   t.teardown(() => again.close())
   t.is(await again.request('echo', 'back', { timeout: 5000 }), 'back')

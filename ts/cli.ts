@@ -132,16 +132,18 @@ async function serveWorkers(
   const handle = await serveCluster(() => build(), { workers, port, host, drainTimeout: 10_000 })
   if (handle.role === 'worker') return 0
   const primary = handle
-  out(
-    `polycall ${protocol} demo service listening on ${primary.host}:${primary.port} with ${workers} worker${workers === 1 ? '' : 's'}` +
-      `${auth ? ' (authentication required)' : ''}`,
-  )
-  out(routes(await build()))
   primary.on('exit', ({ worker, code, signal, expected }) => {
     if (!expected) err(`worker ${worker.id} (pid ${worker.pid}) exited (${signal ?? code}); replacing it`)
   })
   primary.on('restarted', (generation) => out(`rolled every worker (generation ${generation})`))
   primary.on('failure', (e) => err(`error ${(e as { code?: string }).code ?? ''}: ${e.message}`))
+  // The routes are the workers' (the same factory); the primary builds one server to list them.
+  const routesLine = routes(await build())
+  out(
+    `polycall ${protocol} demo service listening on ${primary.host}:${primary.port} with ${workers} worker${workers === 1 ? '' : 's'}` +
+      `${auth ? ' (authentication required)' : ''}`,
+  )
+  out(routesLine)
   return 0
 }
 
