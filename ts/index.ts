@@ -78,6 +78,17 @@ export { RedisSnapshotStore } from './store/redis.js'
 export type { RedisScriptArguments, RedisScriptClient, RedisSnapshotStoreOptions } from './store/redis.js'
 export { PersistedState, persistState, resumeState } from './store/persist.js'
 export type { LostEvent, PersistOptions, PersistedStateEvents, ResumeOptions, SavedEvent } from './store/persist.js'
+export { MemoryIdempotencyStore } from './idempotency/store.js'
+export type {
+  IdempotencyOutcome,
+  IdempotencyRef,
+  IdempotencyState,
+  IdempotencyStore,
+  MemoryIdempotencyStoreOptions,
+} from './idempotency/store.js'
+export { RedisIdempotencyStore } from './idempotency/redis.js'
+export type { RedisIdempotencyStoreOptions } from './idempotency/redis.js'
+export type { IdempotencyOptions } from './server/idempotency.js'
 export { serveCluster } from './cluster/serve.js'
 export { ClusterPrimary } from './cluster/primary.js'
 export { ClusterWorker } from './cluster/worker.js'

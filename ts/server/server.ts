@@ -20,6 +20,9 @@ import { every, stop } from '../network/ticker.js'
 import { pcr1ServerProtocol } from '../pcr1/server-protocol.js'
 import { MAX_PAYLOAD } from '../protocol/constants.js'
 import { SessionState } from '../state/session.js'
+import { parseTraceContext } from '../core/trace.js'
+import { Capability, SUPPORTED_CAPABILITIES, type CommandExt } from '../protocol/payload.js'
+import { Idempotency } from './idempotency.js'
 import { compose, type Middleware, type PeerInfo, type RequestContext } from './context.js'
 import { SERVER_OPTION_KEYS, type ServerCloseOptions, type ServerEvents, type ServerLimits, type ServerOptions, type ServerStats } from './options.js'
 import { ServerRequest, ServerSession, type ServerHost, type ServerProtocol, type SessionEvents } from './session.js'
@@ -99,6 +102,10 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
   readonly #latency = new LatencyHistogram()
   readonly #counters = { connections: 0, rejected: 0, requests: 0, succeeded: 0, failed: 0, cancelled: 0, timedOut: 0, bytesIn: 0, bytesOut: 0 }
   readonly #host: ServerHost
+  /** Idempotency records (v1 only; `idempotency: false` turns them off). */
+  readonly #idem: Idempotency | undefined
+  /** Keyed runs whose connection went: they run on so their outcome is recorded for the retry. */
+  readonly #detached = new Set<ServerRequest>()
   /** Period of the shared idle sweep. */
   get #idlePeriod(): number {
     return Math.max(10, Math.min(Math.ceil(this.#options.idleTimeout / 4), 30_000))
@@ -146,6 +153,10 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     }
     if (this.#options.maxPayload > MAX_PAYLOAD) throw invalidArgument(`maxPayload must be at most ${MAX_PAYLOAD}`)
     checkTimeout(options.requestTimeout, 'requestTimeout')
+    const idem = options.idempotency
+    if (idem !== undefined && idem !== false && (idem === null || typeof idem !== 'object')) throw invalidArgument('idempotency must be an object or false')
+    this.#idem = idem === false || protocol === 'pcr1' ? undefined : new Idempotency(idem ?? {})
+    const capabilities = this.#idem ? SUPPORTED_CAPABILITIES : SUPPORTED_CAPABILITIES & ~Capability.IdempotencyKeys
     const self = this
     this.#host = {
       get options() {
@@ -154,7 +165,8 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
       get closing() {
         return self.#closing
       },
-      dispatch: (s, sequence, command, data, timeout) => this.#dispatch(s, sequence, command, data, timeout),
+      capabilities,
+      dispatch: (s, sequence, command, data, timeout, ext) => this.#dispatch(s, sequence, command, data, timeout, ext),
       cancel: (s, sequence) => this.#cancel(s, sequence),
       fail: (s, err, sequence) => this.#fail(s, err, sequence),
       established: (s) => this.#established(s),
@@ -367,6 +379,10 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
       for (const req of s.inflight.values()) req.abort(err)
       s.conn.destroy(err)
     }
+    for (const req of this.#detached) {
+      req.abort(err)
+      this.#finish(req, undefined)
+    }
     void this.close()
   }
 
@@ -377,7 +393,7 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
 
   /** Counters, requests in flight and latency percentiles (ms) since the server was created. */
   stats(): ServerStats {
-    let inFlight = 0
+    let inFlight = this.#detached.size
     let bytesIn = this.#counters.bytesIn
     let bytesOut = this.#counters.bytesOut
     for (const s of this.#sessions) {
@@ -472,7 +488,7 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     }
   }
 
-  #dispatch(s: ServerSession, sequence: number, command: string, data: unknown, timeout: number | undefined): void {
+  #dispatch(s: ServerSession, sequence: number, command: string, data: unknown, timeout: number | undefined, ext?: CommandExt): void {
     const { conn } = s
     const limits = this.#options
     if (this.#closing) return this.#proto.refuse(this.#host, s, sequence, new PolyCallError(ErrorCode.UNAVAILABLE, 'the server is shutting down'))
@@ -502,15 +518,61 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     this.#counters.requests++
     if (s.inflight.size >= limits.maxInFlight) conn.pause('dispatch')
     if (deadlineMs !== undefined) this.#deadlines.add(req, req.started + deadlineMs)
-    if (channels.serverRequestStart.hasSubscribers) {
-      channels.serverRequestStart.publish({ server: this, command, sequence, remoteAddress: s.peer.remoteAddress })
+    let key: Uint8Array | undefined
+    if (ext !== undefined) {
+      // Only what this connection negotiated counts; a bad trace context is dropped, not fatal.
+      const caps = conn.capabilities
+      if (caps & Capability.TraceContext && ext.traceparent !== undefined) req.trace = parseTraceContext(ext.traceparent, ext.tracestate)
+      if (caps & Capability.IdempotencyKeys && ext.key !== undefined && this.#idem) {
+        key = ext.key
+        req.idempotencyKey = Buffer.from(key).toString('hex')
+      }
     }
+    if (channels.serverRequestStart.hasSubscribers) {
+      channels.serverRequestStart.publish({ server: this, command, sequence, remoteAddress: s.peer.remoteAddress, trace: req.trace, ctx: req })
+    }
+    if (key !== undefined) return this.#keyed(req, key, deadlineMs)
     if (this.#middleware.length === 0) return this.#runDirect(req)
     this.#chain ??= compose(this.#middleware, runHandler)
     this.#chain(req).then(
       () => this.#finish(req, undefined),
       (e: unknown) => this.#finish(req, e ?? thrownUndefined()),
     )
+  }
+
+  /** A request with an idempotency key: run once per key, answered from the record otherwise. */
+  #keyed(req: ServerRequest, key: Uint8Array, timeoutMs: number | undefined): void {
+    req.keyed = true
+    this.#idem!.handle({
+      ctx: req,
+      key,
+      timeoutMs,
+      done: () => req.done || req.cancelled,
+      execute: () => this.#execute(req),
+      finish: (r) => {
+        if (r.ok) req.result = r.value
+        this.#finish(req, r.ok ? undefined : r.error)
+      },
+      report: (e) => this.#report(e, req),
+    })
+  }
+
+  /** Runs middleware and handler; resolves with the result, rejects with the error the peer sees. */
+  #execute(req: ServerRequest): Promise<unknown> {
+    req.running = true
+    let run: Promise<unknown>
+    if (this.#middleware.length === 0) {
+      const handler = req.handler
+      run = handler
+        ? new Promise<unknown>((resolve) => resolve(handler(req)))
+        : Promise.reject(new PolyCallError(ErrorCode.NOT_FOUND, `no route for ${req.method} ${req.path}`))
+    } else {
+      this.#chain ??= compose(this.#middleware, runHandler)
+      run = this.#chain(req).then(() => req.result)
+    }
+    return run.catch((e: unknown) => {
+      throw this.#toWire(e ?? thrownUndefined(), req)
+    })
   }
 
   /** Without middleware a synchronous handler completes without a single promise. */
@@ -541,6 +603,7 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     if (req.done) return
     req.done = true
     this.#deadlines.delete(req)
+    if (this.#detached.delete(req)) this.#checkDrained()
     const s = req.session
     if (s.inflight.get(req.sequence) === req) s.inflight.delete(req.sequence)
     let failure: PolyCallError | undefined = error === undefined ? undefined : this.#toWire(error, req)
@@ -560,7 +623,15 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     const duration = tickNow() - req.started
     this.#latency.record(duration)
     if (channels.serverRequestEnd.hasSubscribers) {
-      channels.serverRequestEnd.publish({ server: this, command: req.command, sequence: req.sequence, durationMs: duration, error: failure })
+      channels.serverRequestEnd.publish({
+        server: this,
+        command: req.command,
+        sequence: req.sequence,
+        durationMs: duration,
+        error: failure,
+        trace: req.trace,
+        ctx: req,
+      })
     }
     // Resume reading at half the limit, finish a graceful close once the connection is quiet.
     if (s.inflight.size <= this.#options.maxInFlight >>> 1) s.conn.resume('dispatch')
@@ -602,7 +673,8 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     if (conn.session.state !== SessionState.Error && conn.session.state !== SessionState.Closed) conn.session.to(SessionState.Error)
     for (const req of s.inflight.values()) {
       req.cancelled = true
-      req.abort(new PolyCallError(ErrorCode.CONNECTION_LOST, 'the connection failed', { cause: err }))
+      // A keyed run goes on: its retry is coming for the outcome.
+      if (!(req.keyed && req.running)) req.abort(new PolyCallError(ErrorCode.CONNECTION_LOST, 'the connection failed', { cause: err }))
     }
     conn.end()
     unrefTimer(() => conn.destroy(), 2000)
@@ -615,6 +687,12 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     const lost = new PolyCallError(ErrorCode.CONNECTION_LOST, 'the connection closed', { cause: error })
     for (const req of s.inflight.values()) {
       req.cancelled = true
+      if (req.keyed && req.running && !req.done && !this.#destroyed) {
+        // A keyed run goes on (within its deadline) so its outcome is recorded for the retry;
+        // a graceful close waits for it.
+        this.#detached.add(req)
+        continue
+      }
       req.abort(lost)
       this.#finish(req, undefined)
     }
@@ -626,7 +704,7 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
   }
 
   #checkDrained(): void {
-    if (this.#closing && this.#sessions.size === 0 && this.#drained) {
+    if (this.#closing && this.#sessions.size === 0 && this.#detached.size === 0 && this.#drained) {
       const drained = this.#drained
       this.#drained = undefined
       drained()
