@@ -14,11 +14,20 @@ interface Upstream {
   runs: Map<string, number>
   /** While true, `work` throws (the caller sees ERR_POLYCALL_INTERNAL). */
   failing: boolean
+  /** Ends the `hold` calls. */
+  release: () => void
 }
 
 async function upstream(t: ExecutionContext, name: string, delayMs = 0): Promise<Upstream> {
   const server = new PolyCallServer({ onError: () => {} })
-  const u: Upstream = { name, server, port: 0, runs: new Map(), failing: false }
+  let held: Promise<void> = new Promise(() => {})
+  const u: Upstream = { name, server, port: 0, runs: new Map(), failing: false, release: () => {} }
+  held = new Promise<void>((r) => (u.release = r))
+  server.route('hold', async () => {
+    count('hold')
+    await held
+    return name
+  })
   const count = (k: string) => u.runs.set(k, (u.runs.get(k) ?? 0) + 1)
   server.route('who', () => {
     count('who')
@@ -210,8 +219,8 @@ test('a draining server refuses with UNAVAILABLE; those calls never ran and go t
   const a = ups[0]!
   // A call keeps a's connection open while it drains.
   const pinned: Promise<string>[] = []
-  for (let i = 0; i < 2; i++) pinned.push(client.request<string>('slow', `pin${i}`, { timeout: 5000 }))
-  await until(() => (a.runs.get('slow') ?? 0) === 1, 'a call running on a')
+  for (let i = 0; i < 2; i++) pinned.push(client.request<string>('hold', `pin${i}`, { timeout: 10_000 }))
+  await until(() => (a.runs.get('hold') ?? 0) === 1 && (ups[1]!.runs.get('hold') ?? 0) === 1, 'a call held on each')
   const closing = a.server.close()
   const names: string[] = []
   for (let i = 0; i < 10; i++) names.push(await client.request<string>('work', `d${i}`))
@@ -219,6 +228,7 @@ test('a draining server refuses with UNAVAILABLE; those calls never ran and go t
   // Some of them reached a first and were refused there without running.
   t.true(client.stats().requests.retried >= 1)
   for (let i = 0; i < 10; i++) t.is(a.runs.get(`work:d${i}`), undefined)
+  for (const u of ups) u.release()
   t.deepEqual((await Promise.all(pinned)).sort(), ['a', 'b'])
   await closing
 })

@@ -460,6 +460,8 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
   /** As a pool's connection: the client its diagnostics name, and no retries of its own. */
   readonly #owner: PolyCallClient | undefined
   #conn: Connection | undefined
+  /** The connection of a draining server (it refused a call with UNAVAILABLE): nothing more is sent on it. */
+  #retired: Connection | undefined
   #connecting: Promise<Connection> | undefined
   readonly #pending = new SequenceTable<Call>()
   #waiting: Call[] = []
@@ -826,7 +828,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
       }
       const conn = this.#conn
       // Nothing queued ahead and room in flight: straight onto the wire.
-      if (this.#waiting.length === 0 && conn !== undefined && this.#pending.size < this.#limit && conn.session.ready) {
+      if (this.#waiting.length === 0 && conn !== undefined && this.#pending.size < this.#limit && conn.session.ready && conn !== this.#retired) {
         this.#start(conn, call, started)
       } else {
         this.#waiting.push(call)
@@ -945,7 +947,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
 
   #pump(): void {
     const conn = this.#conn
-    if (!conn || !conn.session.ready) {
+    if (!conn || !conn.session.ready || conn === this.#retired) {
       if (this.#waiting.length > 0) this.#ensureConnection()
       return
     }
@@ -1101,8 +1103,17 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
         const issues = (outcome.data as { issues?: unknown } | null)?.issues
         if (Array.isArray(issues)) err.issues = issues
       }
-      this.#settle(call, this.#verdict(call, err))
+      if (outcome.code === ErrorCode.UNAVAILABLE && this.#owner === undefined && this.#reconnect && !this.#closing && call.kind === 'request' && now() < call.deadline) {
+        // A draining server refused it: it never ran, so it is sent again, idempotent or not,
+        // on a new connection (behind a balancer, to another server). Nothing more is sent on
+        // this one; it is closed once its other calls are answered.
+        call.written = false
+        this.#counters.retried++
+        this.#waiting.unshift(call)
+        this.#retired = conn
+      } else this.#settle(call, this.#verdict(call, err))
     }
+    if (conn === this.#retired && this.#pending.size === 0) conn.end()
     this.#pump()
   }
 
@@ -1314,13 +1325,17 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
     if (!conn.session.closed) conn.session.to(SessionState.Closed)
     if (conn !== this.#conn) return
     this.#conn = undefined
+    const retired = conn === this.#retired
+    this.#retired = undefined
     const reason = this.#fatal ?? error
     this.#fatal = undefined
     const retry: Call[] = []
     const lost: Call[] = []
+    // A draining server's notice: nothing pending here ran there, idempotent or not.
+    const neverRan = reason?.code === ErrorCode.UNAVAILABLE
     for (const call of this.#pending.values()) {
       // A pool's connection retries nothing itself: the pool sends the call to another endpoint.
-      if (call.idempotent && call.deadline > now() && !this.#closing && this.#owner === undefined) {
+      if ((call.idempotent || neverRan) && call.deadline > now() && !this.#closing && this.#owner === undefined) {
         call.written = false
         this.#counters.retried++
         retry.push(call)
@@ -1346,7 +1361,10 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
       this.#waiting = []
       for (const call of waiting) this.#settle(call, lostError(call, reason))
     }
-    if (this.#reconnect) {
+    if (retired && reason === undefined) {
+      // We closed a draining server's connection: reconnect at once, no backoff.
+      this.#ensureConnection()
+    } else if (this.#reconnect) {
       this.#connectFailed(reason ?? new PolyCallError(ErrorCode.CONNECTION_LOST, 'the connection closed'))
     } else {
       const waiting = this.#waiting

@@ -359,7 +359,7 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
         signal?.removeEventListener('abort', force)
         done()
       }
-      for (const s of this.#sessions) if (s.inflight.size === 0) s.conn.end()
+      for (const s of this.#sessions) if (s.inflight.size === 0) this.#drainEnd(s)
       this.#checkDrained()
     })
     return this.#closePromise
@@ -635,7 +635,10 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     }
     // Resume reading at half the limit, finish a graceful close once the connection is quiet.
     if (s.inflight.size <= this.#options.maxInFlight >>> 1) s.conn.resume('dispatch')
-    if (s.inflight.size === 0 && (this.#closing || s.peerEnded)) s.conn.end()
+    if (s.inflight.size === 0 && (this.#closing || s.peerEnded)) {
+      if (this.#closing) this.#drainEnd(s)
+      else s.conn.end()
+    }
   }
 
   /**
@@ -663,6 +666,18 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     req.abort(new PolyCallError(ErrorCode.CANCELLED, 'the caller cancelled the request'))
     this.#counters.cancelled++
     this.#finish(req, undefined)
+  }
+
+  /**
+   * Ends a quiet connection of a draining server. A polycall peer first gets a connection-level
+   * UNAVAILABLE notice: whatever it still waits for on this connection (a COMMAND on its way
+   * while the drain ended the connection) never ran here, and may be sent elsewhere.
+   */
+  #drainEnd(s: ServerSession): void {
+    if (this.protocol === 'v1' && !s.conn.legacy && s.conn.session.ready) {
+      this.#proto.notice(this.#host, s, new PolyCallError(ErrorCode.UNAVAILABLE, 'the server is draining: nothing more runs on this connection'), 0)
+    }
+    s.conn.end()
   }
 
   /** A connection-level failure: tell the peer when possible, then close. */
