@@ -68,7 +68,8 @@ export type KeyedResult = { ok: true; value: unknown } | { ok: false; error: Pol
 /** What the server lends the coordinator for one request. */
 export interface KeyedRequest {
   readonly ctx: RequestContext
-  readonly key: Uint8Array
+  /** The key as lowercase hex. */
+  readonly key: string
   /** Milliseconds the caller allowed, or undefined. */
   readonly timeoutMs: number | undefined
   /** True once the request was answered or given up (deadline, lost connection). */
@@ -143,7 +144,7 @@ export class Idempotency {
       req.report(e)
       return req.finish({ ok: false, error: new PolyCallError(ErrorCode.INTERNAL, 'internal error') })
     }
-    const ref: IdempotencyRef = { scope, key: Buffer.from(req.key).toString('hex'), command: req.ctx.command }
+    const ref: IdempotencyRef = { scope, key: req.key, command: req.ctx.command }
     const ttl = Math.min(this.#window, req.timeoutMs === undefined ? this.#window : req.timeoutMs + SLACK_MS)
     let begun: IdempotencyState | Promise<IdempotencyState>
     try {

@@ -22,7 +22,7 @@ import { MAX_PAYLOAD } from '../protocol/constants.js'
 import { SessionState } from '../state/session.js'
 import { parseTraceContext } from '../core/trace.js'
 import { Capability, SUPPORTED_CAPABILITIES, type CommandExt } from '../protocol/payload.js'
-import { Idempotency } from './idempotency.js'
+import { Idempotency, type KeyedRequest, type KeyedResult } from './idempotency.js'
 import { compose, type Middleware, type PeerInfo, type RequestContext } from './context.js'
 import { SERVER_OPTION_KEYS, type ServerCloseOptions, type ServerEvents, type ServerLimits, type ServerOptions, type ServerStats } from './options.js'
 import { ServerRequest, ServerSession, type ServerHost, type ServerProtocol, type SessionEvents } from './session.js'
@@ -69,6 +69,39 @@ async function runHandler(ctx: RequestContext): Promise<void> {
   ctx.result = await req.handler(ctx)
 }
 
+/** What a {@link KeyedRun} needs of its server. */
+interface KeyedHost {
+  execute(req: ServerRequest): Promise<unknown>
+  finish(req: ServerRequest, error: unknown): void
+  report(error: unknown, req: ServerRequest): void
+}
+
+/** One request with an idempotency key, as the idempotency coordinator drives it. */
+class KeyedRun implements KeyedRequest {
+  readonly key: string
+  constructor(
+    readonly host: KeyedHost,
+    readonly ctx: ServerRequest,
+    readonly timeoutMs: number | undefined,
+  ) {
+    ctx.keyed = true
+    this.key = ctx.idempotencyKey!
+  }
+  done(): boolean {
+    return this.ctx.done || this.ctx.cancelled
+  }
+  execute(): Promise<unknown> {
+    return this.host.execute(this.ctx)
+  }
+  finish(result: KeyedResult): void {
+    if (result.ok) this.ctx.result = result.value
+    this.host.finish(this.ctx, result.ok ? undefined : result.error)
+  }
+  report(error: unknown): void {
+    this.host.report(error, this.ctx)
+  }
+}
+
 /**
  * A PolyCall server.
  *
@@ -106,6 +139,12 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
   readonly #idem: Idempotency | undefined
   /** Keyed runs whose connection went: they run on so their outcome is recorded for the retry. */
   readonly #detached = new Set<ServerRequest>()
+  /** What keyed runs call back into (one object per server). */
+  readonly #keyedHost: KeyedHost = {
+    execute: (req) => this.#execute(req),
+    finish: (req, error) => this.#finish(req, error),
+    report: (error, req) => this.#report(error, req),
+  }
   /** Period of the shared idle sweep. */
   get #idlePeriod(): number {
     return Math.max(10, Math.min(Math.ceil(this.#options.idleTimeout / 4), 30_000))
@@ -518,43 +557,27 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     this.#counters.requests++
     if (s.inflight.size >= limits.maxInFlight) conn.pause('dispatch')
     if (deadlineMs !== undefined) this.#deadlines.add(req, req.started + deadlineMs)
-    let key: Uint8Array | undefined
+    let keyed = false
     if (ext !== undefined) {
       // Only what this connection negotiated counts; a bad trace context is dropped, not fatal.
       const caps = conn.capabilities
       if (caps & Capability.TraceContext && ext.traceparent !== undefined) req.trace = parseTraceContext(ext.traceparent, ext.tracestate)
       if (caps & Capability.IdempotencyKeys && ext.key !== undefined && this.#idem) {
-        key = ext.key
-        req.idempotencyKey = Buffer.from(key).toString('hex')
+        keyed = true
+        const k = ext.key
+        req.idempotencyKey = (Buffer.isBuffer(k) ? k : Buffer.from(k.buffer, k.byteOffset, k.byteLength)).toString('hex')
       }
     }
     if (channels.serverRequestStart.hasSubscribers) {
       channels.serverRequestStart.publish({ server: this, command, sequence, remoteAddress: s.peer.remoteAddress, trace: req.trace, ctx: req })
     }
-    if (key !== undefined) return this.#keyed(req, key, deadlineMs)
+    if (keyed) return this.#idem!.handle(new KeyedRun(this.#keyedHost, req, deadlineMs))
     if (this.#middleware.length === 0) return this.#runDirect(req)
     this.#chain ??= compose(this.#middleware, runHandler)
     this.#chain(req).then(
       () => this.#finish(req, undefined),
       (e: unknown) => this.#finish(req, e ?? thrownUndefined()),
     )
-  }
-
-  /** A request with an idempotency key: run once per key, answered from the record otherwise. */
-  #keyed(req: ServerRequest, key: Uint8Array, timeoutMs: number | undefined): void {
-    req.keyed = true
-    this.#idem!.handle({
-      ctx: req,
-      key,
-      timeoutMs,
-      done: () => req.done || req.cancelled,
-      execute: () => this.#execute(req),
-      finish: (r) => {
-        if (r.ok) req.result = r.value
-        this.#finish(req, r.ok ? undefined : r.error)
-      },
-      report: (e) => this.#report(e, req),
-    })
   }
 
   /** Runs middleware and handler; resolves with the result, rejects with the error the peer sees. */
