@@ -7,6 +7,12 @@
  * timer waits for the earliest. A bucket is an array and each item remembers its slot, so adding
  * is a push and removing a swap with the last element (a Set's delete rehashes as it shrinks,
  * which showed up in profiles). A deadline fires at most one bucket late.
+ *
+ * A bucket that empties stays scheduled, so a server whose handlers finish at once does not
+ * create, push and drop a bucket per request. Empty buckets are swept out (map and heap) once
+ * there are more than {@link EMPTY_BUCKETS} of them and they make up most of the heap, keeping
+ * the one just emptied: the memory follows the items scheduled, never the number of distinct
+ * deadlines seen, and a sweep costs at most as much as the deletes that made it necessary.
  * @internal
  * @packageDocumentation
  */
@@ -14,6 +20,9 @@ import { MAX_TIMER_DELAY, now } from './abort.js'
 
 /** Bucket width in milliseconds. */
 export const GRANULARITY_MS = 4
+
+/** Empty buckets kept scheduled before a sweep is considered. */
+export const EMPTY_BUCKETS = 64
 
 /** Something with a deadline: the scheduler keeps its bucket and slot on it. */
 export interface Expiring {
@@ -27,6 +36,8 @@ export class Deadlines<T extends Expiring> {
   readonly #onExpire: (item: T) => void
   readonly #buckets = new Map<number, T[]>()
   readonly #heap: number[] = []
+  /** Buckets in the map (and heap) that hold no item. */
+  #empty = 0
   #timer: NodeJS.Timeout | undefined
   #armedFor = Infinity
 
@@ -48,7 +59,7 @@ export class Deadlines<T extends Expiring> {
       this.#buckets.set(bucket, list)
       this.#push(bucket)
       if (bucket < this.#armedFor) this.#arm(bucket)
-    }
+    } else if (list.length === 0) this.#empty--
     item.deadlineSlot = list.length
     list.push(item)
     item.deadlineBucket = bucket
@@ -67,9 +78,7 @@ export class Deadlines<T extends Expiring> {
       list[slot] = last
       last.deadlineSlot = slot
     }
-    // An emptied bucket stays (in the map and the heap) until its time comes or it reaches the
-    // top of the heap: a server whose handlers finish at once would otherwise create, push and
-    // drop a bucket for every request.
+    if (list.length === 0 && ++this.#empty > EMPTY_BUCKETS && this.#empty * 2 > this.#heap.length) this.#sweep(bucket)
   }
 
   /** Number of scheduled items. */
@@ -77,6 +86,25 @@ export class Deadlines<T extends Expiring> {
     let n = 0
     for (const list of this.#buckets.values()) n += list.length
     return n
+  }
+
+  /** @internal Buckets held (with or without items): what the scheduler's memory follows. */
+  get buckets(): number {
+    return this.#buckets.size
+  }
+
+  /** Drops every empty bucket but `keep` from the map and the heap, and restores heap order. */
+  #sweep(keep: number): void {
+    const h = this.#heap
+    let n = 0
+    for (let i = 0; i < h.length; i++) {
+      const bucket = h[i]!
+      if (bucket === keep || this.#buckets.get(bucket)!.length > 0) h[n++] = bucket
+      else this.#buckets.delete(bucket)
+    }
+    h.length = n
+    this.#empty = this.#buckets.has(keep) ? 1 : 0
+    for (let i = (n >> 1) - 1; i >= 0; i--) this.#siftDown(i, h[i]!)
   }
 
   #fire = (): void => {
@@ -88,6 +116,10 @@ export class Deadlines<T extends Expiring> {
       const list = this.#buckets.get(bucket)
       if (!list) continue
       this.#buckets.delete(bucket)
+      if (list.length === 0) {
+        this.#empty--
+        continue
+      }
       for (const item of list) {
         // An earlier callback may have settled (and unscheduled) a later item of this bucket.
         if (item.deadlineBucket !== bucket) continue
@@ -96,7 +128,10 @@ export class Deadlines<T extends Expiring> {
       }
     }
     // Drop emptied buckets from the front, so the timer waits for a bucket with items in it.
-    while (this.#heap.length > 0 && this.#buckets.get(this.#heap[0]!)!.length === 0) this.#buckets.delete(this.#pop())
+    while (this.#heap.length > 0 && this.#buckets.get(this.#heap[0]!)!.length === 0) {
+      this.#buckets.delete(this.#pop())
+      this.#empty--
+    }
     if (this.#heap.length > 0) this.#arm(this.#heap[0]!)
   }
 
@@ -125,19 +160,22 @@ export class Deadlines<T extends Expiring> {
     const h = this.#heap
     const top = h[0]!
     const last = h.pop()!
-    if (h.length > 0) {
-      let i = 0
-      for (;;) {
-        const l = 2 * i + 1
-        if (l >= h.length) break
-        const r = l + 1
-        const c = r < h.length && h[r]! < h[l]! ? r : l
-        if (h[c]! >= last) break
-        h[i] = h[c]!
-        i = c
-      }
-      h[i] = last
-    }
+    if (h.length > 0) this.#siftDown(0, last)
     return top
+  }
+
+  /** Places `value` at `i` or below it, moving smaller children up. */
+  #siftDown(i: number, value: number): void {
+    const h = this.#heap
+    for (;;) {
+      const l = 2 * i + 1
+      if (l >= h.length) break
+      const r = l + 1
+      const c = r < h.length && h[r]! < h[l]! ? r : l
+      if (h[c]! >= value) break
+      h[i] = h[c]!
+      i = c
+    }
+    h[i] = value
   }
 }
