@@ -37,11 +37,12 @@ test('finding 4: a peer-chosen deadline is clamped to maxDeadline', async (t) =>
   const reply = await peer.call(2, 'wait', null, 1e12)
   const after = performance.now() - sent
   t.is(errorCode(reply), ErrorCode.DEADLINE_EXCEEDED)
-  t.true(seen <= 200 && seen > 0, `ctx.deadline ${seen} ms ahead`)
+  // ctx.deadline is wall-clock ms computed from the monotonic start: allow a few ms of skew.
+  t.true(seen <= 205 && seen > 0, `ctx.deadline ${seen} ms ahead`)
   t.true(after >= 150 && after < 2000, `answered after ${after} ms`)
 })
 
-test('finding 4: a far-future-deadline flood leaves the heap of a 64 MiB server where it was', async (t) => {
+test.serial('finding 4: a far-future-deadline flood leaves the heap of a 64 MiB server where it was', async (t) => {
   const child = await startChild(t, {}, 64)
   const socket = await open(t, child.port)
   const replies = frameCounter(socket)
@@ -70,7 +71,7 @@ test('finding 4: a far-future-deadline flood leaves the heap of a 64 MiB server 
   t.is(child.process.exitCode, null)
 })
 
-test('finding 5: PCR1 head-of-line flood: slots, control frames and refusals count against maxInFlight; reading pauses', async (t) => {
+test.serial('finding 5: PCR1 head-of-line flood: slots, control frames and refusals count against maxInFlight; reading pauses', async (t) => {
   const maxInFlight = 64
   const child = await startChild(t, { protocol: 'pcr1', maxInFlight }, 64)
   const socket = await open(t, child.port)
@@ -117,7 +118,7 @@ test('finding 5: PCR1 head-of-line flood: slots, control frames and refusals cou
   t.true(decoded.filter((f) => f.type === CONTROL_REPLY).length > 0)
 })
 
-test('finding 6: a peer that never reads is held to maxWriteBuffer and closed after drainTimeout', async (t) => {
+test.serial('finding 6: a peer that never reads is held to maxWriteBuffer and closed after drainTimeout', async (t) => {
   const maxWriteBuffer = 2 * MiB
   const drainTimeout = 400
   const child = await startChild(t, { maxWriteBuffer, drainTimeout, bigBytes: 256 * 1024 }, 256)
@@ -131,22 +132,20 @@ test('finding 6: a peer that never reads is held to maxWriteBuffer and closed af
   socket.pause()
   const sent = performance.now()
   socket.write(Buffer.concat(frames))
+  // Sample what the server holds until it drops the connection (bounded: it must).
   let closedAfter: number | undefined
-  socket.once('close', () => (closedAfter = performance.now() - sent))
-  // Sample what the server holds until it closes the connection (bounded: it must close).
   let queued = 0
   let rss = 0
-  while (closedAfter === undefined && performance.now() - sent < drainTimeout + 5000) {
-    const s = await child.stats()
-    queued = Math.max(queued, s.stats.bytesQueued)
-    rss = Math.max(rss, s.rss - before.rss)
+  let stats = before
+  while (performance.now() - sent < drainTimeout + 5000) {
+    stats = await child.stats()
+    queued = Math.max(queued, stats.stats.bytesQueued)
+    rss = Math.max(rss, stats.rss - before.rss)
+    if (stats.stats.connections.current === 0) {
+      closedAfter = performance.now() - sent
+      break
+    }
   }
-  const stats = await settled(
-    () => child.stats(),
-    (a, b) => a.stats.connections.current === b.stats.connections.current,
-    50,
-  )
-  t.is(stats.stats.connections.current, 0)
   t.log(`queued at most ${(queued / MiB).toFixed(2)} MiB, RSS +${(rss / MiB).toFixed(1)} MiB, closed after ${closedAfter?.toFixed(0)} ms`)
   t.true(queued > 0 && queued <= maxWriteBuffer + 512 * 1024, `queued ${queued} bytes`)
   t.true(rss < 64 * MiB, `RSS grew ${(rss / MiB).toFixed(1)} MiB`)
@@ -237,7 +236,8 @@ test('finding 7: a dribbler (one byte at a time) is closed after frameTimeout, i
 })
 
 test('finding 7: frameTimeout holds on PCR1 too; a large frame that arrives in time is served', async (t) => {
-  const { port } = await serve(t, { protocol: 'pcr1', frameTimeout: 300, stallTimeout: 0 }, (s) => s.route('svc.echo', (ctx) => ctx.data))
+  const frameTimeout = 1000
+  const { port } = await serve(t, { protocol: 'pcr1', frameTimeout, stallTimeout: 0 }, (s) => s.route('svc.echo', (ctx) => ctx.data))
   const big = pcr1Frame(REQUEST, 7, { service: 'svc', operation: 'echo', deadline_ms: 5000, input: 'y'.repeat(600_000) })
   const fast = await Pcr1Peer.connect(t, port)
   for (let at = 0; at < big.length; at += 64 * 1024) fast.write(big.subarray(at, at + 64 * 1024))
@@ -255,5 +255,5 @@ test('finding 7: frameTimeout holds on PCR1 too; a large frame that arrives in t
   await slow.closed
   clearInterval(drip)
   const after = performance.now() - started
-  t.true(after < 300 + 2500, `closed after ${after} ms`)
+  t.true(after >= frameTimeout - 50 && after < frameTimeout + 2500, `closed after ${after} ms`)
 })

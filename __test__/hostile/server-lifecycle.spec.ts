@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { connect as tlsConnect } from 'node:tls'
 import { ErrorCode, PolyCallClient, PolyCallServer, type PolyCallError, type ServerOptions } from '../../ts/index.js'
-import { V1Peer, commandFrame, open, until } from './fixtures/peers.js'
+import { V1Peer, commandFrame, open, unpack, until } from './fixtures/peers.js'
 
 const pem = (name: string) => readFileSync(new URL(`../fixtures/tls/${name}`, import.meta.url))
 const ca = pem('ca.crt')
@@ -98,8 +98,11 @@ test('TLS connections before their handshake count against maxConnections', asyn
   for (let attempt = 0; attempt < 20 && !served; attempt++) {
     const socket = tlsConnect({ port, host: '127.0.0.1', ca, servername: 'localhost' })
     socket.on('error', () => {})
-    served = await Promise.race([once(socket, 'secureConnect').then(() => true), once(socket, 'close').then(() => false)])
-    const closed = once(socket, 'close')
+    const closed = new Promise<void>((r) => socket.once('close', () => r()))
+    served = await new Promise<boolean>((resolve) => {
+      socket.once('secureConnect', () => resolve(true))
+      socket.once('close', () => resolve(false))
+    })
     socket.destroy()
     await closed
   }
@@ -131,4 +134,15 @@ test('close() settles when a reading peer never closes its side after the server
   await until(() => server.stats().connections.current === 1)
   const took = await timed(server.close(), 4000)
   t.true(took < 300 + 3000, `close() settled in ${took} ms`)
+})
+
+test('a TLS peer that half-closes after its request still gets the reply', async (t) => {
+  const { port } = await listen(t, { tls: serverTls }, (s) => s.route('late', () => new Promise((r) => setTimeout(() => r('late'), 50))))
+  const peer = await V1Peer.connect(t, port, { ca, allowHalfOpen: true })
+  await peer.hello()
+  peer.socket.end(commandFrame(2, 'late'))
+  const reply = await peer.next()
+  t.is(reply?.sequence, 2)
+  t.is(unpack(reply!.payload), 'late')
+  await peer.closed
 })
