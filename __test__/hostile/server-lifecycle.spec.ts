@@ -146,3 +146,23 @@ test('a TLS peer that half-closes after its request still gets the reply', async
   t.is(unpack(reply!.payload), 'late')
   await peer.closed
 })
+
+test('a peer that pipelines past maxInFlight and half-closes in the same write gets every reply', async (t) => {
+  const { port } = await listen(t, { maxInFlight: 2 }, (s) => s.route('slow', (ctx) => new Promise((r) => setTimeout(() => r(ctx.data), 5))))
+  const peer = await V1Peer.connect(t, port, undefined, true)
+  await peer.hello()
+  const frames: Buffer[] = []
+  for (let i = 0; i < 20; i++) frames.push(commandFrame(2 + i, 'slow', i))
+  peer.socket.end(Buffer.concat(frames))
+  const replies = []
+  for (let i = 0; i < 20; i++) replies.push(await peer.reply())
+  t.deepEqual(
+    replies.map((f) => f?.sequence),
+    Array.from({ length: 20 }, (_, i) => 2 + i),
+  )
+  t.deepEqual(
+    replies.map((f) => unpack(f!.payload)),
+    Array.from({ length: 20 }, (_, i) => i),
+  )
+  await peer.closed
+})

@@ -101,6 +101,8 @@ const ENDING = 16
 const DELIVERING = 32
 /** `socket.pause()` was called and not yet undone. */
 const READ_PAUSED = 64
+/** The peer's side ended while frames were still held: its end comes after them. */
+const END_HELD = 128
 const PAUSE_BIT: Record<PauseReason, number> = { dispatch: 1, drain: 2, owner: 4, replies: 8, write: 16 }
 const DISPATCH = PAUSE_BIT.dispatch
 const WRITE = PAUSE_BIT.write
@@ -373,12 +375,12 @@ export class Connection implements Ticking {
   end(linger = this.#options.lingerTimeout ?? 0): void {
     if (this.#closed || this.#ending) return
     // Even while waiting for 'drain': the socket buffers it, and nothing is written after end().
+    this.#bits |= ENDING
     this.#flushScheduled = false
     this.#takeArena()
     this.#arena = undefined
     this.#soloSmall = false
     this.#write()
-    this.#bits |= ENDING
     this.#stopHeartbeat()
     this.socket.end()
     if (linger > 0) this.#lingerTimer = unrefTimer(() => this.destroy(), linger)
@@ -439,7 +441,7 @@ export class Connection implements Ticking {
       this.#backlog = 0
       if (this.#pauses & WRITE) this.#relieved()
     }
-    if (this.#pauses & DISPATCH) this.#hooks.flushed?.()
+    if ((this.#pauses & DISPATCH) !== 0 && !this.#ending) this.#hooks.flushed?.()
   }
 
   /** Over `maxWriteBuffer`: stop reading and give the peer `drainTimeout` to catch up. */
@@ -539,7 +541,11 @@ export class Connection implements Ticking {
     } finally {
       this.#bits &= ~DELIVERING
     }
-    if (this.#held === undefined && this.#pauses === 0 && (this.#bits & READ_PAUSED) !== 0 && !this.#closed) {
+    if (this.#held !== undefined || this.#closed) return
+    if (this.#bits & END_HELD) {
+      this.#bits &= ~END_HELD
+      this.#onEnd()
+    } else if (this.#pauses === 0 && (this.#bits & READ_PAUSED) !== 0) {
       this.#bits &= ~READ_PAUSED
       this.socket.resume()
     }
@@ -585,6 +591,11 @@ export class Connection implements Ticking {
   }
 
   #onEnd(): void {
+    if (this.#held !== undefined) {
+      // The socket saw the end while frames sent before it still wait here.
+      this.#bits |= END_HELD
+      return
+    }
     try {
       this.#decoder.end()
     } catch (e) {
