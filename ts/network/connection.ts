@@ -90,6 +90,21 @@ function onReadTimer(c: Connection): void {
   Connection.listeners.readTimer(c)
 }
 
+/**
+ * What a connection needs only in the middle of a frame or under pressure: made on first use, so
+ * an idle connection carries one empty field instead of five.
+ */
+interface Watch {
+  /** Watches the partial frame (stall and frame timeouts). */
+  readTimer: NodeJS.Timeout | undefined
+  /** Whole monotonic ms when the partial frame's first byte arrived. */
+  frameStarted: number
+  drainTimer: NodeJS.Timeout | undefined
+  lingerTimer: NodeJS.Timeout | undefined
+  /** The decode error that follows the held frames. */
+  heldError: DecodeError | undefined
+}
+
 const EMPTY = Buffer.alloc(0)
 const wholeNow = (): number => Math.floor(now())
 const SOLO_SMALL = 1
@@ -156,21 +171,18 @@ export class Connection implements Ticking {
   #error: PolyCallError | undefined
   /** Shared with every connection of the same owner. */
   readonly #options: ConnectionOptions
-  /** Watches the partial frame (stall and frame timeouts). */
-  #readTimer: NodeJS.Timeout | undefined
-  /** Whole monotonic ms when the partial frame's first byte arrived. */
-  #frameStarted = 0
   /** Decoded frames not yet handed to the hooks (reading paused part-way through a chunk). */
   #held: WireFrame[] | undefined
   #heldAt = 0
-  /** The decode error that follows the held frames. */
-  #heldError: DecodeError | undefined
   /** Frames queued since the last socket write. */
   #queuedFrames = 0
   /** What the socket still buffered after the last write it refused (0 once it drained). */
   #backlog = 0
-  #drainTimer: NodeJS.Timeout | undefined
-  #lingerTimer: NodeJS.Timeout | undefined
+  #watch: Watch | undefined
+
+  get #w(): Watch {
+    return (this.#watch ??= { readTimer: undefined, frameStarted: 0, drainTimer: undefined, lingerTimer: undefined, heldError: undefined })
+  }
 
   /** The queue holds exactly one small frame in its own buffer. */
   get #soloSmall(): boolean {
@@ -383,7 +395,7 @@ export class Connection implements Ticking {
     this.#write()
     this.#stopHeartbeat()
     this.socket.end()
-    if (linger > 0) this.#lingerTimer = unrefTimer(() => this.destroy(), linger)
+    if (linger > 0) this.#w.lingerTimer = unrefTimer(() => this.destroy(), linger)
   }
 
   /** Tears the socket down now. */
@@ -454,8 +466,9 @@ export class Connection implements Ticking {
   #armDrainTimer(): void {
     const ms = this.#options.drainTimeout ?? 0
     if (ms <= 0) return
-    this.#drainTimer = unrefTimer(() => {
-      this.#drainTimer = undefined
+    const w = this.#w
+    w.drainTimer = unrefTimer(() => {
+      w.drainTimer = undefined
       this.destroy(
         new PolyCallError(
           ErrorCode.DRAIN_TIMEOUT,
@@ -467,8 +480,9 @@ export class Connection implements Ticking {
 
   /** Back under `maxWriteBuffer`. */
   #relieved(): void {
-    if (this.#drainTimer) clearTimeout(this.#drainTimer)
-    this.#drainTimer = undefined
+    const w = this.#watch
+    if (w?.drainTimer) clearTimeout(w.drainTimer)
+    if (w) w.drainTimer = undefined
     this.resume('write')
   }
 
@@ -478,9 +492,9 @@ export class Connection implements Ticking {
     this.#flush()
     if (this.#pauses & WRITE) {
       if (this.#queuedBytes + this.#backlog <= this.#options.maxWriteBuffer!) this.#relieved()
-      else if (this.#drainTimer) {
+      else if (this.#watch?.drainTimer) {
         // The peer read everything the socket had; what waited behind it gets a fresh timeout.
-        clearTimeout(this.#drainTimer)
+        clearTimeout(this.#watch.drainTimer)
         this.#armDrainTimer()
       }
     }
@@ -501,17 +515,18 @@ export class Connection implements Ticking {
     if (error === undefined && (this.#options.stallTimeout || this.#options.frameTimeout)) this.#watchRead(frames.length)
     if (this.#held !== undefined) {
       // A chunk the socket had read before it paused: its frames queue behind the held ones.
-      if (this.#heldError === undefined) {
+      if (this.#watch?.heldError === undefined) {
         this.#held = this.#held.slice(this.#heldAt).concat(frames)
         this.#heldAt = 0
-        this.#heldError = error
+        if (error !== undefined) this.#w.heldError = error
       }
       return
     }
     if (frames.length === 0 && error === undefined) return
     this.#held = frames
     this.#heldAt = 0
-    this.#heldError = error
+    // With nothing held there is no held error either: only a new one needs storing.
+    if (error !== undefined) this.#w.heldError = error
     this.#deliver()
   }
 
@@ -529,12 +544,13 @@ export class Connection implements Ticking {
         if (at < held.length) {
           this.#heldAt = at + 1
           // Let go of the chunk before its last frame runs (nothing is left to hold).
-          if (at + 1 === held.length && this.#heldError === undefined) this.#held = undefined
+          if (at + 1 === held.length && this.#watch?.heldError === undefined) this.#held = undefined
           this.#hooks.frame(held[at]!)
         } else {
-          const error = this.#heldError!
+          const w = this.#w
+          const error = w.heldError!
           this.#held = undefined
-          this.#heldError = undefined
+          w.heldError = undefined
           this.#hooks.decodeError(error)
         }
       }
@@ -557,34 +573,40 @@ export class Connection implements Ticking {
    */
   #watchRead(completed: number): void {
     if (!this.#decoder.pending) {
-      if (this.#readTimer) clearTimeout(this.#readTimer)
-      this.#readTimer = undefined
+      const w = this.#watch
+      if (w?.readTimer) {
+        clearTimeout(w.readTimer)
+        w.readTimer = undefined
+      }
       return
     }
+    const w = this.#w
     // A chunk that completed frames and still ends inside one started that frame.
-    if (completed > 0 || this.#readTimer === undefined) this.#frameStarted = this.lastReceived
-    if (this.#readTimer === undefined) this.#armRead(Math.min(this.#options.stallTimeout || Infinity, this.#options.frameTimeout || Infinity))
+    if (completed > 0 || w.readTimer === undefined) w.frameStarted = this.lastReceived
+    if (w.readTimer === undefined) this.#armRead(Math.min(this.#options.stallTimeout || Infinity, this.#options.frameTimeout || Infinity))
   }
 
   #armRead(ms: number): void {
-    this.#readTimer = setTimeout(onReadTimer, Math.max(1, Math.ceil(ms)), this)
-    this.#readTimer.unref()
+    const timer = setTimeout(onReadTimer, Math.max(1, Math.ceil(ms)), this)
+    timer.unref()
+    this.#w.readTimer = timer
   }
 
   #onReadTimer(): void {
-    this.#readTimer = undefined
+    const w = this.#w
+    w.readTimer = undefined
     if (this.#closed || !this.#decoder.pending) return
     const stall = this.#options.stallTimeout || 0
     const frame = this.#options.frameTimeout || 0
     if (this.#pauses !== 0) {
       // This side stopped reading, not the peer: its clocks start again.
-      this.#frameStarted = wholeNow()
+      w.frameStarted = wholeNow()
       this.#armRead(Math.min(stall || Infinity, frame || Infinity))
       return
     }
     const t = now()
-    const frameLeft = frame > 0 ? this.#frameStarted + frame - t : Infinity
-    const stallLeft = stall > 0 ? Math.max(this.lastReceived, this.#frameStarted) + stall - t : Infinity
+    const frameLeft = frame > 0 ? w.frameStarted + frame - t : Infinity
+    const stallLeft = stall > 0 ? Math.max(this.lastReceived, w.frameStarted) + stall - t : Infinity
     if (frameLeft <= 0) this.#hooks.stalled?.('frame')
     else if (stallLeft <= 0) this.#hooks.stalled?.('stall')
     else this.#armRead(Math.min(frameLeft, stallLeft))
@@ -609,12 +631,14 @@ export class Connection implements Ticking {
     if (this.#closed) return
     this.#bits |= CLOSED
     this.#stopHeartbeat()
-    if (this.#readTimer) clearTimeout(this.#readTimer)
-    if (this.#drainTimer) clearTimeout(this.#drainTimer)
-    if (this.#lingerTimer) clearTimeout(this.#lingerTimer)
-    this.#readTimer = this.#drainTimer = this.#lingerTimer = undefined
+    const w = this.#watch
+    if (w) {
+      if (w.readTimer) clearTimeout(w.readTimer)
+      if (w.drainTimer) clearTimeout(w.drainTimer)
+      if (w.lingerTimer) clearTimeout(w.lingerTimer)
+      w.readTimer = w.drainTimer = w.lingerTimer = w.heldError = undefined
+    }
     this.#held = undefined
-    this.#heldError = undefined
     this.#queue = undefined
     this.#queuedBytes = 0
     this.#arena = undefined
