@@ -181,7 +181,13 @@ export class Connection implements Ticking {
   #watch: Watch | undefined
 
   get #w(): Watch {
-    return (this.#watch ??= { readTimer: undefined, frameStarted: 0, drainTimer: undefined, lingerTimer: undefined, heldError: undefined })
+    return (this.#watch ??= {
+      readTimer: undefined,
+      frameStarted: 0,
+      drainTimer: undefined,
+      lingerTimer: undefined,
+      heldError: undefined,
+    })
   }
 
   /** The queue holds exactly one small frame in its own buffer. */
@@ -371,7 +377,8 @@ export class Connection implements Ticking {
   tick(): void {
     const interval = this.#heartbeatPeriod
     const t = now()
-    if (t - this.lastReceived > 3 * interval) {
+    // While this side is not reading, the peer's silence proves nothing.
+    if (t - this.lastReceived > 3 * interval && this.#pauses === 0) {
       this.destroy(new PolyCallError(ErrorCode.CONNECTION_LOST, `peer sent nothing for ${Math.round(t - this.lastReceived)} ms`))
       return
     }
@@ -512,7 +519,8 @@ export class Connection implements Ticking {
       error = e as DecodeError
       frames = error.frames ?? []
     }
-    if (error === undefined && (this.#options.stallTimeout || this.#options.frameTimeout)) this.#watchRead(frames.length)
+    const watched = this.#options.stallTimeout || this.#options.frameTimeout
+    if (error === undefined && watched) this.#watchRead(frames.length)
     if (this.#held !== undefined) {
       // A chunk the socket had read before it paused: its frames queue behind the held ones.
       if (this.#watch?.heldError === undefined) {
@@ -548,10 +556,10 @@ export class Connection implements Ticking {
           this.#hooks.frame(held[at]!)
         } else {
           const w = this.#w
-          const error = w.heldError!
+          const error = w.heldError
           this.#held = undefined
           w.heldError = undefined
-          this.#hooks.decodeError(error)
+          if (error !== undefined) this.#hooks.decodeError(error)
         }
       }
     } finally {
@@ -583,7 +591,12 @@ export class Connection implements Ticking {
     const w = this.#w
     // A chunk that completed frames and still ends inside one started that frame.
     if (completed > 0 || w.readTimer === undefined) w.frameStarted = this.lastReceived
-    if (w.readTimer === undefined) this.#armRead(Math.min(this.#options.stallTimeout || Infinity, this.#options.frameTimeout || Infinity))
+    if (w.readTimer === undefined) this.#armRead(this.#readDelay())
+  }
+
+  /** The shorter of the stall and frame timeouts that are on. */
+  #readDelay(): number {
+    return Math.min(this.#options.stallTimeout || Infinity, this.#options.frameTimeout || Infinity)
   }
 
   #armRead(ms: number): void {
@@ -601,7 +614,7 @@ export class Connection implements Ticking {
     if (this.#pauses !== 0) {
       // This side stopped reading, not the peer: its clocks start again.
       w.frameStarted = wholeNow()
-      this.#armRead(Math.min(stall || Infinity, frame || Infinity))
+      this.#armRead(this.#readDelay())
       return
     }
     const t = now()

@@ -162,7 +162,8 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     const enforcedCertificates = options.tls?.requestCert === true && options.tls.rejectUnauthorized !== false
     if (options.requireAuth && !options.authenticate && !enforcedCertificates) {
       throw invalidArgument(
-        'requireAuth needs a way to verify peers: an authenticate function, or TLS client certificates the server enforces (tls.requestCert without rejectUnauthorized: false)',
+        'requireAuth needs a way to verify peers: an authenticate function, or TLS client certificates ' +
+          'the server enforces (tls.requestCert without rejectUnauthorized: false)',
       )
     }
     if (protocol === 'pcr1' && (options.requireAuth || options.authenticate)) {
@@ -542,7 +543,8 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     if (ms <= 0 || s.authTimer) return
     s.authTimer = unrefTimer(() => {
       s.authTimer = undefined
-      if (!s.authenticated) this.#fail(s, new PolyCallError(ErrorCode.UNAUTHENTICATED, `not authenticated within ${ms} ms`))
+      if (s.authenticated) return
+      this.#fail(s, new PolyCallError(ErrorCode.UNAUTHENTICATED, `not authenticated within ${ms} ms`))
     }, ms)
   }
 

@@ -74,6 +74,8 @@ function handshake(host: ServerHost, s: ServerSession, f: WireFrame): void {
   host.established(s)
 }
 
+const unauthenticated = (message: string) => new PolyCallError(ErrorCode.UNAUTHENTICATED, message)
+
 /**
  * A refused AUTH: whoever the connection was before, it is nobody now (on a requireAuth server
  * its commands are refused again until an AUTH succeeds).
@@ -96,7 +98,7 @@ function auth(host: ServerHost, s: ServerSession, f: WireFrame): void {
   if (!conn.session.accepts(MessageType.Auth)) return sendError(s, f.sequence, notAllowed(s, f.type))
   if (s.authPending) return sendError(s, f.sequence, new PolyCallError(ErrorCode.BUSY, 'an authentication is already in progress'))
   const verify = host.options.authenticate
-  if (!verify) return refuseAuth(host, s, f.sequence, new PolyCallError(ErrorCode.UNAUTHENTICATED, 'this server verifies no credentials'))
+  if (!verify) return refuseAuth(host, s, f.sequence, unauthenticated('this server verifies no credentials'))
   const credentials = decodeCredentials(f.payload)
   s.authPending = true
   Promise.resolve()
@@ -105,7 +107,7 @@ function auth(host: ServerHost, s: ServerSession, f: WireFrame): void {
       (principal) => {
         s.authPending = false
         if (conn.closed) return
-        if (!principal) return refuseAuth(host, s, f.sequence, new PolyCallError(ErrorCode.UNAUTHENTICATED, 'authentication failed'))
+        if (!principal) return refuseAuth(host, s, f.sequence, unauthenticated('authentication failed'))
         s.principal = principal
         s.authenticated = true
         s.authFailures = 0
@@ -136,7 +138,7 @@ function command(host: ServerHost, s: ServerSession, f: WireFrame): void {
   }
   // READY, but a refused re-AUTH dropped the principal (the session table has no READY -> AUTH).
   if (!s.authenticated && host.options.requireAuth) {
-    return sendError(s, f.sequence, new PolyCallError(ErrorCode.UNAUTHENTICATED, 'authenticate before sending commands'))
+    return sendError(s, f.sequence, unauthenticated('authenticate before sending commands'))
   }
   let cmd
   try {
