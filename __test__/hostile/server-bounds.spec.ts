@@ -55,7 +55,7 @@ test.serial('finding 4: a far-future-deadline flood leaves the heap of a 64 MiB 
   await replies.until(2001)
   const before = await child.stats()
   // Every request carries its own far-future deadline: 1e12 ms (31 years) plus 4 ms per request.
-  const n = 150_000
+  const n = 80_000
   const batch = 10_000
   for (let start = 0; start < n; start += batch) {
     const frames: Buffer[] = []
@@ -88,7 +88,7 @@ test.serial('finding 5: PCR1 head-of-line flood: slots, control frames and refus
   // One slow request, then a flood of pings, requests and frames a client may not send.
   const slow = pcr1Frame(REQUEST, 1, { service: 'svc', operation: 'gate', deadline_ms: 60_000, input: null })
   const flood: Buffer[] = [slow]
-  const n = 60_000
+  const n = 30_000
   for (let i = 0; i < n; i++) {
     const corr = 2 + i
     if (i % 3 === 0) flood.push(pcr1Frame(CONTROL, corr, { action: 'ping' }))
