@@ -145,9 +145,7 @@ function control(host: ServerHost, s: ServerSession, f: WireFrame): void {
  */
 function tokenMatches(given: string | undefined, expected: string | undefined): boolean {
   if (expected === undefined) return false
-  const a = createHash('sha256')
-    .update(given ?? '')
-    .digest()
+  const a = createHash('sha256').update(given ?? '').digest()
   const b = createHash('sha256').update(expected).digest()
   return timingSafeEqual(a, b) && given !== undefined
 }
