@@ -9,10 +9,13 @@
  * which showed up in profiles). A deadline fires at most one bucket late.
  *
  * A bucket that empties stays scheduled, so a server whose handlers finish at once does not
- * create, push and drop a bucket per request. Empty buckets are swept out (map and heap) once
- * there are more than {@link EMPTY_BUCKETS} of them and they make up most of the heap, keeping
- * the one just emptied: the memory follows the items scheduled, never the number of distinct
- * deadlines seen, and a sweep costs at most as much as the deletes that made it necessary.
+ * create, push and drop a bucket per request, and adding to or deleting from an existing bucket
+ * costs nothing extra. Before a new bucket is created, the empty ones are swept out (map and
+ * heap) if the heap has grown to twice what survived the last sweep, and to at least
+ * {@link EMPTY_BUCKETS}: the memory follows the items scheduled (at most twice the buckets
+ * alive at the last sweep, plus that many), never the number of distinct deadlines seen, and
+ * sweeping costs at most two heap entries' work per bucket created. Empty buckets left after a
+ * burst also go when their time comes.
  * @internal
  * @packageDocumentation
  */
@@ -21,7 +24,7 @@ import { MAX_TIMER_DELAY, now } from './abort.js'
 /** Bucket width in milliseconds. */
 export const GRANULARITY_MS = 4
 
-/** Empty buckets kept scheduled before a sweep is considered. */
+/** Buckets the heap may hold, empty ones included, before a sweep is considered. */
 export const EMPTY_BUCKETS = 64
 
 /** Something with a deadline: the scheduler keeps its bucket and slot on it. */
@@ -36,8 +39,8 @@ export class Deadlines<T extends Expiring> {
   readonly #onExpire: (item: T) => void
   readonly #buckets = new Map<number, T[]>()
   readonly #heap: number[] = []
-  /** Buckets in the map (and heap) that hold no item. */
-  #empty = 0
+  /** Heap size at which the next new bucket first sweeps out the empty ones. */
+  #sweepAt = EMPTY_BUCKETS
   #timer: NodeJS.Timeout | undefined
   #armedFor = Infinity
 
@@ -55,11 +58,12 @@ export class Deadlines<T extends Expiring> {
     const bucket = Math.ceil(deadline / GRANULARITY_MS)
     let list = this.#buckets.get(bucket)
     if (!list) {
+      if (this.#heap.length >= this.#sweepAt) this.#sweep()
       list = []
       this.#buckets.set(bucket, list)
       this.#push(bucket)
       if (bucket < this.#armedFor) this.#arm(bucket)
-    } else if (list.length === 0) this.#empty--
+    }
     item.deadlineSlot = list.length
     list.push(item)
     item.deadlineBucket = bucket
@@ -78,7 +82,6 @@ export class Deadlines<T extends Expiring> {
       list[slot] = last
       last.deadlineSlot = slot
     }
-    if (list.length === 0 && ++this.#empty > EMPTY_BUCKETS && this.#empty * 2 > this.#heap.length) this.#sweep(bucket)
   }
 
   /** Number of scheduled items. */
@@ -93,18 +96,18 @@ export class Deadlines<T extends Expiring> {
     return this.#buckets.size
   }
 
-  /** Drops every empty bucket but `keep` from the map and the heap, and restores heap order. */
-  #sweep(keep: number): void {
+  /** Drops every empty bucket from the map and the heap, and restores heap order. */
+  #sweep(): void {
     const h = this.#heap
     let n = 0
     for (let i = 0; i < h.length; i++) {
       const bucket = h[i]!
-      if (bucket === keep || this.#buckets.get(bucket)!.length > 0) h[n++] = bucket
+      if (this.#buckets.get(bucket)!.length > 0) h[n++] = bucket
       else this.#buckets.delete(bucket)
     }
     h.length = n
-    this.#empty = this.#buckets.has(keep) ? 1 : 0
     for (let i = (n >> 1) - 1; i >= 0; i--) this.#siftDown(i, h[i]!)
+    this.#sweepAt = Math.max(EMPTY_BUCKETS, 2 * n)
   }
 
   #fire = (): void => {
@@ -116,10 +119,6 @@ export class Deadlines<T extends Expiring> {
       const list = this.#buckets.get(bucket)
       if (!list) continue
       this.#buckets.delete(bucket)
-      if (list.length === 0) {
-        this.#empty--
-        continue
-      }
       for (const item of list) {
         // An earlier callback may have settled (and unscheduled) a later item of this bucket.
         if (item.deadlineBucket !== bucket) continue
@@ -128,10 +127,7 @@ export class Deadlines<T extends Expiring> {
       }
     }
     // Drop emptied buckets from the front, so the timer waits for a bucket with items in it.
-    while (this.#heap.length > 0 && this.#buckets.get(this.#heap[0]!)!.length === 0) {
-      this.#buckets.delete(this.#pop())
-      this.#empty--
-    }
+    while (this.#heap.length > 0 && this.#buckets.get(this.#heap[0]!)!.length === 0) this.#buckets.delete(this.#pop())
     if (this.#heap.length > 0) this.#arm(this.#heap[0]!)
   }
 
