@@ -74,6 +74,11 @@ export const ErrorCode = {
   BUSY: 'ERR_POLYCALL_BUSY',
   /** The server is shutting down and takes no new requests. */
   UNAVAILABLE: 'ERR_POLYCALL_UNAVAILABLE',
+  /**
+   * The peer did not read what was written to it: more than `maxWriteBuffer` bytes stayed queued
+   * for `drainTimeout` ms, and the connection was destroyed.
+   */
+  DRAIN_TIMEOUT: 'ERR_POLYCALL_DRAIN_TIMEOUT',
   /** The TLS peer's public key does not match any pinned SPKI SHA-256 hash. */
   TLS_PIN_MISMATCH: 'ERR_POLYCALL_TLS_PIN_MISMATCH',
   /** A legacy peer answered with plain error text, which carries no code. */

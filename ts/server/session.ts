@@ -81,7 +81,8 @@ export interface SessionEvents {
   decodeError(s: ServerSession, e: PolyCallError): void
   end(s: ServerSession): void
   close(s: ServerSession, e: PolyCallError | undefined): void
-  stalled(s: ServerSession): void
+  stalled(s: ServerSession, reason: 'stall' | 'frame'): void
+  flushed(s: ServerSession): void
 }
 
 /** One connection on the server; it is also the connection's hooks object. */
@@ -95,6 +96,8 @@ export class ServerSession implements ConnectionHooks {
   authPending = false
   peerEnded = false
   handshakeTimer: NodeJS.Timeout | undefined
+  /** Closes a requireAuth connection that has not authenticated in time. */
+  authTimer: NodeJS.Timeout | undefined
   /** Idle timeout in force (0 until the session is established, or when disabled). */
   idleTimeout = 0
   /** Protocol-specific state (PCR1 keeps its reply order here). */
@@ -135,8 +138,11 @@ export class ServerSession implements ConnectionHooks {
   close(e: PolyCallError | undefined): void {
     this.events.close(this, e)
   }
-  stalled(): void {
-    this.events.stalled(this)
+  stalled(reason: 'stall' | 'frame'): void {
+    this.events.stalled(this, reason)
+  }
+  flushed(): void {
+    this.events.flushed(this)
   }
   /** The idle sweep: close a quiet connection with nothing in flight. */
   tick(): void {
@@ -156,6 +162,8 @@ export interface ServerHost {
   fail(s: ServerSession, err: PolyCallError, sequence?: number): void
   /** Starts the idle timer once a session is established. */
   established(s: ServerSession): void
+  /** The session authenticated (`true`) or a refused AUTH dropped it back (`false`). */
+  authenticated(s: ServerSession, ok: boolean): void
   routes(): RouteInfo[]
   stats(): ServerStats
   close(): Promise<void>
