@@ -379,10 +379,17 @@ export class Connection implements Ticking {
     const t = now()
     // While this side is not reading, the peer's silence proves nothing.
     if (t - this.lastReceived > 3 * interval && this.#pauses === 0) {
-      this.destroy(new PolyCallError(ErrorCode.CONNECTION_LOST, `peer sent nothing for ${Math.round(t - this.lastReceived)} ms`))
+      // Decide after the poll phase (setImmediate): after a stall of this event loop, bytes the
+      // peer sent may be waiting in the socket, unread.
+      setImmediate(destroyIfSilent, this)
       return
     }
     if (t - this.lastSent >= interval * 0.9) this.#beat!(this)
+  }
+
+  /** @internal The heartbeat's dead-peer verdict, re-checked after the poll phase. */
+  silentFor(): number {
+    return this.#closed || this.#pauses !== 0 || !this.#beat ? 0 : now() - this.lastReceived - 3 * this.#heartbeatPeriod
   }
 
   /**
@@ -663,4 +670,9 @@ export class Connection implements Ticking {
     if (this.#beat) stop(this.#heartbeatPeriod, this)
     this.#beat = undefined
   }
+}
+
+function destroyIfSilent(c: Connection): void {
+  const over = c.silentFor()
+  if (over > 0) c.destroy(new PolyCallError(ErrorCode.CONNECTION_LOST, `peer sent nothing for ${Math.round(now() - c.lastReceived)} ms`))
 }

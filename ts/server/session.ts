@@ -146,8 +146,23 @@ export class ServerSession implements ConnectionHooks {
   }
   /** The idle sweep: close a quiet connection with nothing in flight. */
   tick(): void {
-    if (this.inflight.size === 0 && now() - this.conn.lastReceived >= this.idleTimeout) this.conn.end()
+    // Timers run before the poll phase: after a stall of the event loop a request may already
+    // wait in the socket. Decide after the poll phase has read it (setImmediate), not before.
+    if (this.#quiet()) setImmediate(endIfQuiet, this)
   }
+
+  /** @internal Nothing in flight and nothing received for the idle timeout. */
+  quiet(): boolean {
+    return this.#quiet()
+  }
+
+  #quiet(): boolean {
+    return this.inflight.size === 0 && !this.conn.closed && now() - this.conn.lastReceived >= this.idleTimeout
+  }
+}
+
+function endIfQuiet(s: ServerSession): void {
+  if (s.quiet()) s.conn.end()
 }
 
 /** What the server core offers a protocol adapter. */
