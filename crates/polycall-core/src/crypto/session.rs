@@ -266,6 +266,13 @@ fn check_limits(limits: SessionLimits) -> Result<()> {
     Ok(())
 }
 
+/// The longest handshake frame payload accepted whatever the payload limit.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "MAX_HELLO is 1042, a compile-time constant"
+)]
+const HELLO_LIMIT: u32 = hello::MAX_HELLO as u32;
+
 fn failed(why: &str) -> Error {
     Error::HandshakeFailed(why.to_owned())
 }
@@ -288,7 +295,9 @@ impl SecureSession {
             agreed: 0,
             send: None,
             recv: None,
-            decoder: FrameDecoder::with_max_payload(limits.max_payload)?,
+            // A hello may be longer than a small payload limit; decode_handshaking holds every
+            // other frame to the limit.
+            decoder: FrameDecoder::with_max_payload(limits.max_payload.max(HELLO_LIMIT))?,
             compressor: None,
             decompress: false,
             remote_static: None,
@@ -536,6 +545,8 @@ impl SecureSession {
     /// `INVALID_ARGUMENT` for flags outside the offer; `HANDSHAKE_FAILED` out of order.
     pub fn accept(&mut self, flags: u16, max_in_flight: u32) -> Result<Vec<u8>> {
         self.live()?;
+        let step = self.expect_step(Step::AwaitAccept, "accepting");
+        self.settle(step)?;
         let offered = u16::from_le_bytes([self.hello[6], self.hello[7]]);
         if (flags | SECURE) & !offered != 0 {
             return Err(Error::InvalidArgument(format!(
@@ -721,6 +732,9 @@ impl SecureSession {
         self.ephemeral = None;
         self.step = Step::Done;
         self.mode = Mode::Plain;
+        if self.decoder.buffered() == 0 {
+            self.decoder = FrameDecoder::with_max_payload(self.limits.max_payload)?;
+        }
         Ok(())
     }
 
@@ -781,6 +795,12 @@ impl SecureSession {
             let Some(f) = frame else { continue };
             produced += 1;
             let held = self.holds(f.header.kind);
+            if !held && f.header.payload_length > self.limits.max_payload {
+                return Err(Error::PayloadTooLarge {
+                    length: u64::from(f.header.payload_length),
+                    limit: self.limits.max_payload,
+                });
+            }
             sink(plain_frame(f, base));
             if held {
                 return Ok(DecodeStatus {
