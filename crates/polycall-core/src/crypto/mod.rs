@@ -27,3 +27,6 @@ pub use identity::Identity;
 pub use noise::Pattern;
 pub use session::{SecureSession, SessionLimits};
 pub use transport::RekeyPolicy;
+/// The zeroizing wrapper secrets are held in, for callers that handle secret bytes (the glue
+/// reading an identity file).
+pub use zeroize::Zeroizing;
