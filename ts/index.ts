@@ -56,4 +56,14 @@ export type { SchemaInput, SchemaOutput, StandardSchemaV1, ValidationError, Vali
 export type { SchemaRoute } from './server/schema-route.js'
 export type { ContractClient, ControlOptions } from './client/client.js'
 export { Context, createContext } from './context.js'
+export { Identity, parsePublicKey } from './secure/identity.js'
+export type { IdentitySaveOptions } from './secure/identity.js'
+export type {
+  ClientKeyCheck,
+  SecureClientOptions,
+  SecureLimits,
+  SecurePattern,
+  SecureServerOptions,
+  ServerKeyCheck,
+} from './secure/options.js'
 export type { ContextLimits, ContextOptions, Logger } from './context.js'
