@@ -231,9 +231,19 @@ export function toPublicKey(key: Uint8Array | string | Identity, what: string): 
   if (key instanceof Identity) return key.publicKey
   if (typeof key === 'string') return parsePublicKey(key)
   if (!(key instanceof Uint8Array)) throw invalidArgument(`${what} must be a 32-byte Uint8Array, an x25519: text or an Identity`)
-  const bytes = Buffer.from(key)
-  call(() => native.checkPublicKey(bytes))
-  return bytes
+  // Only the length here: a low-order key fails the handshake's first Diffie-Hellman, and
+  // checkPublicKey() costs a scalar multiplication this path need not pay on every connection.
+  if (key.length !== 32) throw new PolyCallError(ErrorCode.INVALID_KEY, `${what} is ${key.length} bytes, not 32`)
+  return Buffer.from(key)
+}
+
+/**
+ * @internal Checks 32 bytes as an X25519 public key, including that it is not a low-order point
+ * (for configuration time).
+ * @throws `ERR_POLYCALL_INVALID_KEY`
+ */
+export function checkPublicKey(key: Uint8Array): void {
+  call(() => native.checkPublicKey(key))
 }
 
 /**

@@ -628,7 +628,7 @@ fn handshake_bounds_and_refusals() {
     };
     assert_eq!(
         SecureSession::initiator(&zero_key).unwrap_err().code(),
-        "INVALID_KEY"
+        "HANDSHAKE_FAILED"
     );
     assert!(
         SecureSession::responder(&ResponderConfig {

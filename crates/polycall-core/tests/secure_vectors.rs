@@ -182,6 +182,7 @@ fn noise_vectors_ik_nk_xx() {
             &prologue,
             HandshakeKeys {
                 local_static: i_static.as_ref(),
+                local_public: None,
                 remote_static: i_remote,
                 ephemeral: Some(&i_eph),
             },
@@ -193,6 +194,7 @@ fn noise_vectors_ik_nk_xx() {
             &prologue,
             HandshakeKeys {
                 local_static: Some(&r_static),
+                local_public: None,
                 remote_static: None,
                 ephemeral: Some(&r_eph),
             },

@@ -153,9 +153,12 @@ fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// `x25519:<base64url>` of a 32-byte public key.
 #[napi]
 pub fn format_public_key(key: &[u8]) -> Result<String, String> {
-    Ok(identity::format_public_key(
-        &identity::check_public_key(key).map_err(to_js)?,
-    ))
+    let key: &[u8; 32] = key.try_into().map_err(|_| {
+        to_js(polycall_core::Error::InvalidKey(
+            "a public key is 32 bytes".into(),
+        ))
+    })?;
+    Ok(identity::format_public_key(key))
 }
 
 /// The 32 bytes of `x25519:<base64url>`.

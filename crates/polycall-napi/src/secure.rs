@@ -19,11 +19,11 @@ use napi::bindgen_prelude::{Buffer, BufferSlice, Uint32Array};
 use napi::{Env, Result};
 use napi_derive::napi;
 use polycall_core::MessageType;
+use polycall_core::crypto::RekeyPolicy;
 use polycall_core::crypto::noise::Pattern;
 use polycall_core::crypto::session::{
     InitiatorConfig, Mode, OpenedPayload, OutFrame, ResponderConfig, SecureSession, SessionLimits,
 };
-use polycall_core::crypto::{RekeyPolicy, identity};
 
 use crate::error::{invalid, to_js};
 use crate::identity::BindingIdentity;
@@ -154,8 +154,15 @@ fn pattern(name: &str) -> Result<Pattern, String> {
     Pattern::from_name(name).ok_or_else(|| invalid(format!("{name:?} is not one of IK, NK, XX")))
 }
 
+/// A 32-byte key; its validity is the handshake's to refuse (a low-order key fails the first
+/// Diffie-Hellman), so no scalar multiplication is spent on it here.
 fn key32(bytes: &[u8]) -> Result<[u8; 32], String> {
-    identity::check_public_key(bytes).map_err(to_js)
+    bytes.try_into().map_err(|_| {
+        to_js(polycall_core::Error::InvalidKey(format!(
+            "a public key is 32 bytes, not {}",
+            bytes.len()
+        )))
+    })
 }
 
 fn flags16(flags: u32) -> Result<u16, String> {

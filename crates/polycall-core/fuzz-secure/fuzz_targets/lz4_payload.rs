@@ -8,7 +8,10 @@ use polycall_core::crypto::compress::{self, Compressor};
 fuzz_target!(|data: &[u8]| {
     match compress::decompress(data, 64 * 1024) {
         Ok(out) => assert!(out.len() <= 64 * 1024),
-        Err(e) => assert!(matches!(e.code(), "DECOMPRESSION_LIMIT" | "DECOMPRESSION_FAILED")),
+        Err(e) => assert!(matches!(
+            e.code(),
+            "DECOMPRESSION_LIMIT" | "DECOMPRESSION_FAILED"
+        )),
     }
     let mut c = Compressor::new(0);
     if let Some(packed) = c.compress(data) {

@@ -16,7 +16,11 @@ use polycall_core::{MessageType, encode_frame};
 fn established(compress: bool) -> (SecureSession, SecureSession) {
     let server_id = Identity::from_seed(&[1; 32]).unwrap();
     let client_id = Identity::from_seed(&[2; 32]).unwrap();
-    let flags = if compress { 0x0001 | COMPRESSION } else { 0x0001 };
+    let flags = if compress {
+        0x0001 | COMPRESSION
+    } else {
+        0x0001
+    };
     let limits = SessionLimits {
         max_payload: 64 * 1024,
         compress_threshold: 16,
@@ -46,7 +50,9 @@ fn established(compress: bool) -> (SecureSession, SecureSession) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     let (mut client, mut server) = established(mode & 2 != 0);
     let mut sent: Vec<Vec<u8>> = Vec::new();
     let mut stream = if mode & 1 == 0 {
@@ -58,7 +64,12 @@ fuzz_target!(|data: &[u8]| {
         let frames: Vec<OutFrame<'_>> = payloads
             .iter()
             .enumerate()
-            .map(|(i, p)| OutFrame { kind: MessageType::Command, flags: 8, sequence: i as u32, payload: p })
+            .map(|(i, p)| OutFrame {
+                kind: MessageType::Command,
+                flags: 8,
+                sequence: i as u32,
+                payload: p,
+            })
             .collect();
         let total: usize = payloads.iter().map(|p| p.len()).sum();
         let mut out = vec![0; SecureSession::sealed_bound(frames.len(), total)];

@@ -7,7 +7,9 @@
 use libfuzzer_sys::fuzz_target;
 use polycall_core::crypto::Identity;
 use polycall_core::crypto::noise::Pattern;
-use polycall_core::crypto::session::{InitiatorConfig, ResponderConfig, SecureSession, SessionLimits};
+use polycall_core::crypto::session::{
+    InitiatorConfig, ResponderConfig, SecureSession, SessionLimits,
+};
 
 fn responder(id: &Identity) -> SecureSession {
     SecureSession::responder(&ResponderConfig {
@@ -23,7 +25,9 @@ fn initiator(pattern: Pattern, client: &Identity, server: &Identity) -> (SecureS
     SecureSession::initiator(&InitiatorConfig {
         pattern,
         identity: pattern.initiator_has_static().then_some(client),
-        server_key: pattern.initiator_knows_responder().then(|| server.public_key()),
+        server_key: pattern
+            .initiator_knows_responder()
+            .then(|| server.public_key()),
         flags: 0x0007,
         max_in_flight: 16,
         limits: SessionLimits::default(),

@@ -360,6 +360,8 @@ pub struct HandshakeKeys<'a> {
     /// This side's static secret key (required by every pattern for the responder, and by IK
     /// and XX for the initiator).
     pub local_static: Option<&'a [u8; KEY_LEN]>,
+    /// Its public key, when the caller has it at hand (saves a base-point multiplication).
+    pub local_public: Option<[u8; KEY_LEN]>,
     /// The responder's static public key, known beforehand by an IK or NK initiator.
     pub remote_static: Option<[u8; KEY_LEN]>,
     /// A fixed ephemeral secret, for test vectors only; `None` draws one from the OS.
@@ -385,11 +387,12 @@ fn message_too_short() -> Error {
 }
 
 impl HandshakeState {
-    /// `Initialize()`: mixes the protocol name, the prologue and the pre-message keys.
+    /// `Initialize()`: mixes the protocol name, the prologue and the pre-message keys. A
+    /// low-order remote key is not checked here: its first Diffie-Hellman refuses it.
     ///
     /// # Errors
     /// `INVALID_ARGUMENT` when a key the pattern needs is missing or one it has no place for
-    /// is given; `INVALID_KEY` for a low-order remote static key.
+    /// is given.
     pub fn new(
         pattern: Pattern,
         initiator: bool,
@@ -426,14 +429,15 @@ impl HandshakeState {
                     pattern.name()
                 )));
             }
-            (true, Some(rs)) if !primitives::is_valid_x25519_public(&rs) => {
-                return Err(Error::InvalidKey(
-                    "the responder's public key is a low-order point".into(),
-                ));
-            }
             _ => {}
         }
-        let s = keys.local_static.map(Keypair::from_secret);
+        let s = keys.local_static.map(|secret| match keys.local_public {
+            Some(public) => Keypair {
+                secret: Zeroizing::new(*secret),
+                public,
+            },
+            None => Keypair::from_secret(secret),
+        });
         let mut symmetric = SymmetricState::new(pattern.protocol_name());
         symmetric.mix_hash(prologue);
         if pattern.initiator_knows_responder() {
@@ -671,10 +675,11 @@ mod tests {
         let ik = HandshakeKeys {
             local_static: pattern.initiator_has_static().then_some(&i),
             remote_static: pattern.initiator_knows_responder().then_some(rpub),
-            ephemeral: None,
+            ..HandshakeKeys::default()
         };
         let rk = HandshakeKeys {
             local_static: Some(&r),
+            local_public: Some(rpub),
             ..HandshakeKeys::default()
         };
         (
@@ -771,17 +776,22 @@ mod tests {
         assert!(a.write_message(&[], &mut Vec::new()).is_err());
         b.read_message(&m, &mut Vec::new()).unwrap();
         assert!(HandshakeState::new(Pattern::Nk, true, b"", HandshakeKeys::default()).is_err());
-        assert!(
-            HandshakeState::new(
-                Pattern::Nk,
-                true,
-                b"",
-                HandshakeKeys {
-                    remote_static: Some([0; 32]),
-                    ..HandshakeKeys::default()
-                }
-            )
-            .is_err()
+        let mut low_order = HandshakeState::new(
+            Pattern::Nk,
+            true,
+            b"",
+            HandshakeKeys {
+                remote_static: Some([0; 32]),
+                ..HandshakeKeys::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            low_order
+                .write_message(&[], &mut Vec::new())
+                .unwrap_err()
+                .code(),
+            "HANDSHAKE_FAILED"
         );
         assert!(HandshakeState::new(Pattern::Xx, false, b"", HandshakeKeys::default()).is_err());
     }

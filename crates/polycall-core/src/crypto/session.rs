@@ -36,7 +36,7 @@ use zeroize::Zeroizing;
 
 use super::compress::{self, Compressor};
 use super::hello::{self, COMPRESSION, SECURE};
-use super::identity::{self, Identity};
+use super::identity::Identity;
 use super::noise::{HandshakeKeys, HandshakeState, Pattern};
 use super::primitives::{KEY_LEN, Secret};
 use super::transport::{Direction, MAX_SEALED_BODY, RekeyPolicy, SEALED_OVERHEAD};
@@ -228,6 +228,7 @@ pub struct SecureSession {
     limits: SessionLimits,
     patterns: Vec<Pattern>,
     local_static: Option<Secret>,
+    local_public: [u8; KEY_LEN],
     ephemeral: Option<Secret>,
     noise: Option<HandshakeState>,
     hello: [u8; EXTENDED_SIZE],
@@ -287,6 +288,7 @@ impl SecureSession {
             limits,
             patterns: Vec::new(),
             local_static: None,
+            local_public: [0; KEY_LEN],
             ephemeral: None,
             noise: None,
             hello: [0; EXTENDED_SIZE],
@@ -311,13 +313,11 @@ impl SecureSession {
     ///
     /// # Errors
     /// `INVALID_ARGUMENT` when the pattern's keys are missing or superfluous, or a limit is out
-    /// of range; `INVALID_KEY` for a low-order server key; `ENTROPY_UNAVAILABLE`.
+    /// of range; `HANDSHAKE_FAILED` for a low-order server key (check configured keys with
+    /// [`super::identity::check_public_key`] beforehand); `ENTROPY_UNAVAILABLE`.
     pub fn initiator(config: &InitiatorConfig<'_>) -> Result<(Self, Vec<u8>)> {
         let mut session = Self::blank(Role::Initiator, config.limits)?;
         let pattern = config.pattern;
-        if let Some(key) = config.server_key {
-            identity::check_public_key(&key)?;
-        }
         let fields = handshake::build_extended(config.flags | SECURE, config.max_in_flight);
         let head = hello::build(config.flags, config.max_in_flight, pattern, 1, &[])?;
         let ephemeral = config.ephemeral.map(Zeroizing::new);
@@ -327,6 +327,7 @@ impl SecureSession {
             &hello::prologue(&head),
             HandshakeKeys {
                 local_static: config.identity.map(Identity::static_secret),
+                local_public: config.identity.map(Identity::public_key),
                 remote_static: config.server_key,
                 ephemeral: ephemeral.as_deref(),
             },
@@ -355,6 +356,7 @@ impl SecureSession {
         let mut session = Self::blank(Role::Responder, config.limits)?;
         session.patterns = config.patterns.to_vec();
         session.local_static = Some(Zeroizing::new(*config.identity.static_secret()));
+        session.local_public = config.identity.public_key();
         session.ephemeral = config.ephemeral.map(Zeroizing::new);
         session.step = Step::AwaitHello;
         Ok(session)
@@ -515,6 +517,7 @@ impl SecureSession {
             &hello::prologue(payload),
             HandshakeKeys {
                 local_static: Some(&local),
+                local_public: Some(self.local_public),
                 remote_static: None,
                 ephemeral: ephemeral.as_deref(),
             },
