@@ -702,3 +702,36 @@ fn sealed_limits() {
     let w = seal(&mut p.client, &[(MessageType::Command, 3, b"after")]);
     assert_eq!(push_ok(&mut p.server, &w)[0].1, b"after");
 }
+
+#[test]
+fn session_reports_itself() {
+    use polycall_core::crypto::session::Role;
+    let mut p = pair(Pattern::Nk);
+    assert_eq!(p.client.role(), Role::Initiator);
+    assert_eq!(p.server.role(), Role::Responder);
+    assert_eq!(p.client.pattern(), Some(Pattern::Nk));
+    assert_eq!(p.server.remote_static(), None, "an NK client has no key");
+    assert_eq!(
+        p.client.remote_static(),
+        Some(server_identity().public_key())
+    );
+    assert_eq!(p.client.agreed_flags(), OFFER | SECURE);
+    assert_eq!(p.client.rekeys(), (0, 0));
+    assert!(format!("{:?}", p.client).contains("Sealed"));
+    assert!(p.client.failure().is_none());
+    // A sealed frame cut short at the end of the stream.
+    let w = seal(&mut p.client, &[(MessageType::Command, 1, b"cut")]);
+    push(&mut p.server, &w[..w.len() - 1]).result.unwrap();
+    assert_eq!(p.server.buffered(), w.len() - 1);
+    assert_eq!(p.server.end().unwrap_err().code(), "TRUNCATED_PAYLOAD");
+    // A compressed frame that straddles chunks is opened and decompressed from its assembled
+    // bytes.
+    let offer = OFFER | COMPRESSION;
+    let mut q = pair_with(Pattern::Xx, limits(), limits(), offer, offer);
+    let body = b"0123456789".repeat(300);
+    let w = seal(&mut q.client, &[(MessageType::Command, 1, &body)]);
+    let (head, tail) = w.split_at(20);
+    assert!(push_ok(&mut q.server, head).is_empty());
+    assert_eq!(push_ok(&mut q.server, tail)[0].1, body);
+    assert!(q.server.end().is_ok());
+}
