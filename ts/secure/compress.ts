@@ -1,7 +1,7 @@
 /**
  * lz4 payload compression as a COMPRESSED frame carries it: a u32 LE decompressed size, then one
  * lz4 block (docs/protocol-extensions.md, "Compression"). Secure channels compress and
- * decompress inside their seal and push calls; these helpers serve single payloads.
+ * decompress inside their seal and push calls; these functions serve single payloads.
  * @packageDocumentation
  */
 import { invalidArgument } from '../core/errors.js'
