@@ -130,6 +130,30 @@ export const ErrorCode = {
   CONFLICT: 'ERR_POLYCALL_CONFLICT',
   /** A snapshot store could not be read or written (file system, Redis); `cause` is the original error. */
   STORE_FAILED: 'ERR_POLYCALL_STORE_FAILED',
+  /**
+   * A secure handshake failed: a wrong or unknown key, a man in the middle, an altered hello, a
+   * malformed, oversized or out-of-order handshake message.
+   */
+  HANDSHAKE_FAILED: 'ERR_POLYCALL_HANDSHAKE_FAILED',
+  /** The peer did not offer, or did not accept, a secure session where one is required. */
+  INSECURE_PEER: 'ERR_POLYCALL_INSECURE_PEER',
+  /**
+   * A frame of a secure session failed authentication: altered header or payload, replayed,
+   * reordered, after a dropped frame, from another session, or not sealed at all.
+   */
+  TAMPERED: 'ERR_POLYCALL_TAMPERED',
+  /** A compressed payload announces more than the payload limit (refused before decompressing). */
+  DECOMPRESSION_LIMIT: 'ERR_POLYCALL_DECOMPRESSION_LIMIT',
+  /** A compressed payload is not a valid lz4 block of its announced size. */
+  DECOMPRESSION_FAILED: 'ERR_POLYCALL_DECOMPRESSION_FAILED',
+  /** Key bytes or key text that are not a valid key of the expected kind. */
+  INVALID_KEY: 'ERR_POLYCALL_INVALID_KEY',
+  /** An identity file that cannot be read, created or parsed (or exists, when saving without `overwrite`). */
+  IDENTITY_FILE: 'ERR_POLYCALL_IDENTITY_FILE',
+  /** A snapshot signature that is missing, malformed, made by another key, or does not match. */
+  BAD_SIGNATURE: 'ERR_POLYCALL_BAD_SIGNATURE',
+  /** The operating system's random number generator failed. */
+  ENTROPY_UNAVAILABLE: 'ERR_POLYCALL_ENTROPY_UNAVAILABLE',
 } as const
 
 /**
