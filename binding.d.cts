@@ -9,6 +9,32 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/**
+ * A long-term identity (X25519 static key and Ed25519 signing key, derived from one seed).
+ * Its secrets stay in native memory and are zeroed on `destroy()` or garbage collection.
+ */
+export declare class BindingIdentity {
+  /** A new identity from OS randomness. */
+  static generate(): BindingIdentity
+  /** The identity of a 32-byte seed. */
+  static fromSeed(seed: Uint8Array): BindingIdentity
+  /** Reads an identity file (at most 4 KiB). */
+  static load(path: string): BindingIdentity
+  /**
+   * Writes the identity file with mode 0600 (on Unix). Without `overwrite`, an existing file
+   * is refused; with it, the file is replaced atomically (written beside it, then renamed).
+   */
+  save(path: string, overwrite: boolean): void
+  /** The X25519 public key (32 bytes). */
+  publicKey(): Buffer
+  /** The Ed25519 public key that verifies this identity's signatures (32 bytes). */
+  signingKey(): Buffer
+  /** Drops the secrets now (idempotent); later calls throw `ERR_POLYCALL_CLOSED`. */
+  destroy(): void
+  /** Whether `destroy()` was called. */
+  get destroyed(): boolean
+}
+
 /** A parsed HANDSHAKE payload. */
 export interface BindingHandshake {
   /** `'empty'`, `'short'` or `'long'`. */
@@ -45,6 +71,82 @@ export interface BindingInspection {
   trailing: number
   /** `[code, message]` of every rule the bytes break. */
   problems: Array<Array<string>>
+}
+
+/** What a client's hello offered. */
+export interface BindingSecureHello {
+  /** The hello's capability flags. */
+  flags: number
+  /** The client's stated limit of requests in flight. */
+  maxInFlight?: number
+  /** Whether the hello offers a secure session. */
+  secure: boolean
+  /** The offered pattern. */
+  pattern?: string
+  /** IK: the client's authenticated public key. */
+  clientKey?: Buffer
+}
+
+/** Limits and intervals of a session. */
+export interface BindingSecureLimits {
+  /** Largest plaintext payload accepted from the peer (at most 1 048 576). */
+  maxPayload: number
+  /** Rekey this side's sending direction after this many frames (0: never by count). */
+  rekeyFrames: number
+  /** ... or after this many sealed bytes (0: never by volume). */
+  rekeyBytes: number
+  /** Compress payloads of at least this size once compression is negotiated. */
+  compressThreshold: number
+}
+
+/** A server's reply. */
+export interface BindingSecureReply {
+  /** The accepted capability flags. */
+  flags: number
+  /** The server's limit of requests in flight. */
+  maxInFlight: number
+  /** The server's public key. */
+  serverKey: Buffer
+  /** Whether the session is established (IK, NK); XX needs `secure_finish`. */
+  established: boolean
+}
+
+/** A new client session and its first HANDSHAKE payload. */
+export interface BindingSecureStart {
+  /** The session's handle. */
+  handle: number
+  /** The payload of the client's first HANDSHAKE frame (hello and handshake message 1). */
+  hello: Buffer
+}
+
+/** What a session knows about itself. */
+export interface BindingSecureState {
+  /** `'handshaking'`, `'plain'` or `'sealed'`. */
+  mode: string
+  /** `'IK'`, `'NK'` or `'XX'`, once known. */
+  pattern?: string
+  /** The peer's public key, once known. */
+  remoteKey?: Buffer
+  /** The handshake hash (unique to the session), once established. */
+  handshakeHash?: Buffer
+  /** The capability flags both sides agreed on. */
+  agreedFlags: number
+  /** Rekeys of the sending direction so far. */
+  rekeysSent: number
+  /** Rekeys of the receiving direction so far. */
+  rekeysReceived: number
+  /** Bytes held for an unfinished frame. */
+  buffered: number
+}
+
+/** A snapshot signature: the `signature` member's fields. */
+export interface BindingSnapshotSignature {
+  /** Always `'Ed25519'`. */
+  alg: string
+  /** `ed25519:<base64url>`, the signer's signing key. */
+  key: string
+  /** The signature, unpadded base64url. */
+  value: string
 }
 
 /** Everything known about one state. */
@@ -90,6 +192,12 @@ export interface BindingStateInfo {
  * 12-byte extended form when `max_in_flight` is given.
  */
 export declare function buildHandshake(flags: number, maxInFlight?: number | undefined | null): Buffer
+
+/** The canonical JSON form a snapshot signature covers (for tests and tools). */
+export declare function canonicalJson(text: string): string
+
+/** Checks 32 bytes as an X25519 public key (not a low-order point). */
+export declare function checkPublicKey(key: Uint8Array): void
 
 /** Checksum of `data` (docs/protocol.md §2). */
 export declare function checksum(data: Uint8Array): number
@@ -140,14 +248,99 @@ export declare function encodeInto(out: Buffer, kind: number, flags: number, seq
 /** Encodes one PCR1 frame (big-endian header, no checksum). */
 export declare function encodePcr1(kind: number, corr: number, payload: Uint8Array): Buffer
 
+/** `x25519:<base64url>` of a 32-byte public key. */
+export declare function formatPublicKey(key: Uint8Array): string
+
+/** `ed25519:<base64url>` of a 32-byte signing key. */
+export declare function formatSigningKey(key: Uint8Array): string
+
 /** Inspects `bytes` as one frame; throws `ERR_POLYCALL_TRUNCATED_HEADER` under 16 bytes. */
 export declare function inspectFrame(bytes: Uint8Array): BindingInspection
+
+/**
+ * Compresses one payload as a COMPRESSED frame carries it (size prefix, lz4 block), or returns
+ * `null` when it is under `threshold` or does not shrink.
+ */
+export declare function lz4Compress(payload: Uint8Array, threshold: number): Buffer | null
+
+/** Decompresses a COMPRESSED payload whose announced size is at most `limit`. */
+export declare function lz4Decompress(payload: Uint8Array, limit: number): Buffer
 
 /** node-polycall's state checksum of a JSON text (docs/protocol.md §9.2). */
 export declare function nodeStateChecksum(json: string): number
 
 /** Parses a HANDSHAKE payload (docs/protocol.md §4); `strict` refuses an empty payload. */
 export declare function parseHandshake(payload: Uint8Array, strict: boolean): BindingHandshake
+
+/** The 32 bytes of `x25519:<base64url>`. */
+export declare function parsePublicKey(text: string): Buffer
+
+/** The 32 bytes of `ed25519:<base64url>`. */
+export declare function parseSigningKey(text: string): Buffer
+
+/** Server: accepts the offer; returns the RESPONSE payload (handshake message 2). */
+export declare function secureAccept(handle: number, flags: number, maxInFlight: number): Buffer
+
+/** Bytes of the last chunk read by a push that returned `MORE` or `HELD`. */
+export declare function secureConsumed(handle: number): number
+
+/** Declares the end of the stream; throws `TRUNCATED_*` when bytes remain. */
+export declare function secureEnd(handle: number): void
+
+/** Client (XX): returns the second HANDSHAKE payload (handshake message 3). */
+export declare function secureFinish(handle: number): Buffer
+
+/** Releases a session (zeroing its keys). Freeing twice, or a stale handle, does nothing. */
+export declare function secureFree(handle: number): void
+
+/** Starts a client session. `pattern` is `'IK'`, `'NK'` or `'XX'`. */
+export declare function secureInitiator(patternName: string, identity: BindingIdentity | undefined | null, serverKey: Uint8Array | undefined | null, flags: number, maxInFlight: number, sessionLimits: BindingSecureLimits): BindingSecureStart
+
+/** Continues without a secure session (plain frames in both directions). */
+export declare function securePlain(handle: number): void
+
+/**
+ * Decodes `chunk`, opening sealed frames in place, into the registered metadata array.
+ * Returns the frame count with `MORE`, `FAILED`, `PARTIAL` and `HELD` bits.
+ */
+export declare function securePush(handle: number, chunk: Buffer): number
+
+/** Throws the error that ended the session (does nothing when it has not failed). */
+export declare function secureRaise(handle: number): void
+
+/** Server (XX): reads the client's second HANDSHAKE payload; returns the client's key. */
+export declare function secureReadFinish(handle: number, payload: Uint8Array): Buffer
+
+/** Server: reads the client's first HANDSHAKE payload. */
+export declare function secureReadHello(handle: number, payload: Uint8Array): BindingSecureHello
+
+/** Client: reads the server's RESPONSE payload (handshake message 2). */
+export declare function secureReadReply(handle: number, payload: Uint8Array): BindingSecureReply
+
+/** Starts a server session that accepts the given patterns. */
+export declare function secureResponder(identity: BindingIdentity, patterns: Array<string>, sessionLimits: BindingSecureLimits): number
+
+/**
+ * Seals (or, in a plain session, encodes) `count` frames described in the metadata array,
+ * whose payloads lie end to end in `payloads`, into `out` (at least `count * 32 +
+ * payloads.length` bytes). Returns the bytes written.
+ */
+export declare function secureSeal(handle: number, count: number, payloads: Uint8Array, out: Buffer): number
+
+/** Turns lz4 compression on for payloads of at least `threshold` bytes, or off. */
+export declare function secureSetCompression(handle: number, threshold?: number | undefined | null): void
+
+/** Registers the metadata array `secure_push` writes into and `secure_seal` reads from. */
+export declare function secureSetMeta(meta: Uint32Array): void
+
+/** The session's state. */
+export declare function secureState(handle: number): BindingSecureState
+
+/**
+ * The payloads reported with the `OWNED` bit by the last push (assembled across chunks or
+ * decompressed), in index order.
+ */
+export declare function secureTakeOwned(handle: number): Array<Buffer>
 
 /**
  * The session machine's tables (docs/protocol.md §6): 6 edge masks (`1 << state`), then 6 server
@@ -232,6 +425,12 @@ export declare function smUnlock(handle: number, id: number): void
 
 /** Verifies state `id` against its stored checksum and, if given, `expected`. */
 export declare function smVerify(handle: number, id: number, expected?: number | undefined | null): number
+
+/** Signs a snapshot's JSON text (its `signature` member, if any, is left out). */
+export declare function snapshotSign(identity: BindingIdentity, text: string): BindingSnapshotSignature
+
+/** Verifies a signed snapshot's JSON text against a 32-byte Ed25519 signing key. */
+export declare function snapshotVerify(text: string, key: Uint8Array): void
 
 /** node-polycall's default endpoint of a state name. */
 export declare function stateEndpoint(name: string): string

@@ -1,6 +1,6 @@
 import test from 'ava'
 import fc from 'fast-check'
-import { Deadlines, GRANULARITY_MS, type Expiring } from '../ts/core/deadlines.js'
+import { Deadlines, EMPTY_BUCKETS, GRANULARITY_MS, type Expiring } from '../ts/core/deadlines.js'
 import { now } from '../ts/core/abort.js'
 
 interface Item extends Expiring {
@@ -70,4 +70,76 @@ test('buckets emptied at once (handlers that finish synchronously) still fire it
   clearInterval(keepAlive)
   t.deepEqual(fired.map((f) => f.id), [2, 1])
   t.is(d.size, 0)
+})
+
+test('emptied buckets are freed: memory follows the items scheduled, not the distinct deadlines seen', (t) => {
+  const d = new Deadlines<Item>(() => t.fail('nothing is due'))
+  const start = now()
+  // 100,000 requests, each with its own far-future deadline, each finished at once.
+  for (let i = 0; i < 100_000; i++) {
+    const item: Item = { id: i, due: start + 1e12 + GRANULARITY_MS * i, deadlineBucket: -1 }
+    d.add(item, item.due)
+    d.delete(item)
+  }
+  t.is(d.size, 0)
+  t.true(d.buckets <= EMPTY_BUCKETS, `${d.buckets} buckets held`)
+  // With items alive, the empty buckets kept stay within the live ones (plus the small cap).
+  const live: Item[] = []
+  for (let i = 0; i < 5000; i++) {
+    const item: Item = { id: i, due: start + 2e12 + GRANULARITY_MS * i, deadlineBucket: -1 }
+    d.add(item, item.due)
+    if (i % 2 === 0) d.delete(item)
+    else live.push(item)
+  }
+  t.is(d.size, live.length)
+  t.true(d.buckets <= 2 * live.length + EMPTY_BUCKETS, `${d.buckets} buckets for ${live.length} items`)
+  // Once they are done, the next burst of new deadlines sweeps their buckets out too.
+  for (const item of live) d.delete(item)
+  t.true(d.buckets <= 2 * live.length + EMPTY_BUCKETS, `${d.buckets} buckets held after all were deleted`)
+  for (let i = 0; i < 3 * live.length; i++) {
+    const item: Item = { id: i, due: start + 3e12 + GRANULARITY_MS * i, deadlineBucket: -1 }
+    d.add(item, item.due)
+    d.delete(item)
+  }
+  t.true(d.buckets <= EMPTY_BUCKETS, `${d.buckets} buckets held after the next burst`)
+})
+
+test('property: sweeps never lose or duplicate an item (random adds and deletes over many buckets)', async (t) => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.array(fc.record({ ms: fc.integer({ min: 0, max: 60 }), keep: fc.boolean(), spread: fc.integer({ min: 0, max: 400 }) }), {
+        minLength: 1,
+        maxLength: 400,
+      }),
+      async (ops) => {
+        const fired: number[] = []
+        const expected = new Set<number>()
+        let done!: () => void
+        const all = new Promise<void>((r) => (done = r))
+        const d = new Deadlines<Item>((item) => {
+          fired.push(item.id)
+          expected.delete(item.id)
+          if (expected.size === 0) done()
+        })
+        const start = now()
+        // Far buckets that empty at once force sweeps between the near ones that fire.
+        ops.forEach((op, id) => {
+          const far: Item = { id: -id - 1, due: start + 1e9 + op.spread * GRANULARITY_MS, deadlineBucket: -1 }
+          d.add(far, far.due)
+          const item: Item = { id, due: start + op.ms, deadlineBucket: -1 }
+          d.add(item, item.due)
+          d.delete(far)
+          if (op.keep) expected.add(id)
+          else d.delete(item)
+        })
+        if (expected.size === 0) done()
+        const keepAlive = setInterval(() => {}, 1000)
+        await all
+        clearInterval(keepAlive)
+        return fired.length === new Set(fired).size && fired.every((id) => ops[id]!.keep) && fired.length === ops.filter((o) => o.keep).length && d.size === 0
+      },
+    ),
+    { numRuns: 30, seed: 11 },
+  )
+  t.pass()
 })

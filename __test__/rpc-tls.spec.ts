@@ -1,13 +1,34 @@
 // TLS and mutual TLS with committed test certificates (__test__/fixtures/tls, valid until 2126).
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import { X509Certificate, createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { ErrorCode, type PolyCallError } from '../ts/index.js'
-import { newClient, startServer } from './helpers/net.js'
+import { ErrorCode, PolyCallClient, PolyCallServer, type ClientOptions, type PolyCallError, type ServerOptions } from '../ts/index.js'
 
 const pem = (name: string) => readFileSync(new URL(`./fixtures/tls/${name}`, import.meta.url))
 const ca = pem('ca.crt')
 const serverTls = { key: pem('server.key'), cert: pem('server.crt') }
+// Every server and client is closed, and the close awaited, when a test ends: a close that
+// never settles (say, after a failed TLS handshake) fails the test instead of hiding.
+async function settles(what: string, p: Promise<void>, ms = 5000): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  await Promise.race([p, new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} did not settle within ${ms} ms`)), ms)))])
+  clearTimeout(timer)
+}
+
+async function startServer(t: ExecutionContext, options: ServerOptions, setup?: (server: PolyCallServer) => void) {
+  const server = new PolyCallServer(options)
+  setup?.(server)
+  const { port } = await server.listen(0, '127.0.0.1')
+  t.teardown(() => settles('server.close()', server.close({ timeout: 1000 })))
+  return { server, port }
+}
+
+function newClient(t: ExecutionContext, port: number, options: Partial<ClientOptions>): PolyCallClient {
+  const client = new PolyCallClient({ host: '127.0.0.1', reconnect: false, ...options, port })
+  t.teardown(() => settles('client.close()', client.close({ timeout: 1000 })))
+  return client
+}
+
 const spki = (cert: Buffer) =>
   createHash('sha256').update(new X509Certificate(cert).publicKey.export({ type: 'spki', format: 'der' })).digest('base64')
 

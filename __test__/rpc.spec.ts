@@ -10,6 +10,7 @@ import {
   PolyCallError,
   PolyCallServer,
   buildHandshake,
+  encodeFrame,
   parseHandshake,
   type PeerInfo,
   type RequestContext,
@@ -273,36 +274,38 @@ test('requireAuth: a COMMAND before READY is refused with an ERROR echoing its s
   t.is(refused?.sequence, 77)
 })
 
-test('limits: maxInFlight answers BUSY beyond the limit and the server keeps serving', async (t) => {
+test('limits: at maxInFlight the server stops reading; requests beyond it wait, then are served in turn', async (t) => {
   let release!: () => void
   const gate = new Promise<void>((r) => (release = r))
-  const { port } = await startServer(t, { maxInFlight: 2 }, (s) => {
-    s.route('/wait', () => gate)
+  let running = 0
+  let most = 0
+  const { port, server } = await startServer(t, { maxInFlight: 2 }, (s) => {
+    s.route('/wait', async () => {
+      most = Math.max(most, ++running)
+      await gate
+      running--
+      return 'done'
+    })
     s.route('/ok', () => 'ok')
   })
   const peer = await RawPeer.connect(t, port)
   peer.send(MessageType.Handshake, 1, buildHandshake(0))
   await peer.next()
   const cmd = (c: string) => Buffer.from(JSON.stringify({ command: c, data: null }))
-  // Three commands in one write: two fill the limit, the third is over it.
-  peer.socket.write(
-    Buffer.concat([
-      (await import('../ts/index.js')).encodeFrame({ type: MessageType.Command, sequence: 2, payload: cmd('/wait') }),
-      (await import('../ts/index.js')).encodeFrame({ type: MessageType.Command, sequence: 3, payload: cmd('/wait') }),
-      (await import('../ts/index.js')).encodeFrame({ type: MessageType.Command, sequence: 4, payload: cmd('/ok') }),
-    ]),
-  )
-  const busy = await peer.next()
-  t.is(busy?.type, MessageType.Error)
-  t.is(busy?.sequence, 4)
-  t.regex(busy!.payload.toString(), /^ERR_POLYCALL_BUSY: /)
+  // Five commands in one write: two fill the limit, the other three wait in the server.
+  peer.socket.write(Buffer.concat([2, 3, 4, 5, 6].map((sequence) => encodeFrame({ type: MessageType.Command, sequence, payload: cmd('/wait') }))))
+  for (let i = 0; i < 100 && server.stats().requests.inFlight < 2; i++) await delay(10)
+  t.is(server.stats().requests.inFlight, 2)
+  t.is(server.stats().requests.total, 2)
   release()
-  const a = await peer.next()
-  const b = await peer.next()
-  t.deepEqual([a?.sequence, b?.sequence].sort(), [2, 3])
-  peer.send(MessageType.Command, 5, cmd('/ok'))
+  const answered = []
+  for (let i = 0; i < 5; i++) answered.push((await peer.next())!)
+  t.deepEqual(answered.map((f) => f.sequence).sort(), [2, 3, 4, 5, 6])
+  t.true(answered.every((f) => f.type === MessageType.Response))
+  t.is(most, 2)
+  peer.send(MessageType.Command, 7, cmd('/ok'))
   const ok = await peer.next()
-  t.is(ok?.sequence, 5)
+  t.is(ok?.sequence, 7)
   t.is(ok?.payload.toString(), '"ok"')
 })
 

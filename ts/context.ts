@@ -42,6 +42,16 @@ export interface ContextLimits {
   stallTimeout?: number
   /** See {@link ServerOptions.requestTimeout}. @defaultValue the server's default */
   requestTimeout?: number
+  /** See {@link ServerOptions.authTimeout}. @defaultValue the server's default */
+  authTimeout?: number
+  /** See {@link ServerOptions.frameTimeout}. @defaultValue the server's default */
+  frameTimeout?: number
+  /** See {@link ServerOptions.maxDeadline}. @defaultValue the server's default */
+  maxDeadline?: number
+  /** See {@link ServerOptions.maxWriteBuffer}. @defaultValue the server's default */
+  maxWriteBuffer?: number
+  /** See {@link ServerOptions.drainTimeout}. @defaultValue the server's default */
+  drainTimeout?: number
 }
 
 /** Options of {@link createContext}. */
@@ -75,6 +85,11 @@ const CONTEXT_LIMIT_KEYS = optionKeys<ContextLimits>()([
   'heartbeatInterval',
   'stallTimeout',
   'requestTimeout',
+  'authTimeout',
+  'frameTimeout',
+  'maxDeadline',
+  'maxWriteBuffer',
+  'drainTimeout',
 ])
 
 /** Anything a context can own. */

@@ -69,6 +69,16 @@ export type { SchemaInput, SchemaOutput, StandardSchemaV1, ValidationError, Vali
 export type { SchemaRoute } from './server/schema-route.js'
 export type { ContractClient, ControlOptions } from './client/client.js'
 export { Context, createContext } from './context.js'
+export { Identity, parsePublicKey } from './secure/identity.js'
+export type { IdentitySaveOptions } from './secure/identity.js'
+export type {
+  ClientKeyCheck,
+  SecureClientOptions,
+  SecureLimits,
+  SecurePattern,
+  SecureServerOptions,
+  ServerKeyCheck,
+} from './secure/options.js'
 export type { ContextLimits, ContextOptions, Logger } from './context.js'
 export { MemorySnapshotStore } from './store/store.js'
 export type { SaveOptions, SnapshotStore, SnapshotStoreOptions, StoredSnapshot } from './store/store.js'

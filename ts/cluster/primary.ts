@@ -74,6 +74,7 @@ export function addStats(all: ServerStats[]): ServerStats {
     latency: { count: 0, p50: 0, p90: 0, p99: 0, max: 0 },
     bytesIn: 0,
     bytesOut: 0,
+    bytesQueued: 0,
   }
   for (const s of all) {
     for (const k of ['current', 'total', 'rejected'] as const) total.connections[k] += s.connections[k]
@@ -82,6 +83,7 @@ export function addStats(all: ServerStats[]): ServerStats {
     for (const k of ['p50', 'p90', 'p99', 'max'] as const) total.latency[k] = Math.max(total.latency[k], s.latency[k])
     total.bytesIn += s.bytesIn
     total.bytesOut += s.bytesOut
+    total.bytesQueued += s.bytesQueued ?? 0
   }
   return total
 }

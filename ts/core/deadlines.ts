@@ -7,6 +7,15 @@
  * timer waits for the earliest. A bucket is an array and each item remembers its slot, so adding
  * is a push and removing a swap with the last element (a Set's delete rehashes as it shrinks,
  * which showed up in profiles). A deadline fires at most one bucket late.
+ *
+ * A bucket that empties stays scheduled, so a server whose handlers finish at once does not
+ * create, push and drop a bucket per request, and adding to or deleting from an existing bucket
+ * costs nothing extra. Before a new bucket is created, the empty ones are swept out (map and
+ * heap) if the heap has grown to twice what survived the last sweep, and to at least
+ * {@link EMPTY_BUCKETS}: the memory follows the items scheduled (at most twice the buckets
+ * alive at the last sweep, plus that many), never the number of distinct deadlines seen, and
+ * sweeping costs at most two heap entries' work per bucket created. Empty buckets left after a
+ * burst also go when their time comes.
  * Internal module: not exported from the package entry points.
  * @packageDocumentation
  */
@@ -14,6 +23,9 @@ import { MAX_TIMER_DELAY, now } from './abort.js'
 
 /** Bucket width in milliseconds. */
 export const GRANULARITY_MS = 4
+
+/** Buckets the heap may hold, empty ones included, before a sweep is considered. */
+export const EMPTY_BUCKETS = 64
 
 /** Something with a deadline: the scheduler keeps its bucket and slot on it. */
 export interface Expiring {
@@ -27,6 +39,8 @@ export class Deadlines<T extends Expiring> {
   readonly #onExpire: (item: T) => void
   readonly #buckets = new Map<number, T[]>()
   readonly #heap: number[] = []
+  /** Heap size at which the next new bucket first sweeps out the empty ones. */
+  #sweepAt = EMPTY_BUCKETS
   #timer: NodeJS.Timeout | undefined
   #armedFor = Infinity
 
@@ -44,6 +58,7 @@ export class Deadlines<T extends Expiring> {
     const bucket = Math.ceil(deadline / GRANULARITY_MS)
     let list = this.#buckets.get(bucket)
     if (!list) {
+      if (this.#heap.length >= this.#sweepAt) this.#sweep()
       list = []
       this.#buckets.set(bucket, list)
       this.#push(bucket)
@@ -67,9 +82,6 @@ export class Deadlines<T extends Expiring> {
       list[slot] = last
       last.deadlineSlot = slot
     }
-    // An emptied bucket stays (in the map and the heap) until its time comes or it reaches the
-    // top of the heap: a server whose handlers finish at once would otherwise create, push and
-    // drop a bucket for every request.
   }
 
   /** Number of scheduled items. */
@@ -77,6 +89,25 @@ export class Deadlines<T extends Expiring> {
     let n = 0
     for (const list of this.#buckets.values()) n += list.length
     return n
+  }
+
+  /** @internal Buckets held (with or without items): what the scheduler's memory follows. */
+  get buckets(): number {
+    return this.#buckets.size
+  }
+
+  /** Drops every empty bucket from the map and the heap, and restores heap order. */
+  #sweep(): void {
+    const h = this.#heap
+    let n = 0
+    for (let i = 0; i < h.length; i++) {
+      const bucket = h[i]!
+      if (this.#buckets.get(bucket)!.length > 0) h[n++] = bucket
+      else this.#buckets.delete(bucket)
+    }
+    h.length = n
+    for (let i = (n >> 1) - 1; i >= 0; i--) this.#siftDown(i, h[i]!)
+    this.#sweepAt = Math.max(EMPTY_BUCKETS, 2 * n)
   }
 
   #fire = (): void => {
@@ -125,19 +156,22 @@ export class Deadlines<T extends Expiring> {
     const h = this.#heap
     const top = h[0]!
     const last = h.pop()!
-    if (h.length > 0) {
-      let i = 0
-      for (;;) {
-        const l = 2 * i + 1
-        if (l >= h.length) break
-        const r = l + 1
-        const c = r < h.length && h[r]! < h[l]! ? r : l
-        if (h[c]! >= last) break
-        h[i] = h[c]!
-        i = c
-      }
-      h[i] = last
-    }
+    if (h.length > 0) this.#siftDown(0, last)
     return top
+  }
+
+  /** Places `value` at `i` or below it, moving smaller children up. */
+  #siftDown(i: number, value: number): void {
+    const h = this.#heap
+    for (;;) {
+      const l = 2 * i + 1
+      if (l >= h.length) break
+      const r = l + 1
+      const c = r < h.length && h[r]! < h[l]! ? r : l
+      if (h[c]! >= value) break
+      h[i] = h[c]!
+      i = c
+    }
+    h[i] = value
   }
 }

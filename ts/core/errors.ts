@@ -74,6 +74,11 @@ export const ErrorCode = {
   BUSY: 'ERR_POLYCALL_BUSY',
   /** The server is shutting down and takes no new requests. */
   UNAVAILABLE: 'ERR_POLYCALL_UNAVAILABLE',
+  /**
+   * The peer did not read what was written to it: more than `maxWriteBuffer` bytes stayed queued
+   * for `drainTimeout` ms, and the connection was destroyed.
+   */
+  DRAIN_TIMEOUT: 'ERR_POLYCALL_DRAIN_TIMEOUT',
   /** The TLS peer's public key does not match any pinned SPKI SHA-256 hash. */
   TLS_PIN_MISMATCH: 'ERR_POLYCALL_TLS_PIN_MISMATCH',
   /** A legacy peer answered with plain error text, which carries no code. */
@@ -131,6 +136,30 @@ export const ErrorCode = {
    * not run again.
    */
   OUTCOME_UNKNOWN: 'ERR_POLYCALL_OUTCOME_UNKNOWN',
+  /**
+   * A secure handshake failed: a wrong or unknown key, a man in the middle, an altered hello, a
+   * malformed, oversized or out-of-order handshake message.
+   */
+  HANDSHAKE_FAILED: 'ERR_POLYCALL_HANDSHAKE_FAILED',
+  /** The peer did not offer, or did not accept, a secure session where one is required. */
+  INSECURE_PEER: 'ERR_POLYCALL_INSECURE_PEER',
+  /**
+   * A frame of a secure session failed authentication: altered header or payload, replayed,
+   * reordered, after a dropped frame, from another session, or not sealed at all.
+   */
+  TAMPERED: 'ERR_POLYCALL_TAMPERED',
+  /** A compressed payload announces more than the payload limit (refused before decompressing). */
+  DECOMPRESSION_LIMIT: 'ERR_POLYCALL_DECOMPRESSION_LIMIT',
+  /** A compressed payload is not a valid lz4 block of its announced size. */
+  DECOMPRESSION_FAILED: 'ERR_POLYCALL_DECOMPRESSION_FAILED',
+  /** Key bytes or key text that are not a valid key of the expected kind. */
+  INVALID_KEY: 'ERR_POLYCALL_INVALID_KEY',
+  /** An identity file that cannot be read, created or parsed (or exists, when saving without `overwrite`). */
+  IDENTITY_FILE: 'ERR_POLYCALL_IDENTITY_FILE',
+  /** A snapshot signature that is missing, malformed, made by another key, or does not match. */
+  BAD_SIGNATURE: 'ERR_POLYCALL_BAD_SIGNATURE',
+  /** The operating system's random number generator failed. */
+  ENTROPY_UNAVAILABLE: 'ERR_POLYCALL_ENTROPY_UNAVAILABLE',
 } as const
 
 /**

@@ -4,12 +4,19 @@
  * write, `write()` backpressure, read pausing, heartbeats with dead-peer detection, and the
  * session state. Client and server both drive one of these per connection; what a frame means is
  * theirs to decide.
+ *
+ * Bounds against a peer (each optional, set by the server): a frame must complete within
+ * `frameTimeout` of its first byte and keep making progress within `stallTimeout`; past
+ * `maxWriteBuffer` unsent bytes reading stops, and a peer that leaves them unread for
+ * `drainTimeout` is destroyed; after `end()` a socket the peer does not close within
+ * `lingerTimeout` is destroyed. While reading is paused for any reason, frames already decoded
+ * from the last chunk wait (at most one chunk's worth) and are delivered on resume.
  * Internal module: not exported from the package entry points.
  * @packageDocumentation
  */
 import type { Socket } from 'node:net'
 import { ErrorCode, PolyCallError, isPolyCallError } from '../core/errors.js'
-import { now } from '../core/abort.js'
+import { now, unrefTimer } from '../core/abort.js'
 import type { DecodeError } from '../protocol/codec.js'
 import { jsonCodec, type PayloadCodec } from '../protocol/payload.js'
 import { SessionMachine, type SessionRole } from '../state/session.js'
@@ -26,19 +33,40 @@ export interface ConnectionHooks {
   end(): void
   /** The socket is gone. `error` is set when it did not close cleanly. */
   close(error: PolyCallError | undefined): void
-  /** The peer stopped in the middle of a frame for `stallTimeout` ms. */
-  stalled?(): void
+  /**
+   * A partial frame made no progress for `stallTimeout` ms (`'stall'`), or was still incomplete
+   * `frameTimeout` ms after its first byte arrived (`'frame'`).
+   */
+  stalled?(reason: 'stall' | 'frame'): void
+  /** Queued frames were handed to the socket while reading was paused for `'dispatch'`. */
+  flushed?(): void
 }
 
+/**
+ * Options of a connection. A server passes one object to all of its connections; every bound is
+ * off when absent or 0.
+ */
 export interface ConnectionOptions {
   maxPayload: number
   wire: Wire
-  /** Fail when a partial frame makes no progress for this long; 0 or absent disables. */
+  /** Fail when a partial frame makes no progress for this long. */
   stallTimeout?: number
+  /** Fail when a frame is not complete this long after its first byte arrived. */
+  frameTimeout?: number
+  /** Stop reading while more than this many bytes wait to be written. */
+  maxWriteBuffer?: number
+  /** Destroy the connection when it stays over `maxWriteBuffer` for this long. */
+  drainTimeout?: number
+  /** After `end()`, destroy the socket if it is not closed this long later. */
+  lingerTimeout?: number
 }
 
-/** Why reading is paused; reading resumes when no reason is left. */
-export type PauseReason = 'dispatch' | 'drain' | 'owner'
+/**
+ * Why reading is paused; reading resumes when no reason is left. `dispatch`: the owner's
+ * requests in flight; `drain`: the socket refused more data; `write`: over `maxWriteBuffer`;
+ * `replies`: the owner's reply queue; `owner`: anything else the owner decides.
+ */
+export type PauseReason = 'dispatch' | 'drain' | 'owner' | 'replies' | 'write'
 
 const OWNER = Symbol('polycall.connection')
 type OwnedSocket = Socket & { [OWNER]: Connection }
@@ -58,6 +86,24 @@ function onClose(this: OwnedSocket): void {
 function onDrain(this: OwnedSocket): void {
   Connection.listeners.drain(this[OWNER])
 }
+function onReadTimer(c: Connection): void {
+  Connection.listeners.readTimer(c)
+}
+
+/**
+ * What a connection needs only in the middle of a frame or under pressure: made on first use, so
+ * an idle connection carries one empty field instead of five.
+ */
+interface Watch {
+  /** Watches the partial frame (stall and frame timeouts). */
+  readTimer: NodeJS.Timeout | undefined
+  /** Whole monotonic ms when the partial frame's first byte arrived. */
+  frameStarted: number
+  drainTimer: NodeJS.Timeout | undefined
+  lingerTimer: NodeJS.Timeout | undefined
+  /** The decode error that follows the held frames. */
+  heldError: DecodeError | undefined
+}
 
 const EMPTY = Buffer.alloc(0)
 const wholeNow = (): number => Math.floor(now())
@@ -66,7 +112,15 @@ const FLUSH_SCHEDULED = 2
 const NEED_DRAIN = 4
 const CLOSED = 8
 const ENDING = 16
-const PAUSE_BIT: Record<PauseReason, number> = { dispatch: 1, drain: 2, owner: 4 }
+/** Inside the loop that hands frames to the hooks (a nested resume must not start another). */
+const DELIVERING = 32
+/** `socket.pause()` was called and not yet undone. */
+const READ_PAUSED = 64
+/** The peer's side ended while frames were still held: its end comes after them. */
+const END_HELD = 128
+const PAUSE_BIT: Record<PauseReason, number> = { dispatch: 1, drain: 2, owner: 4, replies: 8, write: 16 }
+const DISPATCH = PAUSE_BIT.dispatch
+const WRITE = PAUSE_BIT.write
 const ARENA_SIZE = 8192
 /**
  * A tick that queues this many bytes writes them at once instead of at its end, so the peer
@@ -115,8 +169,26 @@ export class Connection implements Ticking {
   #beat: ((conn: Connection) => void) | undefined
   #heartbeatPeriod = 0
   #error: PolyCallError | undefined
-  #stallTimeout: number
-  #stallTimer: NodeJS.Timeout | undefined
+  /** Shared with every connection of the same owner. */
+  readonly #options: ConnectionOptions
+  /** Decoded frames not yet handed to the hooks (reading paused part-way through a chunk). */
+  #held: WireFrame[] | undefined
+  #heldAt = 0
+  /** Frames queued since the last socket write. */
+  #queuedFrames = 0
+  /** What the socket still buffered after the last write it refused (0 once it drained). */
+  #backlog = 0
+  #watch: Watch | undefined
+
+  get #w(): Watch {
+    return (this.#watch ??= {
+      readTimer: undefined,
+      frameStarted: 0,
+      drainTimer: undefined,
+      lingerTimer: undefined,
+      heldError: undefined,
+    })
+  }
 
   /** The queue holds exactly one small frame in its own buffer. */
   get #soloSmall(): boolean {
@@ -152,7 +224,7 @@ export class Connection implements Ticking {
     this.#wire = options.wire
     this.legacy = options.wire.startsLegacy
     this.#decoder = options.wire.decoder(options.maxPayload)
-    this.#stallTimeout = options.stallTimeout ?? 0
+    this.#options = options
     socket.setNoDelay(true)
     // Shared listeners that find their connection on the socket: no closures per connection.
     ;(socket as OwnedSocket)[OWNER] = this
@@ -180,9 +252,10 @@ export class Connection implements Ticking {
       c.#onClose()
     },
     drain(c: Connection): void {
-      c.#needDrain = false
-      c.resume('drain')
-      c.#flush()
+      c.#onDrain()
+    },
+    readTimer(c: Connection): void {
+      c.#onReadTimer()
     },
   }
 
@@ -194,6 +267,11 @@ export class Connection implements Ticking {
   /** Frames queued but not yet handed to the socket, plus bytes the socket buffers. */
   get pendingBytes(): number {
     return this.#queuedBytes + this.socket.writableLength
+  }
+
+  /** Frames queued since the last socket write (replies produced but not yet written). */
+  get queuedFrames(): number {
+    return this.#queuedFrames
   }
 
   /**
@@ -248,24 +326,33 @@ export class Connection implements Ticking {
       this.#queuedBytes += bytes.length
       this.#soloSmall = small && queue.length === 1
     }
+    this.#queuedFrames++
+    const max = this.#options.maxWriteBuffer
+    if (max !== undefined && this.#queuedBytes + this.#backlog > max) this.#overfull()
     if (!this.#flushScheduled) {
       this.#flushScheduled = true
       process.nextTick(() => this.#flush())
     }
   }
 
-  /** Pauses reading for `reason` (reasons stack; reading resumes when none is left). */
+  /**
+   * Pauses reading for `reason` (reasons stack; reading resumes when none is left). Frames of
+   * the current chunk not yet delivered wait for the resume.
+   */
   pause(reason: PauseReason): void {
-    if (this.#pauses === 0 && !this.#closed) this.socket.pause()
     this.#pauses |= PAUSE_BIT[reason]
+    if ((this.#bits & READ_PAUSED) === 0 && !this.#closed) {
+      this.#bits |= READ_PAUSED
+      this.socket.pause()
+    }
   }
 
+  /** Drops `reason`; with none left, delivers the frames that waited, then reads on. */
   resume(reason: PauseReason): void {
     const bit = PAUSE_BIT[reason]
-    if (this.#pauses & bit) {
-      this.#pauses &= ~bit
-      if (this.#pauses === 0 && !this.#closed) this.socket.resume()
-    }
+    if ((this.#pauses & bit) === 0) return
+    this.#pauses &= ~bit
+    if (this.#pauses === 0) this.#deliver()
   }
 
   get paused(): boolean {
@@ -290,20 +377,39 @@ export class Connection implements Ticking {
   tick(): void {
     const interval = this.#heartbeatPeriod
     const t = now()
-    if (t - this.lastReceived > 3 * interval) {
-      this.destroy(new PolyCallError(ErrorCode.CONNECTION_LOST, `peer sent nothing for ${Math.round(t - this.lastReceived)} ms`))
+    // While this side is not reading, the peer's silence proves nothing.
+    if (t - this.lastReceived > 3 * interval && this.#pauses === 0) {
+      // Decide after the poll phase (setImmediate): after a stall of this event loop, bytes the
+      // peer sent may be waiting in the socket, unread.
+      setImmediate(destroyIfSilent, this)
       return
     }
     if (t - this.lastSent >= interval * 0.9) this.#beat!(this)
   }
 
-  /** Flushes what is queued, then closes the sending side. */
-  end(): void {
+  /** @internal The heartbeat's dead-peer verdict, re-checked after the poll phase. */
+  silentFor(): number {
+    return this.#closed || this.#pauses !== 0 || !this.#beat ? 0 : now() - this.lastReceived - 3 * this.#heartbeatPeriod
+  }
+
+  /**
+   * Hands everything queued to the socket, then closes the sending side. A socket that is not
+   * closed `linger` ms later (the peer neither reads nor closes) is destroyed.
+   *
+   * @param linger - ms; 0 waits for the peer however long it takes @defaultValue the `lingerTimeout` option
+   */
+  end(linger = this.#options.lingerTimeout ?? 0): void {
     if (this.#closed || this.#ending) return
-    this.#flush()
+    // Even while waiting for 'drain': the socket buffers it, and nothing is written after end().
     this.#bits |= ENDING
+    this.#flushScheduled = false
+    this.#takeArena()
+    this.#arena = undefined
+    this.#soloSmall = false
+    this.#write()
     this.#stopHeartbeat()
     this.socket.end()
+    if (linger > 0) this.#w.lingerTimer = unrefTimer(() => this.destroy(), linger)
   }
 
   /** Tears the socket down now. */
@@ -331,7 +437,7 @@ export class Connection implements Ticking {
 
   #flush(): void {
     this.#flushScheduled = false
-    if (this.#closed || this.#needDrain) return
+    if (this.#closed || this.#needDrain || this.#ending) return
     this.#takeArena()
     this.#arena = undefined
     this.#soloSmall = false
@@ -344,6 +450,7 @@ export class Connection implements Ticking {
     const bytes = this.#queuedBytes
     this.#queue = undefined
     this.#queuedBytes = 0
+    this.#queuedFrames = 0
     let ok = true
     if (this.legacy) {
       for (const frame of queue) ok = this.socket.write(frame) && ok
@@ -354,50 +461,183 @@ export class Connection implements Ticking {
     this.lastSent = wholeNow()
     if (!ok) {
       this.#needDrain = true
+      this.#backlog = this.socket.writableLength
       this.pause('drain')
+    } else {
+      this.#backlog = 0
+      if (this.#pauses & WRITE) this.#relieved()
     }
+    if ((this.#pauses & DISPATCH) !== 0 && !this.#ending) this.#hooks.flushed?.()
+  }
+
+  /** Over `maxWriteBuffer`: stop reading and give the peer `drainTimeout` to catch up. */
+  #overfull(): void {
+    if (this.#pauses & WRITE) return
+    this.pause('write')
+    this.#armDrainTimer()
+  }
+
+  #armDrainTimer(): void {
+    const ms = this.#options.drainTimeout ?? 0
+    if (ms <= 0) return
+    const w = this.#w
+    w.drainTimer = unrefTimer(() => {
+      w.drainTimer = undefined
+      this.destroy(
+        new PolyCallError(
+          ErrorCode.DRAIN_TIMEOUT,
+          `the peer left more than ${this.#options.maxWriteBuffer} bytes unread for ${ms} ms (${this.pendingBytes} queued)`,
+        ),
+      )
+    }, ms)
+  }
+
+  /** Back under `maxWriteBuffer`. */
+  #relieved(): void {
+    const w = this.#watch
+    if (w?.drainTimer) clearTimeout(w.drainTimer)
+    if (w) w.drainTimer = undefined
+    this.resume('write')
+  }
+
+  #onDrain(): void {
+    this.#needDrain = false
+    this.#backlog = 0
+    this.#flush()
+    if (this.#pauses & WRITE) {
+      if (this.#queuedBytes + this.#backlog <= this.#options.maxWriteBuffer!) this.#relieved()
+      else if (this.#watch?.drainTimer) {
+        // The peer read everything the socket had; what waited behind it gets a fresh timeout.
+        clearTimeout(this.#watch.drainTimer)
+        this.#armDrainTimer()
+      }
+    }
+    if (!this.#needDrain) this.resume('drain')
   }
 
   #onData(chunk: Buffer): void {
     this.lastReceived = wholeNow()
     this.bytesIn += chunk.length
     let frames: WireFrame[]
+    let error: DecodeError | undefined
     try {
       frames = this.#decoder.push(chunk)
     } catch (e) {
-      const err = e as DecodeError
-      for (const f of err.frames ?? []) {
-        if (this.#closed) return
-        this.#hooks.frame(f)
+      error = e as DecodeError
+      frames = error.frames ?? []
+    }
+    const watched = this.#options.stallTimeout || this.#options.frameTimeout
+    if (error === undefined && watched) this.#watchRead(frames.length)
+    if (this.#held !== undefined) {
+      // A chunk the socket had read before it paused: its frames queue behind the held ones.
+      if (this.#watch?.heldError === undefined) {
+        this.#held = this.#held.slice(this.#heldAt).concat(frames)
+        this.#heldAt = 0
+        if (error !== undefined) this.#w.heldError = error
       }
-      if (!this.#closed) this.#hooks.decodeError(err)
       return
     }
-    if (this.#stallTimeout > 0) this.#watchStall()
-    for (let i = 0; i < frames.length; i++) {
-      if (this.#closed) return
-      this.#hooks.frame(frames[i]!)
+    if (frames.length === 0 && error === undefined) return
+    this.#held = frames
+    this.#heldAt = 0
+    // With nothing held there is no held error either: only a new one needs storing.
+    if (error !== undefined) this.#w.heldError = error
+    this.#deliver()
+  }
+
+  /**
+   * Hands the held frames (then their decode error, if any) to the hooks until none is left or
+   * reading pauses; resumes the socket once everything went out and nothing pauses it.
+   */
+  #deliver(): void {
+    if (this.#bits & DELIVERING) return
+    this.#bits |= DELIVERING
+    try {
+      while (this.#held !== undefined && this.#pauses === 0 && !this.#closed) {
+        const held = this.#held
+        const at = this.#heldAt
+        if (at < held.length) {
+          this.#heldAt = at + 1
+          // Let go of the chunk before its last frame runs (nothing is left to hold).
+          if (at + 1 === held.length && this.#watch?.heldError === undefined) this.#held = undefined
+          this.#hooks.frame(held[at]!)
+        } else {
+          const w = this.#w
+          const error = w.heldError
+          this.#held = undefined
+          w.heldError = undefined
+          if (error !== undefined) this.#hooks.decodeError(error)
+        }
+      }
+    } finally {
+      this.#bits &= ~DELIVERING
+    }
+    if (this.#held !== undefined || this.#closed) return
+    if (this.#bits & END_HELD) {
+      this.#bits &= ~END_HELD
+      this.#onEnd()
+    } else if (this.#pauses === 0 && (this.#bits & READ_PAUSED) !== 0) {
+      this.#bits &= ~READ_PAUSED
+      this.socket.resume()
     }
   }
 
-  /** Arms (or re-arms) the stall timer while a frame is incomplete; disarms it otherwise. */
-  #watchStall(): void {
-    if (this.#decoder.pending) {
-      if (this.#stallTimer) this.#stallTimer.refresh()
-      else {
-        this.#stallTimer = setTimeout(() => {
-          this.#stallTimer = undefined
-          if (!this.#closed && this.#decoder.pending) this.#hooks.stalled?.()
-        }, this.#stallTimeout)
-        this.#stallTimer.unref()
+  /**
+   * While a frame is incomplete one timer watches it; it is not re-armed per chunk but checks
+   * on firing what is left of the stall and frame timeouts.
+   */
+  #watchRead(completed: number): void {
+    if (!this.#decoder.pending) {
+      const w = this.#watch
+      if (w?.readTimer) {
+        clearTimeout(w.readTimer)
+        w.readTimer = undefined
       }
-    } else if (this.#stallTimer) {
-      clearTimeout(this.#stallTimer)
-      this.#stallTimer = undefined
+      return
     }
+    const w = this.#w
+    // A chunk that completed frames and still ends inside one started that frame.
+    if (completed > 0 || w.readTimer === undefined) w.frameStarted = this.lastReceived
+    if (w.readTimer === undefined) this.#armRead(this.#readDelay())
+  }
+
+  /** The shorter of the stall and frame timeouts that are on. */
+  #readDelay(): number {
+    return Math.min(this.#options.stallTimeout || Infinity, this.#options.frameTimeout || Infinity)
+  }
+
+  #armRead(ms: number): void {
+    const timer = setTimeout(onReadTimer, Math.max(1, Math.ceil(ms)), this)
+    timer.unref()
+    this.#w.readTimer = timer
+  }
+
+  #onReadTimer(): void {
+    const w = this.#w
+    w.readTimer = undefined
+    if (this.#closed || !this.#decoder.pending) return
+    const stall = this.#options.stallTimeout || 0
+    const frame = this.#options.frameTimeout || 0
+    if (this.#pauses !== 0) {
+      // This side stopped reading, not the peer: its clocks start again.
+      w.frameStarted = wholeNow()
+      this.#armRead(this.#readDelay())
+      return
+    }
+    const t = now()
+    const frameLeft = frame > 0 ? w.frameStarted + frame - t : Infinity
+    const stallLeft = stall > 0 ? Math.max(this.lastReceived, w.frameStarted) + stall - t : Infinity
+    if (frameLeft <= 0) this.#hooks.stalled?.('frame')
+    else if (stallLeft <= 0) this.#hooks.stalled?.('stall')
+    else this.#armRead(Math.min(frameLeft, stallLeft))
   }
 
   #onEnd(): void {
+    if (this.#held !== undefined) {
+      // The socket saw the end while frames sent before it still wait here.
+      this.#bits |= END_HELD
+      return
+    }
     try {
       this.#decoder.end()
     } catch (e) {
@@ -411,7 +651,14 @@ export class Connection implements Ticking {
     if (this.#closed) return
     this.#bits |= CLOSED
     this.#stopHeartbeat()
-    if (this.#stallTimer) clearTimeout(this.#stallTimer)
+    const w = this.#watch
+    if (w) {
+      if (w.readTimer) clearTimeout(w.readTimer)
+      if (w.drainTimer) clearTimeout(w.drainTimer)
+      if (w.lingerTimer) clearTimeout(w.lingerTimer)
+      w.readTimer = w.drainTimer = w.lingerTimer = w.heldError = undefined
+    }
+    this.#held = undefined
     this.#queue = undefined
     this.#queuedBytes = 0
     this.#arena = undefined
@@ -423,4 +670,9 @@ export class Connection implements Ticking {
     if (this.#beat) stop(this.#heartbeatPeriod, this)
     this.#beat = undefined
   }
+}
+
+function destroyIfSilent(c: Connection): void {
+  const over = c.silentFor()
+  if (over > 0) c.destroy(new PolyCallError(ErrorCode.CONNECTION_LOST, `peer sent nothing for ${Math.round(now() - c.lastReceived)} ms`))
 }

@@ -3,9 +3,14 @@
  * routes, control actions, replies in request order per connection (as the C runtime serves a
  * connection on one thread), `frame.type` for frames a client must not send, and corr-0
  * CONTROL_REPLY notices before closing.
+ *
+ * Every frame reserves a reply slot, and the slots of a connection (waiting, or answered but
+ * held behind a slower request) are what `maxInFlight` bounds: at the limit the connection stops
+ * reading until half of them went out.
  * Internal module: not exported from the package entry points.
  * @packageDocumentation
  */
+import { createHash, timingSafeEqual } from 'node:crypto'
 import { ErrorCode, PolyCallError } from '../core/errors.js'
 import { SequenceTable } from '../core/sequence-table.js'
 import { pcr1Wire, type WireFrame } from '../network/wire.js'
@@ -26,13 +31,15 @@ class ReplyOrder {
   slots: Slot[] = []
   head = 0
   readonly open = new SequenceTable<Slot[]>()
+  /** The server's `maxInFlight`: reading pauses while this many slots are reserved. */
+  constructor(readonly limit: number) {}
   get length(): number {
     return this.slots.length - this.head
   }
 }
 
 function order(s: ServerSession): ReplyOrder {
-  return (s.extra ??= new ReplyOrder()) as ReplyOrder
+  return s.extra as ReplyOrder
 }
 
 /** Sends every finished reply at the head of the queue, in arrival order. */
@@ -50,6 +57,7 @@ function flush(s: ServerSession): void {
     o.slots = o.slots.slice(o.head)
     o.head = 0
   }
+  if (o.length <= o.limit >>> 1) s.conn.resume('replies')
 }
 
 /** Reserves the next reply slot; `awaiting` marks a REQUEST whose handler will answer later. */
@@ -57,6 +65,8 @@ function reserve(s: ServerSession, sequence: number, type: Pcr1Type, awaiting = 
   const slot: Slot = { sequence, type, payload: undefined }
   const o = order(s)
   o.slots.push(slot)
+  // The frames after this one wait in the connection (at most the rest of their chunk).
+  if (o.length >= o.limit) s.conn.pause('replies')
   if (awaiting) {
     const same = o.open.get(sequence)
     if (same) same.push(slot)
@@ -117,8 +127,7 @@ function control(host: ServerHost, s: ServerSession, f: WireFrame): void {
       )
     }
     case 'shutdown': {
-      const token = host.options.controlToken
-      if (token === undefined || action.authToken !== token) {
+      if (!tokenMatches(action.authToken, host.options.controlToken)) {
         return fill(s, slot, { ok: false, code: Pcr1Code.AUTH_DENIED, message: 'shutdown needs the runtime auth token' }, 'data')
       }
       // Answer first, then drain: the reply leaves before the connection closes.
@@ -127,6 +136,18 @@ function control(host: ServerHost, s: ServerSession, f: WireFrame): void {
     default:
       return fill(s, slot, { ok: false, code: Pcr1Code.CONTROL_UNKNOWN, message: `unknown control action ${action.action}` }, 'data')
   }
+}
+
+/**
+ * Whether the CONTROL's token is the configured one, in time independent of where they differ
+ * (both sides are hashed first, so their lengths do not show either). No configured token, or
+ * none given, never matches.
+ */
+function tokenMatches(given: string | undefined, expected: string | undefined): boolean {
+  if (expected === undefined) return false
+  const a = createHash('sha256').update(given ?? '').digest()
+  const b = createHash('sha256').update(expected).digest()
+  return timingSafeEqual(a, b) && given !== undefined
 }
 
 function describe(host: ServerHost) {
@@ -152,11 +173,9 @@ export const pcr1ServerProtocol: ServerProtocol = {
   handshake: false,
 
   frame(host, s, f) {
+    s.extra ??= new ReplyOrder(host.options.maxInFlight)
     switch (f.type) {
       case Pcr1Type.Request: {
-        if (order(s).length >= host.options.maxInFlight) {
-          return fill(s, reserve(s, f.sequence, Pcr1Type.Response), { ok: false, code: Pcr1Code.SERVER_BUSY, message: 'too many requests in flight' }, 'output')
-        }
         let request
         try {
           request = decodeRequest(f.payload)

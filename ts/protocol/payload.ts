@@ -24,9 +24,9 @@ export const Capability = {
   Cancel: 0x0002,
   /** The peer sends heartbeats when idle, so silence means it is gone. */
   Heartbeat: 0x0004,
-  /** Reserved for secure sessions. */
-  SecureSession: 0x0008,
-  /** Reserved for compression. */
+  /** Secure sessions (docs/protocol-extensions.md#secure-sessions, `SecureChannel`). */
+  Secure: 0x0008,
+  /** lz4-compressed frames (docs/protocol-extensions.md#compression). */
   Compression: 0x0010,
   /**
    * COMMAND may carry an idempotency key: the server answers a retried key with the first run's

@@ -27,8 +27,10 @@ export interface Credentials {
 }
 
 /**
- * Verifies the credentials of an AUTH frame and answers with the principal handlers see as
- * `ctx.principal`; throwing refuses.
+ * Verifies the credentials of an AUTH frame and returns (or resolves to) the principal handlers
+ * see as `ctx.principal`. Only a truthy principal authenticates: returning `false`, `null`,
+ * `undefined`, `0` or `''`, throwing, or rejecting all refuse with
+ * `ERR_POLYCALL_UNAUTHENTICATED`. Return who the peer is, never a bare yes/no test.
  *
  * `C` is what the verifier reads: {@link Credentials} by default. A verifier for another scheme
  * (a token, a signed challenge) takes `unknown` and validates what arrives, for example with a
@@ -36,16 +38,17 @@ export interface Credentials {
  *
  * @example
  * ```ts
- * const byToken: Authenticator<unknown> = (credentials) => {
- *   const { token } = tokenSchema.parse(credentials) // throws, and so refuses, on anything else
- *   return sessions.lookup(token)
+ * const authenticate: Authenticator = async ({ username, password }) => {
+ *   const user = await db.users.byName(username)
+ *   if (!user || !(await verifyPassword(user.hash, password))) return null // refused
+ *   return { id: user.id, roles: user.roles } // the principal
  * }
  * ```
  *
  * @typeParam C - the credentials the verifier reads
  * @param credentials - the JSON the client sent, unchecked
- * @param peer - the connection's address and TLS certificate
- * @returns the principal, or a promise of it
+ * @param peer - the connection's address and TLS certificate (under mutual TLS)
+ * @returns the principal, e.g. `{ id: 'u1', roles: ['admin'] }`, or a promise of it
  */
 export type Authenticator<C = Credentials> = (credentials: C, peer: PeerInfo) => unknown | Promise<unknown>
 
@@ -58,29 +61,49 @@ export interface ServerOptions {
   protocol?: 'v1' | 'pcr1' | undefined
   /**
    * Checks AUTH credentials (the JSON the client sent) and returns the principal handlers see as
-   * `ctx.principal`. Throwing refuses with `ERR_POLYCALL_UNAUTHENTICATED`; credentials are never
-   * logged, echoed or published.
+   * `ctx.principal`. Only a truthy result authenticates; a falsy one, a throw or a rejection
+   * refuses with `ERR_POLYCALL_UNAUTHENTICATED` (see {@link Authenticator}). Without this hook
+   * every AUTH frame is refused. A refused AUTH leaves the connection unauthenticated, whoever
+   * it was before. Credentials are never logged, echoed or published.
+   * @defaultValue none (AUTH is refused)
    */
   authenticate?: Authenticator | undefined
   /**
-   * Refuse COMMAND until the connection authenticated (an accepted mTLS client certificate
-   * counts). Without it, COMMAND is served once the handshake is done (go-polycall clients never
-   * authenticate). @defaultValue false
+   * Refuse COMMAND until the connection authenticated: through `authenticate`, or with a client
+   * certificate the TLS layer verified (`tls.requestCert` with `rejectUnauthorized` not false).
+   * A server with neither cannot verify anyone and is refused at construction
+   * (`ERR_POLYCALL_INVALID_ARGUMENT`). Without `requireAuth`, COMMAND is served once the
+   * handshake is done (go-polycall clients never authenticate). @defaultValue false
    */
   requireAuth?: boolean | undefined
+  /**
+   * With `requireAuth`: close a connection that has not authenticated this many ms after it
+   * connected (or after a refused AUTH dropped it back), heartbeats or not. The peer gets an
+   * ERROR `ERR_POLYCALL_UNAUTHENTICATED` first; 0 disables. @defaultValue 10000
+   */
+  authTimeout?: number | undefined
   /** Serve TLS: node:tls options (`key`, `cert`, `ca`, `requestCert` for mutual TLS, ...). */
   tls?: TlsOptions | undefined
-  /** Connections beyond this get `ERR_POLYCALL_BUSY` and are closed. @defaultValue 10000 */
+  /**
+   * Connections beyond this get `ERR_POLYCALL_BUSY` and are closed. On a TLS server, connections
+   * still in their TLS handshake count separately against the same number (past it they are
+   * dropped before the handshake: no coded answer can reach them yet). @defaultValue 10000
+   */
   maxConnections?: number | undefined
   /** Largest request payload; larger frames fail the connection. @defaultValue 1048576 */
   maxPayload?: number | undefined
   /**
-   * Requests in flight per connection. At the limit the server stops reading from that
-   * connection until handlers finish (TCP backpressure); requests already read beyond it get
-   * `ERR_POLYCALL_BUSY`. @defaultValue 256
+   * Requests in flight per connection: from dispatch until the reply is handed to the socket, so
+   * synchronous handlers count too. On PCR1 every reserved reply slot counts (control actions
+   * and refusals included, and replies held back to keep request order). At the limit the
+   * server stops reading from that connection (TCP backpressure) until it is down to half.
+   * @defaultValue 256
    */
   maxInFlight?: number | undefined
-  /** Close connections that have not completed the handshake in time. @defaultValue 10000 */
+  /**
+   * Close connections that have not completed the handshake in time (the TLS handshake, then the
+   * v1 HANDSHAKE, each get this long). @defaultValue 10000
+   */
   handshakeTimeout?: number | undefined
   /** Close connections with no request in flight and no frame received for this long; 0 disables. @defaultValue 300000 */
   idleTimeout?: number | undefined
@@ -90,6 +113,31 @@ export interface ServerOptions {
   requestTimeout?: number | undefined
   /** Close a connection whose peer stopped in the middle of a frame for this long; 0 disables. @defaultValue 10000 */
   stallTimeout?: number | undefined
+  /**
+   * Close a connection whose frame is not complete this many ms after its first byte arrived,
+   * however steadily the bytes trickle in (slowloris); 0 disables. Time the server itself spends
+   * not reading (backpressure) does not count. @defaultValue 30000
+   */
+  frameTimeout?: number | undefined
+  /**
+   * Longest deadline a request may carry, in ms: a caller's longer timeout (or the
+   * `requestTimeout`) is cut to this, and the request fails with `ERR_POLYCALL_DEADLINE_EXCEEDED`
+   * once it passes. Requests that carry no deadline keep none. @defaultValue 300000
+   */
+  maxDeadline?: number | undefined
+  /**
+   * Bytes queued for writing per connection (in polycall and in the socket) beyond which the
+   * server stops reading from and dispatching for that connection until the peer catches up.
+   * Replies of requests already in flight still queue, so the worst case is this plus the
+   * replies of `maxInFlight` requests. @defaultValue 8388608 (8 MiB)
+   */
+  maxWriteBuffer?: number | undefined
+  /**
+   * Destroy a connection that stays over `maxWriteBuffer` this long (the peer does not read);
+   * also how long a connection the server ended may take to flush and close before it is
+   * destroyed. 0 disables both. @defaultValue 30000
+   */
+  drainTimeout?: number | undefined
   /** PCR1: the token `shutdown` requires; without it `shutdown` is always denied. */
   controlToken?: string | undefined
   /**
@@ -126,6 +174,11 @@ export const SERVER_OPTION_KEYS = optionKeys<ServerOptions>()([
   'stallTimeout',
   'controlToken',
   'onError',
+  'authTimeout',
+  'frameTimeout',
+  'maxDeadline',
+  'maxWriteBuffer',
+  'drainTimeout',
   'idempotency',
 ])
 
@@ -161,6 +214,8 @@ export interface ServerStats {
   bytesIn: number
   /** Bytes written to peers. */
   bytesOut: number
+  /** Bytes waiting to be written across open connections, now (queued in polycall or the socket). */
+  bytesQueued: number
 }
 
 /** Lifecycle events of {@link PolyCallServer}. */
@@ -176,13 +231,18 @@ export interface ServerEvents {
 /** Options of {@link PolyCallServer.close}. */
 export interface ServerCloseOptions extends CallOptions {}
 
-/** @internal Resolved limits of a server. */
+/** @internal Resolved limits of a server (every bound a peer can push; see docs/limits.md). */
 export interface ServerLimits {
   maxConnections: number
   maxPayload: number
   maxInFlight: number
   handshakeTimeout: number
+  authTimeout: number
   idleTimeout: number
   heartbeatInterval: number
   stallTimeout: number
+  frameTimeout: number
+  maxDeadline: number
+  maxWriteBuffer: number
+  drainTimeout: number
 }

@@ -15,7 +15,7 @@ import { ErrorCode, PolyCallError, invalidArgument, isPolyCallError } from '../c
 import { checkOptionKeys } from '../core/options.js'
 import { LatencyHistogram } from '../core/stats.js'
 import { Router, type Handler, type MethodHandlers, type RouteInfo, type RouteOptions } from './router.js'
-import { Connection } from '../network/connection.js'
+import { Connection, type ConnectionOptions } from '../network/connection.js'
 import { every, stop } from '../network/ticker.js'
 import { pcr1ServerProtocol } from '../pcr1/server-protocol.js'
 import { MAX_PAYLOAD } from '../protocol/constants.js'
@@ -48,6 +48,16 @@ function checkLimit(value: unknown, name: string, fallback: number, min = 0): nu
   if (value === undefined) return fallback
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min) throw invalidArgument(`${name} must be an integer ≥ ${min}`)
   return value
+}
+
+/** How long a connection failed for a protocol error may take to flush its notice and close. */
+const FAIL_LINGER_MS = 2000
+/** How long a refused connection may take to read its refusal before it is destroyed. */
+const REFUSAL_LINGER_MS = 1000
+
+/** `address:port` of a TCP peer: the same for a raw socket and the TLS socket over it. */
+function peerKey(socket: Socket): string | undefined {
+  return socket.remoteAddress === undefined ? undefined : `${socket.remoteAddress}:${socket.remotePort}`
 }
 
 /** @internal Hands a connected socket to a server as if it had accepted it (in-memory links). */
@@ -107,7 +117,11 @@ class KeyedRun implements KeyedRequest {
  *
  * @example
  * ```ts
- * const server = new PolyCallServer({ requireAuth: true, authenticate: ({ username, password }) => check(username, password) })
+ * const server = new PolyCallServer({
+ *   requireAuth: true,
+ *   // The principal, or null to refuse: only a truthy result authenticates.
+ *   authenticate: async ({ username, password }) => ((await check(username, password)) ? { user: username } : null),
+ * })
  * server.use(async (ctx, next) => { const t = Date.now(); await next(); log(ctx.command, Date.now() - t) })
  * server.route('/users/:id', async (ctx) => ({ id: ctx.params.id }))
  * const { port } = await server.listen(0, '127.0.0.1')
@@ -126,6 +140,12 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
   #chain: ((ctx: RequestContext) => Promise<void>) | undefined
   readonly #net: NetServer
   readonly #sessions = new Set<ServerSession>()
+  /** TLS connections that have not finished their TLS handshake, by `address:port`. */
+  readonly #handshaking = new Map<string, Socket>()
+  /** Connections refused at accept, reading their refusal. */
+  readonly #refused = new Set<Socket>()
+  /** The options every connection of this server shares. */
+  readonly #connection: ConnectionOptions
   #listening: Promise<AddressInfo> | undefined
   #closing = false
   #destroyed = false
@@ -158,7 +178,20 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
       if (s.inflight.size === 0) s.conn.end()
     },
     close: (s, e) => this.#closed(s, e),
-    stalled: (s) => this.#fail(s, new PolyCallError(ErrorCode.PROTOCOL, `no progress on a partial frame for ${this.#options.stallTimeout} ms`), 0),
+    stalled: (s, reason) =>
+      this.#fail(
+        s,
+        new PolyCallError(
+          ErrorCode.PROTOCOL,
+          reason === 'frame'
+            ? `a frame was not complete ${this.#options.frameTimeout} ms after its first byte`
+            : `no progress on a partial frame for ${this.#options.stallTimeout} ms`,
+        ),
+        0,
+      ),
+    flushed: (s) => {
+      if (s.inflight.size <= this.#options.maxInFlight >>> 1) s.conn.resume('dispatch')
+    },
   }
 
   /**
@@ -173,8 +206,13 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     this.protocol = protocol
     this.#proto = protocol === 'pcr1' ? pcr1ServerProtocol : v1ServerProtocol
     if (options.authenticate !== undefined && typeof options.authenticate !== 'function') throw invalidArgument('authenticate must be a function')
-    if (options.requireAuth && !options.authenticate && !options.tls?.requestCert) {
-      throw invalidArgument('requireAuth needs an authenticate function or TLS client certificates (tls.requestCert)')
+    // A client certificate verifies someone only when the TLS layer refuses the ones it cannot verify.
+    const enforcedCertificates = options.tls?.requestCert === true && options.tls.rejectUnauthorized !== false
+    if (options.requireAuth && !options.authenticate && !enforcedCertificates) {
+      throw invalidArgument(
+        'requireAuth needs a way to verify peers: an authenticate function, or TLS client certificates ' +
+          'the server enforces (tls.requestCert without rejectUnauthorized: false)',
+      )
     }
     if (protocol === 'pcr1' && (options.requireAuth || options.authenticate)) {
       throw invalidArgument('PCR1 has no authentication step; use TLS client certificates or controlToken')
@@ -186,9 +224,14 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
       maxPayload: checkLimit(options.maxPayload, 'maxPayload', MAX_PAYLOAD),
       maxInFlight: checkLimit(options.maxInFlight, 'maxInFlight', 256, 1),
       handshakeTimeout: checkLimit(options.handshakeTimeout, 'handshakeTimeout', 10_000, 1),
+      authTimeout: checkLimit(options.authTimeout, 'authTimeout', 10_000),
       idleTimeout: checkLimit(options.idleTimeout, 'idleTimeout', 300_000),
       heartbeatInterval: checkLimit(options.heartbeatInterval, 'heartbeatInterval', 30_000),
       stallTimeout: checkLimit(options.stallTimeout, 'stallTimeout', 10_000),
+      frameTimeout: checkLimit(options.frameTimeout, 'frameTimeout', 30_000),
+      maxDeadline: checkLimit(options.maxDeadline, 'maxDeadline', 300_000, 1),
+      maxWriteBuffer: checkLimit(options.maxWriteBuffer, 'maxWriteBuffer', 8 * 1024 * 1024, 1),
+      drainTimeout: checkLimit(options.drainTimeout, 'drainTimeout', 30_000),
     }
     if (this.#options.maxPayload > MAX_PAYLOAD) throw invalidArgument(`maxPayload must be at most ${MAX_PAYLOAD}`)
     checkTimeout(options.requestTimeout, 'requestTimeout')
@@ -196,6 +239,16 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     if (idem !== undefined && idem !== false && (idem === null || typeof idem !== 'object')) throw invalidArgument('idempotency must be an object or false')
     this.#idem = idem === false || protocol === 'pcr1' ? undefined : new Idempotency(idem ?? {})
     const capabilities = this.#idem ? SUPPORTED_CAPABILITIES : SUPPORTED_CAPABILITIES & ~Capability.IdempotencyKeys
+    const limits = this.#options
+    this.#connection = {
+      maxPayload: limits.maxPayload,
+      wire: this.#proto.wire,
+      stallTimeout: limits.stallTimeout,
+      frameTimeout: limits.frameTimeout,
+      maxWriteBuffer: limits.maxWriteBuffer,
+      drainTimeout: limits.drainTimeout,
+      lingerTimeout: limits.drainTimeout,
+    }
     const self = this
     this.#host = {
       get options() {
@@ -209,6 +262,7 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
       cancel: (s, sequence) => this.#cancel(s, sequence),
       fail: (s, err, sequence) => this.#fail(s, err, sequence),
       established: (s) => this.#established(s),
+      authenticated: (s, ok) => this.#authenticated(s, ok),
       routes: () => this.router.routes(),
       stats: () => this.stats(),
       close: () => this.close(),
@@ -216,9 +270,19 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     }
     const onSocket = (socket: Socket) => this.#accept(socket)
     if (options.tls) {
-      const server = createTlsServer({ ...options.tls, allowHalfOpen: true } as TlsOptions, onSocket)
-      // A failed TLS handshake never reaches 'secureConnection'; the socket is already being closed.
-      server.on('tlsClientError', (error) => this.#report(error))
+      // Half-open only once the handshake is done (see #accept): a peer that goes away during
+      // the handshake must close its socket here too.
+      const server = createTlsServer(
+        { handshakeTimeout: this.#options.handshakeTimeout, ...options.tls, allowHalfOpen: false } as TlsOptions,
+        onSocket,
+      )
+      // A socket whose TLS handshake failed or timed out never reaches 'secureConnection', and
+      // nothing else would close it: it goes now.
+      server.on('tlsClientError', (error, socket) => {
+        this.#report(error)
+        socket.destroy()
+      })
+      server.on('connection', (raw: Socket) => this.#handshakeStarted(raw))
       this.#net = server
     } else {
       this.#net = createNetServer({ allowHalfOpen: true }, onSocket)
@@ -398,6 +462,8 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
         signal?.removeEventListener('abort', force)
         done()
       }
+      // A TLS handshake still in progress would only be refused: it goes now.
+      for (const raw of this.#handshaking.values()) raw.destroy()
       for (const s of this.#sessions) if (s.inflight.size === 0) this.#drainEnd(s)
       this.#checkDrained()
     })
@@ -422,6 +488,8 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
       req.abort(err)
       this.#finish(req, undefined)
     }
+    for (const raw of this.#handshaking.values()) raw.destroy()
+    for (const socket of this.#refused) socket.destroy()
     void this.close()
   }
 
@@ -435,10 +503,12 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     let inFlight = this.#detached.size
     let bytesIn = this.#counters.bytesIn
     let bytesOut = this.#counters.bytesOut
+    let bytesQueued = 0
     for (const s of this.#sessions) {
       inFlight += s.inflight.size
       bytesIn += s.conn.bytesIn
       bytesOut += s.conn.bytesOut
+      bytesQueued += s.conn.pendingBytes
     }
     const c = this.#counters
     return {
@@ -447,6 +517,7 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
       latency: this.#latency.summary(),
       bytesIn,
       bytesOut,
+      bytesQueued,
     }
   }
 
@@ -467,24 +538,42 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     }
   }
 
+  /** A TLS server's raw connection, before its handshake: tracked, and bounded in number. */
+  #handshakeStarted(raw: Socket): void {
+    const key = peerKey(raw)
+    if (this.#closing || key === undefined || this.#handshaking.size >= this.#options.maxConnections) {
+      this.#counters.rejected++
+      raw.destroy()
+      return
+    }
+    this.#handshaking.set(key, raw)
+    raw.once('close', () => {
+      if (this.#handshaking.get(key) === raw) this.#handshaking.delete(key)
+    })
+  }
+
   #accept(socket: Socket): void {
+    if (this.#options.tls) {
+      const key = peerKey(socket)
+      if (key !== undefined) this.#handshaking.delete(key)
+      // Read when the peer's side ends, so setting it now keeps a half-closing peer's replies.
+      socket.allowHalfOpen = true
+    }
     if (this.#closing || this.#sessions.size >= this.#options.maxConnections) {
       this.#counters.rejected++
       socket.on('error', () => {})
       const err = this.#closing
         ? new PolyCallError(ErrorCode.UNAVAILABLE, 'server is shutting down')
         : new PolyCallError(ErrorCode.BUSY, 'server is at its connection limit')
+      this.#refused.add(socket)
+      socket.once('close', () => this.#refused.delete(socket))
       socket.end(this.#proto.refusal(err))
-      unrefTimer(() => socket.destroy(), 1000)
+      unrefTimer(() => socket.destroy(), REFUSAL_LINGER_MS)
       return
     }
     // The session is the connection's hooks object: no closures per connection.
     const session = new ServerSession(this.#events)
-    const conn = new Connection(socket, 'server', session, {
-      maxPayload: this.#options.maxPayload,
-      wire: this.#proto.wire,
-      stallTimeout: this.#options.stallTimeout,
-    })
+    const conn = new Connection(socket, 'server', session, this.#connection)
     session.conn = conn
     const tls = 'encrypted' in socket
     const watched = this.listenerCount('connect') > 0 || this.listenerCount('disconnect') > 0
@@ -499,6 +588,7 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     }
     this.#sessions.add(session)
     this.#counters.connections++
+    if (this.#options.requireAuth && !session.authenticated) this.#awaitAuth(session)
     if (this.#proto.handshake) {
       session.handshakeTimer = unrefTimer(() => {
         this.#fail(session, new PolyCallError(ErrorCode.PROTOCOL, `no handshake within ${this.#options.handshakeTimeout} ms`))
@@ -527,6 +617,24 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     }
   }
 
+  /** Closes `s` unless it authenticates within `authTimeout` (requireAuth servers). */
+  #awaitAuth(s: ServerSession): void {
+    const ms = this.#options.authTimeout
+    if (ms <= 0 || s.authTimer) return
+    s.authTimer = unrefTimer(() => {
+      s.authTimer = undefined
+      if (s.authenticated) return
+      this.#fail(s, new PolyCallError(ErrorCode.UNAUTHENTICATED, `not authenticated within ${ms} ms`))
+    }, ms)
+  }
+
+  #authenticated(s: ServerSession, ok: boolean): void {
+    if (ok) {
+      if (s.authTimer) clearTimeout(s.authTimer)
+      s.authTimer = undefined
+    } else if (this.#options.requireAuth) this.#awaitAuth(s)
+  }
+
   #dispatch(s: ServerSession, sequence: number, command: string, data: unknown, timeout: number | undefined, ext?: CommandExt): void {
     const { conn } = s
     const limits = this.#options
@@ -538,7 +646,9 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
       return this.#proto.refuse(this.#host, s, sequence, new PolyCallError(ErrorCode.BAD_REQUEST, `sequence ${sequence} is already in flight`))
     }
     const match = this.router.find(command)
-    const deadlineMs = timeout ?? limits.requestTimeout
+    let deadlineMs = timeout ?? limits.requestTimeout
+    // A peer's deadline decides how long the server holds the request: it is capped.
+    if (deadlineMs !== undefined && deadlineMs > limits.maxDeadline) deadlineMs = limits.maxDeadline
     const req = new ServerRequest(
       s,
       command,
@@ -555,7 +665,8 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     )
     s.inflight.set(sequence, req)
     this.#counters.requests++
-    if (s.inflight.size >= limits.maxInFlight) conn.pause('dispatch')
+    // Replies not yet written count as in flight: synchronous handlers are bounded too.
+    if (s.inflight.size + conn.queuedFrames >= limits.maxInFlight) conn.pause('dispatch')
     if (deadlineMs !== undefined) this.#deadlines.add(req, req.started + deadlineMs)
     let keyed = false
     if (ext !== undefined) {
@@ -657,7 +768,7 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
       })
     }
     // Resume reading at half the limit, finish a graceful close once the connection is quiet.
-    if (s.inflight.size <= this.#options.maxInFlight >>> 1) s.conn.resume('dispatch')
+    if (s.inflight.size + s.conn.queuedFrames <= this.#options.maxInFlight >>> 1) s.conn.resume('dispatch')
     if (s.inflight.size === 0 && (this.#closing || s.peerEnded)) {
       if (this.#closing) this.#drainEnd(s)
       else s.conn.end()
@@ -714,12 +825,12 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
       // A keyed run goes on: its retry is coming for the outcome.
       if (!(req.keyed && req.running)) req.abort(new PolyCallError(ErrorCode.CONNECTION_LOST, 'the connection failed', { cause: err }))
     }
-    conn.end()
-    unrefTimer(() => conn.destroy(), 2000)
+    conn.end(FAIL_LINGER_MS)
   }
 
   #closed(s: ServerSession, error: PolyCallError | undefined): void {
     if (s.handshakeTimer) clearTimeout(s.handshakeTimer)
+    if (s.authTimer) clearTimeout(s.authTimer)
     if (s.idleTimeout > 0) stop(this.#idlePeriod, s)
     if (!s.conn.session.closed) s.conn.session.to(SessionState.Closed)
     const lost = new PolyCallError(ErrorCode.CONNECTION_LOST, 'the connection closed', { cause: error })

@@ -89,7 +89,8 @@ export interface SessionEvents {
   decodeError(s: ServerSession, e: PolyCallError): void
   end(s: ServerSession): void
   close(s: ServerSession, e: PolyCallError | undefined): void
-  stalled(s: ServerSession): void
+  stalled(s: ServerSession, reason: 'stall' | 'frame'): void
+  flushed(s: ServerSession): void
 }
 
 /** One connection on the server; it is also the connection's hooks object. */
@@ -103,6 +104,8 @@ export class ServerSession implements ConnectionHooks {
   authPending = false
   peerEnded = false
   handshakeTimer: NodeJS.Timeout | undefined
+  /** Closes a requireAuth connection that has not authenticated in time. */
+  authTimer: NodeJS.Timeout | undefined
   /** Idle timeout in force (0 until the session is established, or when disabled). */
   idleTimeout = 0
   /** Protocol-specific state (PCR1 keeps its reply order here). */
@@ -143,13 +146,31 @@ export class ServerSession implements ConnectionHooks {
   close(e: PolyCallError | undefined): void {
     this.events.close(this, e)
   }
-  stalled(): void {
-    this.events.stalled(this)
+  stalled(reason: 'stall' | 'frame'): void {
+    this.events.stalled(this, reason)
+  }
+  flushed(): void {
+    this.events.flushed(this)
   }
   /** The idle sweep: close a quiet connection with nothing in flight. */
   tick(): void {
-    if (this.inflight.size === 0 && now() - this.conn.lastReceived >= this.idleTimeout) this.conn.end()
+    // Timers run before the poll phase: after a stall of the event loop a request may already
+    // wait in the socket. Decide after the poll phase has read it (setImmediate), not before.
+    if (this.#quiet()) setImmediate(endIfQuiet, this)
   }
+
+  /** @internal Nothing in flight and nothing received for the idle timeout. */
+  quiet(): boolean {
+    return this.#quiet()
+  }
+
+  #quiet(): boolean {
+    return this.inflight.size === 0 && !this.conn.closed && now() - this.conn.lastReceived >= this.idleTimeout
+  }
+}
+
+function endIfQuiet(s: ServerSession): void {
+  if (s.quiet()) s.conn.end()
 }
 
 /** What the server core offers a protocol adapter. */
@@ -166,6 +187,8 @@ export interface ServerHost {
   fail(s: ServerSession, err: PolyCallError, sequence?: number): void
   /** Starts the idle timer once a session is established. */
   established(s: ServerSession): void
+  /** The session authenticated (`true`) or a refused AUTH dropped it back (`false`). */
+  authenticated(s: ServerSession, ok: boolean): void
   routes(): RouteInfo[]
   stats(): ServerStats
   close(): Promise<void>

@@ -74,23 +74,45 @@ function handshake(host: ServerHost, s: ServerSession, f: WireFrame): void {
   host.established(s)
 }
 
+const unauthenticated = (message: string) => new PolyCallError(ErrorCode.UNAUTHENTICATED, message)
+
+/**
+ * A refused AUTH: whoever the connection was before, it is nobody now (on a requireAuth server
+ * its commands are refused again until an AUTH succeeds).
+ */
+function refuseAuth(host: ServerHost, s: ServerSession, sequence: number, err: PolyCallError): void {
+  const was = s.authenticated
+  s.principal = undefined
+  s.authenticated = false
+  if (was) host.authenticated(s, false)
+  sendError(s, sequence, err)
+  if (++s.authFailures >= AUTH_ATTEMPTS) s.conn.end()
+}
+
+/**
+ * AUTH (PROTOCOL.md §5): the verifier must positively return a principal. No verifier, a falsy
+ * result, a throw or a rejection all refuse; nothing falls back to the current principal.
+ */
 function auth(host: ServerHost, s: ServerSession, f: WireFrame): void {
   const { conn } = s
   if (!conn.session.accepts(MessageType.Auth)) return sendError(s, f.sequence, notAllowed(s, f.type))
   if (s.authPending) return sendError(s, f.sequence, new PolyCallError(ErrorCode.BUSY, 'an authentication is already in progress'))
-  const credentials = decodeCredentials(f.payload)
   const verify = host.options.authenticate
+  if (!verify) return refuseAuth(host, s, f.sequence, unauthenticated('this server verifies no credentials'))
+  const credentials = decodeCredentials(f.payload)
   s.authPending = true
   Promise.resolve()
     // Unchecked JSON: Credentials is what polycall clients send, and verifiers treat it as untrusted.
-    .then(() => (verify ? verify(credentials as Credentials, s.peer) : s.principal))
+    .then(() => verify(credentials as Credentials, s.peer))
     .then(
       (principal) => {
         s.authPending = false
         if (conn.closed) return
+        if (!principal) return refuseAuth(host, s, f.sequence, unauthenticated('authentication failed'))
         s.principal = principal
         s.authenticated = true
         s.authFailures = 0
+        host.authenticated(s, true)
         if (conn.session.state === SessionState.Auth) conn.session.to(SessionState.Ready)
         conn.send(MessageType.Response, f.sequence, conn.codec.encodeValue({ authenticated: true }))
       },
@@ -101,8 +123,7 @@ function auth(host: ServerHost, s: ServerSession, f: WireFrame): void {
           isPolyCallError(e) && e.code === ErrorCode.UNAUTHENTICATED
             ? e
             : new PolyCallError(ErrorCode.UNAUTHENTICATED, 'authentication failed', { cause: e })
-        sendError(s, f.sequence, err)
-        if (++s.authFailures >= AUTH_ATTEMPTS) conn.end()
+        refuseAuth(host, s, f.sequence, err)
       },
     )
 }
@@ -115,6 +136,10 @@ function command(host: ServerHost, s: ServerSession, f: WireFrame): void {
         ? new PolyCallError(ErrorCode.UNAUTHENTICATED, 'authenticate before sending commands')
         : notAllowed(s, f.type)
     return sendError(s, f.sequence, err)
+  }
+  // READY, but a refused re-AUTH dropped the principal (the session table has no READY -> AUTH).
+  if (!s.authenticated && host.options.requireAuth) {
+    return sendError(s, f.sequence, unauthenticated('authenticate before sending commands'))
   }
   let cmd
   try {

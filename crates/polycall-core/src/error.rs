@@ -1,5 +1,6 @@
 //! Error identifiers of docs/protocol.md §8.1 (decoder and session errors), the state-machine
-//! errors of §8.4 and §9, and the encoder's argument errors. The identifiers returned by
+//! errors of §8.4 and §9, the secure-session errors of docs/security.md, and the encoder's
+//! argument errors. The identifiers returned by
 //! [`Error::code`] are public API: new variants may be added, existing identifiers are never
 //! renamed. [`Error::errno`] gives the C library's `polycall_sm_status_t` value where one exists.
 
@@ -188,6 +189,42 @@ pub enum Error {
     /// A snapshot that is not well formed (shape, references, or a checksum of 0).
     #[error("invalid snapshot: {0}")]
     InvalidSnapshot(String),
+    /// A secure handshake message failed: a wrong or unknown key, a man in the middle, an
+    /// altered hello, a malformed or oversized message, or one out of order.
+    #[error("secure handshake failed: {0}")]
+    HandshakeFailed(String),
+    /// The peer did not offer, or did not accept, a secure session where one is required.
+    #[error("insecure peer: {0}")]
+    InsecurePeer(String),
+    /// A frame of an established secure session failed authentication: its header or payload
+    /// was altered, or it was replayed, reordered, dropped before, or taken from another
+    /// session, or it was not sealed at all.
+    #[error("tampered frame: {0}")]
+    Tampered(String),
+    /// A compressed payload announces a decompressed size over the limit; refused before
+    /// anything is decompressed.
+    #[error("compressed payload announces {size} bytes, over the {limit}-byte limit")]
+    DecompressionLimit {
+        /// The announced decompressed size.
+        size: u64,
+        /// The limit in force.
+        limit: u32,
+    },
+    /// A compressed payload is not a valid lz4 block of its announced size.
+    #[error("compressed payload is malformed: {0}")]
+    DecompressionFailed(String),
+    /// Key bytes or key text that are not a valid key of the expected kind.
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
+    /// An identity file that cannot be read, written or parsed.
+    #[error("identity file: {0}")]
+    IdentityFile(String),
+    /// A snapshot signature that is missing, malformed, made by another key, or wrong.
+    #[error("bad signature: {0}")]
+    BadSignature(String),
+    /// The operating system's random number generator failed.
+    #[error("no randomness available: {0}")]
+    EntropyUnavailable(String),
 }
 
 impl Error {
@@ -223,6 +260,15 @@ impl Error {
             Self::IntegrityCheckFailed { .. } => "INTEGRITY_CHECK_FAILED",
             Self::StateVersionMismatch { .. } => "STATE_VERSION_MISMATCH",
             Self::InvalidSnapshot(_) => "INVALID_SNAPSHOT",
+            Self::HandshakeFailed(_) => "HANDSHAKE_FAILED",
+            Self::InsecurePeer(_) => "INSECURE_PEER",
+            Self::Tampered(_) => "TAMPERED",
+            Self::DecompressionLimit { .. } => "DECOMPRESSION_LIMIT",
+            Self::DecompressionFailed(_) => "DECOMPRESSION_FAILED",
+            Self::InvalidKey(_) => "INVALID_KEY",
+            Self::IdentityFile(_) => "IDENTITY_FILE",
+            Self::BadSignature(_) => "BAD_SIGNATURE",
+            Self::EntropyUnavailable(_) => "ENTROPY_UNAVAILABLE",
         }
     }
 
@@ -284,6 +330,24 @@ mod tests {
             ),
             (Error::HandshakeBadMagic { found: 0 }, "HANDSHAKE_BAD_MAGIC"),
             (Error::InvalidArgument("x".into()), "INVALID_ARGUMENT"),
+            (Error::HandshakeFailed("x".into()), "HANDSHAKE_FAILED"),
+            (Error::InsecurePeer("x".into()), "INSECURE_PEER"),
+            (Error::Tampered("x".into()), "TAMPERED"),
+            (
+                Error::DecompressionLimit {
+                    size: 2_000_000,
+                    limit: 1_048_576,
+                },
+                "DECOMPRESSION_LIMIT",
+            ),
+            (
+                Error::DecompressionFailed("x".into()),
+                "DECOMPRESSION_FAILED",
+            ),
+            (Error::InvalidKey("x".into()), "INVALID_KEY"),
+            (Error::IdentityFile("x".into()), "IDENTITY_FILE"),
+            (Error::BadSignature("x".into()), "BAD_SIGNATURE"),
+            (Error::EntropyUnavailable("x".into()), "ENTROPY_UNAVAILABLE"),
         ];
         for (err, code) in cases {
             assert_eq!(err.code(), code);

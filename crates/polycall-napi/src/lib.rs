@@ -10,5 +10,7 @@
 pub mod codec;
 pub mod decoder;
 pub mod error;
+pub mod identity;
+pub mod secure;
 pub mod slab;
 pub mod state;

@@ -8,7 +8,7 @@
 //!   bindings' checksums and endpoint names, checked against the golden vectors.
 
 mod checksum;
-mod json;
+pub(crate) mod json;
 mod machine;
 pub mod session;
 mod snapshot;

@@ -1,0 +1,334 @@
+//! Sealed frames (docs/protocol-extensions.md, "Sealed frames").
+//!
+//! After a secure handshake every frame in both directions is sealed: its payload is replaced
+//! by the ChaCha20-Poly1305 encryption of the payload followed by the 16-byte tag, under the
+//! direction's Noise transport key and the direction's frame counter as nonce. The header keeps
+//! its v1 layout:
+//!
+//! ```text
+//! offset 0   version 1, type, flags | ENCRYPTED (| COMPRESSED), sequence, payload_length
+//!            (= body + 16): these 12 bytes are the associated data
+//! offset 12  checksum: the v1 checksum of the sealed bytes (ciphertext and tag), so a sealed
+//!            frame is still a well-formed v1 frame; it adds no integrity of its own
+//! offset 16  ciphertext of the body (the payload, or its compressed form), then the tag
+//! ```
+//!
+//! Every header field but the checksum is authenticated as associated data, and the checksum is
+//! a function of the authenticated bytes, so any change to a frame is detected. The nonce is
+//! implicit: each side counts the frames it sealed and opened, so a replayed, reordered or
+//! dropped frame, or one from another session (another key), fails to open.
+//!
+//! Rekeying (Noise `Rekey()`, rev 34 §11.3) happens after a number of frames or of sealed
+//! payload bytes, whichever comes first. Each side announces the interval of its own sending
+//! direction inside its (authenticated) handshake payload, and the receiver applies the same
+//! count to that direction, so both ends switch keys after the same frame.
+
+use super::noise::CipherState;
+use super::primitives::TAG_LEN;
+use crate::checksum::checksum;
+use crate::error::{Error, Result};
+use crate::packet::{HEADER_SIZE, Header, MAX_PAYLOAD, MessageType, flags};
+
+/// Bytes a sealed frame adds to its body: the tag.
+pub const SEALED_OVERHEAD: usize = TAG_LEN;
+/// The largest body a sealed frame can carry (its `payload_length` stays within the v1 limit).
+pub const MAX_SEALED_BODY: usize = MAX_PAYLOAD as usize - TAG_LEN;
+/// [`MAX_SEALED_BODY`] as the u32 of a length field.
+const MAX_SEALED_BODY_U32: u32 = MAX_PAYLOAD - 16; // 16 = TAG_LEN
+
+/// When a direction switches to a new key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RekeyPolicy {
+    /// Rekey after this many frames (0: never by count).
+    pub frames: u32,
+    /// Rekey once this many sealed payload bytes went through (0: never by volume).
+    pub bytes: u64,
+}
+
+impl RekeyPolicy {
+    /// The default: every 2^20 frames or 1 GiB, whichever comes first.
+    pub const DEFAULT: Self = Self {
+        frames: 1 << 20,
+        bytes: 1 << 30,
+    };
+    /// Never rekey.
+    pub const NEVER: Self = Self {
+        frames: 0,
+        bytes: 0,
+    };
+}
+
+impl Default for RekeyPolicy {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// One direction of an established session: its cipher state and rekey counters.
+pub struct Direction {
+    cipher: CipherState,
+    policy: RekeyPolicy,
+    frames: u64,
+    bytes: u64,
+    rekeys: u64,
+}
+
+impl core::fmt::Debug for Direction {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Direction")
+            .field("nonce", &self.cipher.nonce())
+            .field("policy", &self.policy)
+            .field("rekeys", &self.rekeys)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The associated data of a sealed frame: its first 12 header bytes.
+fn associated_data(kind: MessageType, flags: u16, sequence: u32, wire_len: u32) -> [u8; 12] {
+    let f = flags.to_le_bytes();
+    let s = sequence.to_le_bytes();
+    let l = wire_len.to_le_bytes();
+    [
+        1, kind as u8, f[0], f[1], s[0], s[1], s[2], s[3], l[0], l[1], l[2], l[3],
+    ]
+}
+
+impl Direction {
+    /// A direction using `cipher` (a Noise transport cipher state) and `policy`.
+    pub fn new(cipher: CipherState, policy: RekeyPolicy) -> Self {
+        Self {
+            cipher,
+            policy,
+            frames: 0,
+            bytes: 0,
+            rekeys: 0,
+        }
+    }
+
+    /// Frames sealed or opened so far (the next nonce).
+    pub fn frames(&self) -> u64 {
+        self.cipher.nonce()
+    }
+
+    /// Rekeys done so far.
+    pub fn rekeys(&self) -> u64 {
+        self.rekeys
+    }
+
+    fn account(&mut self, wire_len: usize) -> Result<()> {
+        self.frames += 1;
+        self.bytes += wire_len as u64;
+        let by_count = self.policy.frames != 0 && self.frames >= u64::from(self.policy.frames);
+        let by_volume = self.policy.bytes != 0 && self.bytes >= self.policy.bytes;
+        if by_count || by_volume {
+            self.cipher.rekey()?;
+            self.frames = 0;
+            self.bytes = 0;
+            self.rekeys += 1;
+        }
+        Ok(())
+    }
+
+    /// Seals one frame into `out`, which must hold `16 + body.len() + 16` bytes; returns the
+    /// bytes written. `flags` is sent with ENCRYPTED added.
+    ///
+    /// # Errors
+    /// `PAYLOAD_TOO_LARGE` for a body over [`MAX_SEALED_BODY`], `INVALID_ARGUMENT` for a short
+    /// `out`, `TAMPERED` when the nonces ran out.
+    pub fn seal(
+        &mut self,
+        kind: MessageType,
+        flags: u16,
+        sequence: u32,
+        body: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize> {
+        if body.len() > MAX_SEALED_BODY {
+            return Err(Error::PayloadTooLarge {
+                length: body.len() as u64,
+                limit: MAX_SEALED_BODY_U32,
+            });
+        }
+        let wire_len = body.len() + TAG_LEN;
+        let total = HEADER_SIZE + wire_len;
+        let Some(frame) = out.get_mut(..total) else {
+            return Err(Error::InvalidArgument(format!(
+                "output buffer holds {} bytes, the sealed frame needs {total}",
+                out.len()
+            )));
+        };
+        let flags = flags | flags::ENCRYPTED;
+        // body.len() <= MAX_SEALED_BODY, so wire_len fits in u32.
+        let wire_len_u32 = u32::try_from(wire_len).unwrap_or(MAX_PAYLOAD);
+        let ad = associated_data(kind, flags, sequence, wire_len_u32);
+        let (head, rest) = frame.split_at_mut(HEADER_SIZE);
+        let (sealed, tag_out) = rest.split_at_mut(body.len());
+        sealed.copy_from_slice(body);
+        let tag = self
+            .cipher
+            .seal_in_place(&ad, sealed)?
+            .ok_or_else(|| Error::InvalidArgument("a sealing direction without a key".into()))?;
+        tag_out.copy_from_slice(&tag);
+        let sum = checksum(rest);
+        let header = Header {
+            kind,
+            flags,
+            sequence,
+            payload_length: wire_len_u32,
+            checksum: sum,
+        };
+        head.copy_from_slice(&header.encode());
+        self.account(wire_len)?;
+        Ok(total)
+    }
+
+    /// Opens one decoded frame in place: on success `payload[..n]` holds the body, where `n`
+    /// is the returned length. The header's checksum must already have been verified (the
+    /// stream decoder does).
+    ///
+    /// # Errors
+    /// `TAMPERED` for a frame without the ENCRYPTED flag, shorter than a tag, or that does not
+    /// authenticate (altered, replayed, reordered, after a dropped frame, or from another
+    /// session).
+    pub fn open(&mut self, header: &Header, payload: &mut [u8]) -> Result<usize> {
+        if header.flags & flags::ENCRYPTED == 0 {
+            return Err(Error::Tampered(
+                "a frame without the ENCRYPTED flag after the switch to sealed frames".into(),
+            ));
+        }
+        let Some(body_len) = payload.len().checked_sub(TAG_LEN) else {
+            return Err(Error::Tampered(
+                "a sealed frame shorter than its tag".into(),
+            ));
+        };
+        let ad = associated_data(
+            header.kind,
+            header.flags,
+            header.sequence,
+            header.payload_length,
+        );
+        let (body, tag) = payload.split_at_mut(body_len);
+        let tag: &[u8; TAG_LEN] = (&*tag)
+            .try_into()
+            .map_err(|_| Error::Tampered("a sealed frame shorter than its tag".into()))?;
+        if !self.cipher.open_in_place(&ad, body, tag)? {
+            return Err(Error::Tampered(format!(
+                "frame {} of this direction does not authenticate: altered, replayed, reordered, \
+                 after a dropped frame, or from another session",
+                self.cipher.nonce()
+            )));
+        }
+        self.account(payload.len())?;
+        Ok(body_len)
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::many_single_char_names,
+    reason = "test values are small by construction; a and b are the two ends"
+)]
+mod tests {
+    use super::*;
+    use crate::packet::FrameDecoder;
+
+    fn pair(policy: RekeyPolicy) -> (Direction, Direction) {
+        (
+            Direction::new(CipherState::with_key(&[9; 32]), policy),
+            Direction::new(CipherState::with_key(&[9; 32]), policy),
+        )
+    }
+
+    fn seal(d: &mut Direction, seq: u32, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![0; 32 + body.len()];
+        let n = d
+            .seal(MessageType::Command, 8, seq, body, &mut out)
+            .unwrap();
+        assert_eq!(n, out.len());
+        out
+    }
+
+    fn open(d: &mut Direction, frame: &[u8]) -> Result<Vec<u8>> {
+        let mut dec = FrameDecoder::new();
+        let mut frames = Vec::new();
+        dec.push(frame, &mut frames)?;
+        let f = frames
+            .pop()
+            .ok_or_else(|| Error::InvalidArgument("no frame".into()))?;
+        let mut payload = f.payload;
+        let n = d.open(&f.header, &mut payload)?;
+        payload.truncate(n);
+        Ok(payload)
+    }
+
+    #[test]
+    fn sealed_frames_are_v1_frames_and_open() {
+        let (mut a, mut b) = pair(RekeyPolicy::DEFAULT);
+        let f = seal(&mut a, 7, b"hello");
+        assert_eq!(f[2] & 1, 1, "ENCRYPTED is set");
+        assert_eq!(u32::from_le_bytes(f[8..12].try_into().unwrap()), 21);
+        assert_ne!(&f[16..21], b"hello");
+        assert_eq!(open(&mut b, &f).unwrap(), b"hello");
+        assert_eq!((a.frames(), b.frames()), (1, 1));
+    }
+
+    #[test]
+    fn replay_reorder_and_plain_are_refused() {
+        let (mut a, mut b) = pair(RekeyPolicy::DEFAULT);
+        let f1 = seal(&mut a, 1, b"one");
+        let f2 = seal(&mut a, 2, b"two");
+        assert_eq!(open(&mut b, &f2).unwrap_err().code(), "TAMPERED");
+        assert_eq!(open(&mut b, &f1).unwrap(), b"one");
+        assert_eq!(open(&mut b, &f1).unwrap_err().code(), "TAMPERED");
+        assert_eq!(open(&mut b, &f2).unwrap(), b"two");
+        let plain = crate::encode_frame(MessageType::Command, 8, 3, b"x").unwrap();
+        assert_eq!(open(&mut b, &plain).unwrap_err().code(), "TAMPERED");
+        let short = crate::encode_frame(MessageType::Command, 9, 3, b"x").unwrap();
+        assert_eq!(open(&mut b, &short).unwrap_err().code(), "TAMPERED");
+    }
+
+    #[test]
+    fn rekey_points_agree() {
+        let policy = RekeyPolicy {
+            frames: 3,
+            bytes: 100,
+        };
+        let (mut a, mut b) = pair(policy);
+        for i in 0..20u32 {
+            let body = vec![i as u8; (i as usize * 7) % 40];
+            let f = seal(&mut a, i, &body);
+            assert_eq!(open(&mut b, &f).unwrap(), body);
+        }
+        assert!(a.rekeys() >= 6);
+        assert_eq!(a.rekeys(), b.rekeys());
+        let (mut c, mut d) = pair(RekeyPolicy::NEVER);
+        for i in 0..5 {
+            let f = seal(&mut c, i, b"abc");
+            open(&mut d, &f).unwrap();
+        }
+        assert_eq!(c.rekeys(), 0);
+        assert!(format!("{c:?}").contains("nonce"));
+    }
+
+    #[test]
+    fn bounds() {
+        let (mut a, _) = pair(RekeyPolicy::DEFAULT);
+        let big = vec![0; MAX_SEALED_BODY + 1];
+        let mut out = vec![0; big.len() + 32];
+        assert_eq!(
+            a.seal(MessageType::Command, 0, 1, &big, &mut out)
+                .unwrap_err()
+                .code(),
+            "PAYLOAD_TOO_LARGE"
+        );
+        let mut small = [0u8; 20];
+        assert_eq!(
+            a.seal(MessageType::Command, 0, 1, b"hello", &mut small)
+                .unwrap_err()
+                .code(),
+            "INVALID_ARGUMENT"
+        );
+        assert_eq!(a.frames(), 0, "refused frames take no nonce");
+    }
+}

@@ -1,0 +1,737 @@
+//! Secure sessions end to end in memory, over real v1 frames: handshakes of the three patterns,
+//! sealed batches in both directions, every way a frame can be refused, downgrades, men in the
+//! middle, rekeying, compression and its bombs, and the bounds of a half-done handshake.
+#![allow(missing_docs)]
+#![allow(
+    clippy::cast_possible_truncation,
+    reason = "test sizes and indices are small by construction"
+)]
+#![allow(
+    clippy::too_many_lines,
+    reason = "each test walks one family of refusals end to end"
+)]
+
+mod secure_common;
+
+use polycall_core::crypto::hello::{self, COMPRESSION, SECURE};
+use polycall_core::crypto::noise::Pattern;
+use polycall_core::crypto::session::{
+    InitiatorConfig, Mode, OutFrame, ResponderConfig, SecureSession, SessionLimits,
+};
+use polycall_core::crypto::{Identity, RekeyPolicy};
+use polycall_core::packet::handshake;
+use polycall_core::{MessageType, encode_frame, flags};
+use secure_common::*;
+
+#[test]
+fn every_pattern_round_trips_both_directions_and_any_chunking() {
+    for pattern in Pattern::ALL {
+        let mut p = pair(pattern);
+        let payloads: Vec<Vec<u8>> = (0..40u32)
+            .map(|i| vec![i as u8; (i as usize * 37) % 700])
+            .collect();
+        let frames: Vec<(MessageType, u32, &[u8])> = payloads
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (MessageType::Command, i as u32, p.as_slice()))
+            .collect();
+        let wire = seal(&mut p.client, &frames);
+        assert!(
+            wire.windows(8).all(|w| w != [7u8; 8]),
+            "no plaintext run on the wire"
+        );
+        // Byte-by-byte, then in uneven pieces: the decoder assembles straddling frames.
+        let mut got = Vec::new();
+        let (a, b) = wire.split_at(wire.len() / 3);
+        for piece in a.chunks(1).chain(b.chunks(999)) {
+            got.extend(push_ok(&mut p.server, piece));
+        }
+        assert_eq!(got.len(), 40);
+        for (i, (header, payload)) in got.iter().enumerate() {
+            assert_eq!(header.sequence, i as u32);
+            assert_eq!(header.kind, MessageType::Command);
+            assert_eq!(header.flags & flags::ENCRYPTED, flags::ENCRYPTED);
+            assert_eq!(header.payload_length as usize, payload.len());
+            assert_eq!(payload, &payloads[i]);
+        }
+        let back = seal(
+            &mut p.server,
+            &[
+                (MessageType::Response, 3, b"reply"),
+                (MessageType::Heartbeat, 0, b""),
+            ],
+        );
+        let got = push_ok(&mut p.client, &back);
+        assert_eq!(got[0].1, b"reply");
+        assert_eq!(got[1].1, b"");
+        assert_eq!(p.pattern, pattern);
+    }
+}
+
+#[test]
+fn sealed_frames_refuse_tampering_replay_reorder_drop_and_splicing() {
+    let mut p = pair(Pattern::Ik);
+    let wire = seal(
+        &mut p.client,
+        &[
+            (MessageType::Command, 1, b"one"),
+            (MessageType::Command, 2, b"two"),
+        ],
+    );
+    let f = split_frames(&wire);
+    // Every single-bit flip of the first frame is refused, header and payload alike.
+    for bit in 0..f[0].len() * 8 {
+        let mut q = pair(Pattern::Ik);
+        let good = seal(&mut q.client, &[(MessageType::Command, 1, b"one")]);
+        let mut bad = good.clone();
+        bad[bit / 8] ^= 1 << (bit % 8);
+        let pushed = push(&mut q.server, &bad);
+        assert!(
+            pushed.frames.is_empty(),
+            "bit {bit}: a damaged frame was delivered"
+        );
+        let refused = pushed
+            .result
+            .err()
+            .or_else(|| q.server.end().err())
+            .unwrap();
+        let code = refused.code();
+        if bit / 8 < 8 || bit / 8 >= 12 {
+            // Everything but the length field: authenticated (or the checksum of authenticated bytes).
+            assert_eq!(code, "TAMPERED", "bit {bit}");
+        } else {
+            assert!(
+                matches!(code, "TAMPERED" | "TRUNCATED_PAYLOAD" | "PAYLOAD_TOO_LARGE"),
+                "bit {bit}: {code}"
+            );
+        }
+    }
+    // Reorder.
+    let mut q = pair(Pattern::Nk);
+    let w = split_frames(&seal(
+        &mut q.client,
+        &[
+            (MessageType::Command, 1, b"a"),
+            (MessageType::Command, 2, b"b"),
+        ],
+    ));
+    assert_eq!(
+        push(&mut q.server, &w[1]).result.unwrap_err().code(),
+        "TAMPERED"
+    );
+    assert_eq!(
+        push(&mut q.server, &w[0]).result.unwrap_err().code(),
+        "TAMPERED",
+        "a failed session stays failed"
+    );
+    // Replay.
+    let mut q = pair(Pattern::Nk);
+    let w = split_frames(&seal(&mut q.client, &[(MessageType::Command, 1, b"a")]));
+    assert_eq!(push_ok(&mut q.server, &w[0])[0].1, b"a");
+    assert_eq!(
+        push(&mut q.server, &w[0]).result.unwrap_err().code(),
+        "TAMPERED"
+    );
+    // Drop.
+    let mut q = pair(Pattern::Xx);
+    let w = split_frames(&seal(
+        &mut q.client,
+        &[
+            (MessageType::Command, 1, b"a"),
+            (MessageType::Command, 2, b"b"),
+        ],
+    ));
+    assert_eq!(
+        push(&mut q.server, &w[1]).result.unwrap_err().code(),
+        "TAMPERED"
+    );
+    // Splice a frame from another session with the same keys on both ends.
+    let mut other = pair(Pattern::Ik);
+    let foreign = seal(&mut other.client, &[(MessageType::Command, 1, b"one")]);
+    let mut q = pair(Pattern::Ik);
+    assert_eq!(
+        push(&mut q.server, &foreign).result.unwrap_err().code(),
+        "TAMPERED"
+    );
+    // A frame sealed for the other direction.
+    let mut q = pair(Pattern::Ik);
+    let own = seal(&mut q.client, &[(MessageType::Command, 1, b"one")]);
+    assert_eq!(
+        push(&mut q.client, &own).result.unwrap_err().code(),
+        "TAMPERED"
+    );
+    // Plaintext after the switch.
+    let mut q = pair(Pattern::Ik);
+    let plain = encode_frame(MessageType::Command, 8, 1, b"plain").unwrap();
+    assert_eq!(
+        push(&mut q.server, &plain).result.unwrap_err().code(),
+        "TAMPERED"
+    );
+    // Frames before a bad one still arrive.
+    let mut q = pair(Pattern::Ik);
+    let mut w = seal(
+        &mut q.client,
+        &[
+            (MessageType::Command, 1, b"ok"),
+            (MessageType::Command, 2, b"bad"),
+        ],
+    );
+    let last = w.len() - 1;
+    w[last] ^= 1;
+    let pushed = push(&mut q.server, &w);
+    assert_eq!(pushed.frames.len(), 1);
+    assert_eq!(pushed.frames[0].1, b"ok");
+    assert_eq!(pushed.result.unwrap_err().code(), "TAMPERED");
+    assert_eq!(q.server.failure().unwrap().code(), "TAMPERED");
+    assert_eq!(q.server.end().unwrap_err().code(), "TAMPERED");
+    let _ = p;
+}
+
+#[test]
+fn rekeying_at_agreed_points() {
+    let c = SessionLimits {
+        rekey: RekeyPolicy {
+            frames: 5,
+            bytes: 0,
+        },
+        ..limits()
+    };
+    let s = SessionLimits {
+        rekey: RekeyPolicy {
+            frames: 0,
+            bytes: 300,
+        },
+        ..limits()
+    };
+    let mut p = pair_with(Pattern::Xx, c, s, OFFER, OFFER);
+    for round in 0..30u32 {
+        let body = vec![round as u8; 40];
+        let w = seal(
+            &mut p.client,
+            &[
+                (MessageType::Command, round, &body),
+                (MessageType::Command, round, b"x"),
+            ],
+        );
+        assert_eq!(push_ok(&mut p.server, &w).len(), 2);
+        let w = seal(&mut p.server, &[(MessageType::Response, round, &body)]);
+        assert_eq!(push_ok(&mut p.client, &w)[0].1, body);
+    }
+    let (c_send, c_recv) = p.client.rekeys();
+    let (s_send, s_recv) = p.server.rekeys();
+    assert_eq!(c_send, 12, "60 frames, every 5");
+    assert_eq!(s_recv, c_send);
+    assert_eq!(s_send, 30 * 56 / 300);
+    assert_eq!(c_recv, s_send);
+}
+
+#[test]
+fn compression_round_trip_threshold_and_bombs() {
+    let offer = OFFER | COMPRESSION;
+    let mut p = pair_with(Pattern::Ik, limits(), limits(), offer, offer);
+    assert_eq!(p.client.agreed_flags() & COMPRESSION, COMPRESSION);
+    let big = b"polycall ".repeat(2000);
+    let w = seal(
+        &mut p.client,
+        &[
+            (MessageType::Command, 1, &big),
+            (MessageType::Command, 2, b"small"),
+        ],
+    );
+    assert!(
+        w.len() < 2000,
+        "compressed before sealing: {} bytes",
+        w.len()
+    );
+    let got = push_ok(&mut p.server, &w);
+    assert_eq!(got[0].1, big);
+    assert_eq!(
+        got[0].0.flags & flags::COMPRESSED,
+        0,
+        "delivered decompressed"
+    );
+    assert_eq!(got[0].0.payload_length as usize, big.len());
+    assert_eq!(got[1].1, b"small");
+    // Not negotiated: no compression.
+    let mut q = pair_with(Pattern::Ik, limits(), limits(), offer, OFFER);
+    let w = seal(&mut q.client, &[(MessageType::Command, 1, &big)]);
+    assert!(w.len() > big.len());
+    // A bomb: 1 MiB of zeros compresses to a few KiB, but the receiver allows 64 KiB.
+    let small = SessionLimits {
+        max_payload: 64 * 1024,
+        ..limits()
+    };
+    let mut q = pair_with(Pattern::Nk, limits(), small, offer, offer);
+    let zeros = vec![0u8; 1_000_000];
+    let w = seal(&mut q.client, &[(MessageType::Command, 1, &zeros)]);
+    assert!(w.len() < 8 * 1024);
+    let pushed = push(&mut q.server, &w);
+    assert!(pushed.frames.is_empty());
+    assert_eq!(pushed.result.unwrap_err().code(), "DECOMPRESSION_LIMIT");
+}
+
+#[test]
+fn plain_sessions_pass_frames_through_with_optional_compression() {
+    let sid = server_identity();
+    let mut server = SecureSession::responder(&ResponderConfig {
+        identity: &sid,
+        patterns: &Pattern::ALL,
+        limits: limits(),
+        ephemeral: None,
+    })
+    .unwrap();
+    let legacy = encode_frame(MessageType::Handshake, 8, 1, &handshake::build(0x0001)).unwrap();
+    let mut stream = legacy.clone();
+    stream.extend(encode_frame(MessageType::Command, 8, 2, b"{}").unwrap());
+    let p = push(&mut server, &stream);
+    let (consumed, held) = p.result.unwrap();
+    assert!(
+        held && consumed == legacy.len(),
+        "held right after the hello"
+    );
+    let hello = server.read_hello(&p.frames[0].1).unwrap();
+    assert_eq!((hello.flags, hello.secure), (0x0001, None));
+    assert!(
+        server.seal_batch(&[], &mut []).is_err(),
+        "nothing to seal before a decision"
+    );
+    server.plain().unwrap();
+    assert_eq!(server.mode(), Mode::Plain);
+    let got = push_ok(&mut server, &stream[consumed..]);
+    assert_eq!(got[0].1, b"{}");
+    server.set_compression(Some(64));
+    let body = vec![b'a'; 5000];
+    let frames = [OutFrame {
+        kind: MessageType::Response,
+        flags: 0,
+        sequence: 2,
+        payload: &body,
+    }];
+    let mut out = vec![0; SecureSession::sealed_bound(1, body.len())];
+    let n = server.seal_batch(&frames, &mut out).unwrap();
+    assert!(n < 200);
+    assert_eq!(out[2] & (flags::COMPRESSED as u8), flags::COMPRESSED as u8);
+    assert_eq!(out[2] & (flags::ENCRYPTED as u8), 0);
+    let decoded = polycall_core::packet::inspect::inspect(&out[..n]).unwrap();
+    assert!(decoded.problems.is_empty(), "a valid plain v1 frame");
+    assert!(
+        server.plain().is_err(),
+        "plain only once, before the handshake"
+    );
+}
+
+#[test]
+fn downgrades_and_altered_hellos_are_refused() {
+    let sid = server_identity();
+    let cid = client_identity();
+    let responder = |sid: &Identity| {
+        SecureSession::responder(&ResponderConfig {
+            identity: sid,
+            patterns: &Pattern::ALL,
+            limits: limits(),
+            ephemeral: None,
+        })
+        .unwrap()
+    };
+    for pattern in Pattern::ALL {
+        // A relay strips the secure bit from the hello: the server sees a plain hello and
+        // answers plainly; the client refuses the plain reply.
+        let (mut client, hello_payload) =
+            SecureSession::initiator(&client_config(pattern, &cid, sid.public_key(), limits()))
+                .unwrap();
+        let mut stripped = hello_payload.clone();
+        stripped[6] &= !(SECURE as u8);
+        let mut server = responder(&sid);
+        assert_eq!(server.read_hello(&stripped).unwrap().secure, None);
+        let plain_reply = handshake::build_extended(OFFER, 256);
+        assert_eq!(
+            client.read_reply(&plain_reply).unwrap_err().code(),
+            "INSECURE_PEER"
+        );
+        let (mut client, _) =
+            SecureSession::initiator(&client_config(pattern, &cid, sid.public_key(), limits()))
+                .unwrap();
+        assert_eq!(
+            client.read_reply(&[]).unwrap_err().code(),
+            "INSECURE_PEER",
+            "a legacy empty reply"
+        );
+        let (mut client, _) =
+            SecureSession::initiator(&client_config(pattern, &cid, sid.public_key(), limits()))
+                .unwrap();
+        assert_eq!(
+            client.read_reply(b"garbage!").unwrap_err().code(),
+            "HANDSHAKE_FAILED"
+        );
+
+        // A relay clears another capability bit (Cancel) or changes the stated limit: the
+        // prologue differs, so the handshake fails on one side or the other.
+        for (at, mask) in [(6, 0x02u8), (8, 0x01)] {
+            let (mut client, hello_payload) =
+                SecureSession::initiator(&client_config(pattern, &cid, sid.public_key(), limits()))
+                    .unwrap();
+            let mut altered = hello_payload.clone();
+            altered[at] ^= mask;
+            let mut server = responder(&sid);
+            if let Err(e) = server.read_hello(&altered) {
+                assert_ne!(pattern, Pattern::Xx);
+                assert_eq!(e.code(), "HANDSHAKE_FAILED");
+            } else {
+                assert_eq!(
+                    pattern,
+                    Pattern::Xx,
+                    "only XX has nothing to authenticate in message 1"
+                );
+                let reply = server.accept(0x0001, 256).unwrap();
+                assert_eq!(
+                    client.read_reply(&reply).unwrap_err().code(),
+                    "HANDSHAKE_FAILED"
+                );
+            }
+        }
+
+        // A relay alters the reply's cleartext fields: its limit, or strips a capability it accepted.
+        for (at, mask) in [(8usize, 0x01u8), (6, 0x01)] {
+            let (mut client, hello_payload) =
+                SecureSession::initiator(&client_config(pattern, &cid, sid.public_key(), limits()))
+                    .unwrap();
+            let mut server = responder(&sid);
+            server.read_hello(&hello_payload).unwrap();
+            let mut reply = server.accept(OFFER, 256).unwrap();
+            reply[at] ^= mask;
+            assert_eq!(
+                client.read_reply(&reply).unwrap_err().code(),
+                "HANDSHAKE_FAILED"
+            );
+        }
+        // The reply strips the secure bit itself.
+        let (mut client, hello_payload) =
+            SecureSession::initiator(&client_config(pattern, &cid, sid.public_key(), limits()))
+                .unwrap();
+        let mut server = responder(&sid);
+        server.read_hello(&hello_payload).unwrap();
+        let mut reply = server.accept(OFFER, 256).unwrap();
+        reply[6] &= !(SECURE as u8);
+        assert_eq!(
+            client.read_reply(&reply).unwrap_err().code(),
+            "INSECURE_PEER"
+        );
+    }
+}
+
+#[test]
+fn men_in_the_middle_and_wrong_keys_fail() {
+    let sid = server_identity();
+    let cid = client_identity();
+    let mallory = Identity::from_seed(&[9; 32]).unwrap();
+    for pattern in [Pattern::Ik, Pattern::Nk] {
+        // The client expects the real server; a man in the middle answers with its own key.
+        let (_, hello_payload) =
+            SecureSession::initiator(&client_config(pattern, &cid, sid.public_key(), limits()))
+                .unwrap();
+        let mut impostor = SecureSession::responder(&ResponderConfig {
+            identity: &mallory,
+            patterns: &Pattern::ALL,
+            limits: limits(),
+            ephemeral: None,
+        })
+        .unwrap();
+        assert_eq!(
+            impostor.read_hello(&hello_payload).unwrap_err().code(),
+            "HANDSHAKE_FAILED"
+        );
+        // The client was given a wrong key for the real server.
+        let (_, hello_payload) = SecureSession::initiator(&client_config(
+            pattern,
+            &cid,
+            mallory.public_key(),
+            limits(),
+        ))
+        .unwrap();
+        let mut server = SecureSession::responder(&ResponderConfig {
+            identity: &sid,
+            patterns: &Pattern::ALL,
+            limits: limits(),
+            ephemeral: None,
+        })
+        .unwrap();
+        assert_eq!(
+            server.read_hello(&hello_payload).unwrap_err().code(),
+            "HANDSHAKE_FAILED"
+        );
+    }
+    // XX: an impostor completes message 2 with its own key; the client sees that key and the
+    // caller refuses it (docs/security.md: the server-key callback).
+    let (mut client, hello_payload) = SecureSession::initiator(&client_config(
+        Pattern::Xx,
+        &cid,
+        sid.public_key(),
+        limits(),
+    ))
+    .unwrap();
+    let mut impostor = SecureSession::responder(&ResponderConfig {
+        identity: &mallory,
+        patterns: &Pattern::ALL,
+        limits: limits(),
+        ephemeral: None,
+    })
+    .unwrap();
+    impostor.read_hello(&hello_payload).unwrap();
+    let reply = client
+        .read_reply(&impostor.accept(OFFER, 1).unwrap())
+        .unwrap();
+    assert_eq!(reply.server_key, mallory.public_key());
+    assert_ne!(reply.server_key, sid.public_key());
+    assert!(!client.is_established());
+    // Third messages that were altered, or sent out of turn.
+    let mut p = pair(Pattern::Ik);
+    assert_eq!(
+        p.server.read_finish(b"x").unwrap_err().code(),
+        "HANDSHAKE_FAILED"
+    );
+    assert_eq!(p.client.finish().unwrap_err().code(), "HANDSHAKE_FAILED");
+}
+
+#[test]
+fn xx_server_holds_at_the_third_message_and_opens_what_follows() {
+    let sid = server_identity();
+    let cid = client_identity();
+    let (mut client, h) =
+        SecureSession::initiator(&client_config(Pattern::Xx, &cid, [0; 32], limits())).unwrap();
+    let mut server = SecureSession::responder(&ResponderConfig {
+        identity: &sid,
+        patterns: &[Pattern::Xx],
+        limits: limits(),
+        ephemeral: None,
+    })
+    .unwrap();
+    let p = push(
+        &mut server,
+        &encode_frame(MessageType::Handshake, 8, 1, &h).unwrap(),
+    );
+    server.read_hello(&p.frames[0].1).unwrap();
+    let reply = server.accept(0, 16).unwrap();
+    assert_eq!(
+        server.seal_batch(&[], &mut []).unwrap_err().code(),
+        "INVALID_ARGUMENT",
+        "no sealing before message 3"
+    );
+    let r = client.read_reply(&reply).unwrap();
+    assert!(!r.established);
+    let third = client.finish().unwrap();
+    // Message 3 and the first sealed request leave in one write.
+    let mut stream = encode_frame(MessageType::Handshake, 8, 2, &third).unwrap();
+    let msg3_len = stream.len();
+    stream.extend(seal(
+        &mut client,
+        &[(MessageType::Auth, 3, b"{\"user\":\"a\"}")],
+    ));
+    let p = push(&mut server, &stream);
+    assert_eq!(p.result.unwrap(), (msg3_len, true));
+    assert_eq!(server.mode(), Mode::Handshaking);
+    assert_eq!(
+        server.read_finish(&p.frames[0].1).unwrap(),
+        cid.public_key()
+    );
+    let got = push_ok(&mut server, &stream[msg3_len..]);
+    assert_eq!(got[0].1, b"{\"user\":\"a\"}");
+    assert_eq!(got[0].0.kind, MessageType::Auth);
+    assert!(server.remote_static() == Some(cid.public_key()));
+}
+
+#[test]
+fn handshake_bounds_and_refusals() {
+    let sid = server_identity();
+    let cid = client_identity();
+    let only_ik = [Pattern::Ik];
+    let mut server = SecureSession::responder(&ResponderConfig {
+        identity: &sid,
+        patterns: &only_ik,
+        limits: limits(),
+        ephemeral: None,
+    })
+    .unwrap();
+    let (_, nk) = SecureSession::initiator(&client_config(
+        Pattern::Nk,
+        &cid,
+        sid.public_key(),
+        limits(),
+    ))
+    .unwrap();
+    assert_eq!(
+        server.read_hello(&nk).unwrap_err().code(),
+        "HANDSHAKE_FAILED",
+        "pattern not accepted"
+    );
+    assert!(server.read_hello(&nk).is_err(), "sticky");
+
+    let responder = || {
+        SecureSession::responder(&ResponderConfig {
+            identity: &sid,
+            patterns: &Pattern::ALL,
+            limits: limits(),
+            ephemeral: None,
+        })
+        .unwrap()
+    };
+    // An oversized hello is refused before any Noise work.
+    let mut huge = hello::build(0, 0, Pattern::Xx, 1, &[0; 1024]).unwrap();
+    huge.push(0);
+    assert_eq!(
+        responder().read_hello(&huge).unwrap_err().code(),
+        "HANDSHAKE_FAILED"
+    );
+    // Out of order steps.
+    let mut s = responder();
+    assert_eq!(s.accept(0, 1).unwrap_err().code(), "HANDSHAKE_FAILED");
+    let mut s = responder();
+    let (_, xx) = SecureSession::initiator(&client_config(
+        Pattern::Xx,
+        &cid,
+        sid.public_key(),
+        limits(),
+    ))
+    .unwrap();
+    s.read_hello(&xx).unwrap();
+    assert_eq!(
+        s.accept(0x0100, 1).unwrap_err().code(),
+        "INVALID_ARGUMENT",
+        "flags the client did not offer"
+    );
+    assert!(
+        s.failure().is_none(),
+        "an argument error does not end the session"
+    );
+    s.accept(0x0001, 1).unwrap();
+    // A step-1 hello where message 3 belongs.
+    assert_eq!(s.read_finish(&xx).unwrap_err().code(), "HANDSHAKE_FAILED");
+    // Bad configurations.
+    let bad_limits = SessionLimits {
+        max_payload: (1 << 20) + 1,
+        ..limits()
+    };
+    assert_eq!(
+        SecureSession::initiator(&client_config(Pattern::Xx, &cid, [0; 32], bad_limits))
+            .unwrap_err()
+            .code(),
+        "INVALID_ARGUMENT"
+    );
+    let mut no_id = client_config(Pattern::Ik, &cid, sid.public_key(), limits());
+    no_id.identity = None;
+    assert_eq!(
+        SecureSession::initiator(&no_id).unwrap_err().code(),
+        "INVALID_ARGUMENT"
+    );
+    let zero_key = InitiatorConfig {
+        server_key: Some([0; 32]),
+        ..client_config(Pattern::Nk, &cid, sid.public_key(), limits())
+    };
+    assert_eq!(
+        SecureSession::initiator(&zero_key).unwrap_err().code(),
+        "HANDSHAKE_FAILED"
+    );
+    assert!(
+        SecureSession::responder(&ResponderConfig {
+            identity: &sid,
+            patterns: &[],
+            limits: limits(),
+            ephemeral: None,
+        })
+        .is_err()
+    );
+    // A plaintext frame that straddles the switch point ends the handshake.
+    let (mut client, h) = SecureSession::initiator(&client_config(
+        Pattern::Nk,
+        &cid,
+        sid.public_key(),
+        limits(),
+    ))
+    .unwrap();
+    let mut server = responder();
+    server.read_hello(&h).unwrap();
+    let reply = server.accept(0, 1).unwrap();
+    let partial = encode_frame(MessageType::Heartbeat, 0, 9, b"12345678").unwrap();
+    push(&mut client, &partial[..10]).result.unwrap();
+    assert_eq!(
+        client.read_reply(&reply).unwrap_err().code(),
+        "HANDSHAKE_FAILED"
+    );
+}
+
+#[test]
+fn sealed_limits() {
+    let small = SessionLimits {
+        max_payload: 100,
+        ..limits()
+    };
+    let mut p = pair_with(Pattern::Ik, limits(), small, OFFER, OFFER);
+    let w = seal(&mut p.client, &[(MessageType::Command, 1, &[1; 100])]);
+    assert_eq!(push_ok(&mut p.server, &w)[0].1.len(), 100);
+    let w = seal(&mut p.client, &[(MessageType::Command, 2, &[1; 101])]);
+    assert_eq!(
+        push(&mut p.server, &w).result.unwrap_err().code(),
+        "PAYLOAD_TOO_LARGE"
+    );
+    let mut p = pair(Pattern::Ik);
+    let max = vec![0u8; (1 << 20) - 16];
+    let w = seal(&mut p.client, &[(MessageType::Command, 1, &max)]);
+    assert_eq!(push_ok(&mut p.server, &w)[0].1.len(), max.len());
+    let over = vec![0u8; (1 << 20) - 15];
+    let frames = [OutFrame {
+        kind: MessageType::Command,
+        flags: 0,
+        sequence: 1,
+        payload: &over,
+    }];
+    let mut out = vec![0; over.len() + 64];
+    assert_eq!(
+        p.client.seal_batch(&frames, &mut out).unwrap_err().code(),
+        "PAYLOAD_TOO_LARGE"
+    );
+    let ok = [OutFrame {
+        kind: MessageType::Command,
+        flags: 0,
+        sequence: 1,
+        payload: b"hi",
+    }];
+    assert_eq!(
+        p.client.seal_batch(&ok, &mut [0; 20]).unwrap_err().code(),
+        "INVALID_ARGUMENT"
+    );
+    // Nothing was sealed by the refused batches: the next frame still opens.
+    let w = seal(&mut p.client, &[(MessageType::Command, 3, b"after")]);
+    assert_eq!(push_ok(&mut p.server, &w)[0].1, b"after");
+}
+
+#[test]
+fn session_reports_itself() {
+    use polycall_core::crypto::session::Role;
+    let mut p = pair(Pattern::Nk);
+    assert_eq!(p.client.role(), Role::Initiator);
+    assert_eq!(p.server.role(), Role::Responder);
+    assert_eq!(p.client.pattern(), Some(Pattern::Nk));
+    assert_eq!(p.server.remote_static(), None, "an NK client has no key");
+    assert_eq!(
+        p.client.remote_static(),
+        Some(server_identity().public_key())
+    );
+    assert_eq!(p.client.agreed_flags(), OFFER | SECURE);
+    assert_eq!(p.client.rekeys(), (0, 0));
+    assert!(format!("{:?}", p.client).contains("Sealed"));
+    assert!(p.client.failure().is_none());
+    // A sealed frame cut short at the end of the stream.
+    let w = seal(&mut p.client, &[(MessageType::Command, 1, b"cut")]);
+    push(&mut p.server, &w[..w.len() - 1]).result.unwrap();
+    assert_eq!(p.server.buffered(), w.len() - 1);
+    assert_eq!(p.server.end().unwrap_err().code(), "TRUNCATED_PAYLOAD");
+    // A compressed frame that straddles chunks is opened and decompressed from its assembled
+    // bytes.
+    let offer = OFFER | COMPRESSION;
+    let mut q = pair_with(Pattern::Xx, limits(), limits(), offer, offer);
+    let body = b"0123456789".repeat(300);
+    let w = seal(&mut q.client, &[(MessageType::Command, 1, &body)]);
+    let (head, tail) = w.split_at(20);
+    assert!(push_ok(&mut q.server, head).is_empty());
+    assert_eq!(push_ok(&mut q.server, tail)[0].1, body);
+    assert!(q.server.end().is_ok());
+}
