@@ -17,7 +17,14 @@ import { LatencyHistogram, type LatencySummary } from '../core/stats.js'
 import type { ClientBaseOptions, ClientOptions, ClientStats, PolyCallClient, RequestOptions } from './client.js'
 
 /** An endpoint: `'host:port'` (`'[::1]:7000'` for IPv6) or `{ host, port }`. */
-export type Endpoint = string | { host: string; port: number }
+export type Endpoint =
+  | string
+  | {
+      /** Host name or address. */
+      host: string
+      /** TCP port, 1 to 65535. */
+      port: number
+    }
 
 /** How a client with several endpoints picks one per call. */
 export type BalanceMode = 'round-robin' | 'least-in-flight' | 'pick-first'
@@ -72,17 +79,23 @@ export interface EndpointStats {
   state: 'ready' | 'connecting' | 'down' | 'ejected'
   /** Its connections that are up. */
   connections: number
+  /** Calls in flight on its connections. */
   inFlight: number
-  /** Attempts sent to it, and how they ended. */
+  /** Attempts sent to it. */
   requests: number
+  /** Attempts it answered with a value. */
   succeeded: number
+  /** Attempts that failed there and were not sent elsewhere. */
   failed: number
   /** Calls that failed here and went on to another endpoint. */
   failovers: number
+  /** Failures in a row (see {@link EjectionOptions}). */
   consecutiveFailures: number
+  /** Times it was ejected. */
   ejections: number
   /** While ejected: ms until it takes calls again. */
   ejectedFor?: number
+  /** Latency of the attempts it answered, in ms. */
   latency: LatencySummary
 }
 

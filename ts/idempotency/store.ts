@@ -20,7 +20,9 @@ export interface IdempotencyRef {
 
 /** A recorded outcome: the reply as msgpack (the value, or `{ code, message, data? }` for an error). */
 export interface IdempotencyOutcome {
+  /** The run returned a value (otherwise it failed). */
   ok: boolean
+  /** msgpack: the value, or `{ code, message, data? }`. */
   payload: Uint8Array
 }
 
@@ -36,12 +38,38 @@ export interface IdempotencyOutcome {
  * - `full`: the store is at its bound and takes no new record (the call does not run).
  */
 export type IdempotencyState =
-  | { state: 'started' }
-  | { state: 'done'; outcome: IdempotencyOutcome }
-  | { state: 'running'; changed?: Promise<void> | undefined }
-  | { state: 'unknown'; reason: 'lost' | 'not-kept' | 'expired' }
-  | { state: 'mismatch' }
-  | { state: 'full'; reason: string }
+  | {
+      /** No record was there; one saying "running, here" was made. */
+      state: 'started'
+    }
+  | {
+      /** The first run ended. */
+      state: 'done'
+      /** What it ended with. */
+      outcome: IdempotencyOutcome
+    }
+  | {
+      /** The first run is under way. */
+      state: 'running'
+      /** Resolves when the record next changes (stores that can tell). */
+      changed?: Promise<void> | undefined
+    }
+  | {
+      /** The first run's outcome cannot be given. */
+      state: 'unknown'
+      /** Its host stopped mid-run, its outcome was too large to keep, or the record is gone. */
+      reason: 'lost' | 'not-kept' | 'expired'
+    }
+  | {
+      /** The key was used for another command. */
+      state: 'mismatch'
+    }
+  | {
+      /** The store takes no new record. */
+      state: 'full'
+      /** Which bound, for the refusal's message. */
+      reason: string
+    }
 
 /**
  * Where a server keeps its idempotency records. Every method may return a value or a promise.
@@ -134,7 +162,12 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
   }
 
   /** Records held and their bytes (after expired ones are dropped). */
-  get size(): { entries: number; bytes: number } {
+  get size(): {
+    /** Records held. */
+    entries: number
+    /** Their bytes, as the bound counts them. */
+    bytes: number
+  } {
     this.#sweep(performance.now())
     return { entries: this.#entries.size, bytes: this.#bytes }
   }

@@ -5,7 +5,6 @@
  * deadline), or with a coded error where the outcome cannot be known. The handler's outcome is
  * recorded whatever happens to the request that started it (a lost connection does not abort
  * a keyed run: its retry is coming for the outcome).
- * @internal
  * @packageDocumentation
  */
 import { createHash } from 'node:crypto'
@@ -14,7 +13,15 @@ import { msgpackCodec } from '../protocol/payload.js'
 import { MemoryIdempotencyStore, type IdempotencyOutcome, type IdempotencyRef, type IdempotencyState, type IdempotencyStore } from '../idempotency/store.js'
 import type { RequestContext } from './context.js'
 
-/** Options of a server's idempotency records (`ServerOptions.idempotency`). */
+/**
+ * Options of a server's idempotency records (`ServerOptions.idempotency`).
+ *
+ * @example
+ * ```ts
+ * const store = new RedisIdempotencyStore(redis, { prefix: 'orders:idem:' })
+ * const server = new PolyCallServer({ idempotency: { store, window: 60_000, scope: (ctx) => String(ctx.principal) } })
+ * ```
+ */
 export interface IdempotencyOptions {
   /**
    * Where records live. Share one store between every server that may see another's retries
@@ -54,7 +61,7 @@ function stableJson(value: unknown): string {
     .join(',')}}`
 }
 
-/** The default scope: the principal's identity. */
+/** @internal The default scope: the principal's identity. */
 export function principalScope(ctx: RequestContext): string {
   const p = ctx.principal
   if (p === undefined || p === null) return ''
@@ -62,10 +69,10 @@ export function principalScope(ctx: RequestContext): string {
   return `j:${createHash('sha256').update(stableJson(p)).digest('base64url')}`
 }
 
-/** What a keyed request ends with: a value to reply with, or an error. */
+/** @internal What a keyed request ends with: a value to reply with, or an error. */
 export type KeyedResult = { ok: true; value: unknown } | { ok: false; error: PolyCallError }
 
-/** What the server lends the coordinator for one request. */
+/** @internal What the server lends the coordinator for one request. */
 export interface KeyedRequest {
   readonly ctx: RequestContext
   /** The key as lowercase hex. */
@@ -82,6 +89,7 @@ export interface KeyedRequest {
   report(error: unknown): void
 }
 
+/** @internal The error of a retry whose first run's outcome cannot be given. */
 export function outcomeUnknown(reason: 'lost' | 'not-kept' | 'expired'): PolyCallError {
   const why =
     reason === 'not-kept'
