@@ -771,7 +771,10 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
     let trace: TraceContext | undefined
     const parent = options.deadline
     try {
-      if (options !== NO_OPTIONS) checkOptionKeys(options, kind === 'control' ? CONTROL_OPTION_KEYS : REQUEST_OPTION_KEYS, kind === 'control' ? 'ControlOptions' : 'RequestOptions')
+      // A pool's connection gets options the pool built from checked ones.
+      if (options !== NO_OPTIONS && this.#owner === undefined) {
+        checkOptionKeys(options, kind === 'control' ? CONTROL_OPTION_KEYS : REQUEST_OPTION_KEYS, kind === 'control' ? 'ControlOptions' : 'RequestOptions')
+      }
       signal = checkSignal(options.signal)
       timeout = options.timeout === undefined ? this.#timeout : checkTimeout(options.timeout)
       if (parent !== undefined && (typeof parent !== 'number' || Number.isNaN(parent))) {

@@ -87,6 +87,7 @@ export interface IdempotencyStore {
   /**
    * Records the outcome of a run this caller started (`undefined`: the run ended but its outcome
    * cannot be kept, so retries get `unknown`). Only the caller that got `started` completes.
+   * `outcome.payload` is valid during this call only: a store keeps a copy.
    */
   complete(ref: IdempotencyRef, outcome: IdempotencyOutcome | undefined, options: { ttl: number }): void | Promise<void>
   /** Drops the "running" record of a run this caller started but never ran (its caller went first). */
@@ -111,7 +112,9 @@ interface Entry {
   readonly command: string
   state: 'running' | 'done' | 'unknown'
   reason: 'lost' | 'not-kept'
-  outcome: IdempotencyOutcome | undefined
+  ok: boolean
+  /** The outcome's bytes as a latin1 string: one small heap object per record, no backing store. */
+  payload: string | undefined
   bytes: number
   expires: number
   /** Resolves the promise of callers waiting for this record to change. */
@@ -186,7 +189,8 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
       command: ref.command,
       state: 'running',
       reason: 'lost',
-      outcome: undefined,
+      ok: false,
+      payload: undefined,
       bytes,
       expires: t + options.ttl,
       wake: undefined,
@@ -207,11 +211,13 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
   complete(ref: IdempotencyRef, outcome: IdempotencyOutcome | undefined): void {
     const entry = this.#entries.get(`${ref.scope}\u0000${ref.key}`)
     if (!entry || entry.state !== 'running') return
-    if (outcome !== undefined && outcome.payload.length <= this.maxOutcomeBytes && this.#bytes + outcome.payload.length <= this.maxBytes) {
+    const p = outcome?.payload
+    if (outcome !== undefined && p !== undefined && p.length <= this.maxOutcomeBytes && this.#bytes + p.length <= this.maxBytes) {
       entry.state = 'done'
-      entry.outcome = outcome
-      entry.bytes += outcome.payload.length
-      this.#bytes += outcome.payload.length
+      entry.ok = outcome.ok
+      entry.payload = Buffer.from(p.buffer, p.byteOffset, p.byteLength).toString('latin1')
+      entry.bytes += p.length
+      this.#bytes += p.length
     } else {
       entry.state = 'unknown'
       entry.reason = 'not-kept'
@@ -232,7 +238,7 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
     if (entry.command !== ref.command) return { state: 'mismatch' }
     switch (entry.state) {
       case 'done':
-        return { state: 'done', outcome: entry.outcome! }
+        return { state: 'done', outcome: { ok: entry.ok, payload: Buffer.from(entry.payload!, 'latin1') } }
       case 'unknown':
         return { state: 'unknown', reason: entry.reason }
       default:

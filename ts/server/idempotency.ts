@@ -102,12 +102,13 @@ export function outcomeUnknown(reason: 'lost' | 'not-kept' | 'expired'): PolyCal
 
 function toOutcome(result: KeyedResult): IdempotencyOutcome | undefined {
   try {
-    if (result.ok) return { ok: true, payload: Buffer.from(msgpackCodec.encodeValue(result.value)) }
+    // Stores copy the payload during complete(): the encoder's buffer is not copied here.
+    if (result.ok) return { ok: true, payload: msgpackCodec.encodeValue(result.value) }
     const e = result.error as PolyCallError & { data?: unknown }
-    return { ok: false, payload: Buffer.from(msgpackCodec.encodeError(e.code, e.message, e.data)) }
+    return { ok: false, payload: msgpackCodec.encodeError(e.code, e.message, e.data) }
   } catch {
     // A value msgpack cannot carry cannot be replied either: the reply fails as INTERNAL.
-    return { ok: false, payload: Buffer.from(msgpackCodec.encodeError(ErrorCode.INTERNAL, 'internal error')) }
+    return { ok: false, payload: msgpackCodec.encodeError(ErrorCode.INTERNAL, 'internal error') }
   }
 }
 
