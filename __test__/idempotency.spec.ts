@@ -47,14 +47,13 @@ async function counted(t: ExecutionContext, options: ServerOptions = {}, ms = 0)
 /**
  * A TCP relay between a client and a server that loses replies on purpose: `drop(n)` makes it
  * swallow the next n COMMAND replies (RESPONSE or ERROR with a sequence above 1) and cut both
- * connections right after, as a network failure would; `cutAfterCommand()` cuts both as soon as
- * the next COMMAND has been passed on (the reply would have come later).
+ * connections right after, as a network failure would; `cut()` cuts every connection now (the
+ * specs call it once the handler is seen running, so its reply is still to come).
  */
 class LossyRelay {
   readonly server: Server
   port = 0
   #drops = 0
-  #cutAfterCommand = false
   dropped = 0
   readonly #sockets = new Set<Socket>()
 
@@ -68,16 +67,7 @@ class LossyRelay {
       }
       down.on('error', cut).on('close', cut)
       up.on('error', cut).on('close', cut)
-      const fromClient = new FrameDecoder()
-      down.on('data', (chunk: Buffer) => {
-        up.write(chunk)
-        if (this.#cutAfterCommand && fromClient.push(chunk).some((f) => f.type === MessageType.Command)) {
-          this.#cutAfterCommand = false
-          // Give the COMMAND time to reach the server before the cut.
-          up.once('drain', cut)
-          setTimeout(cut, 20)
-        }
-      })
+      down.on('data', (chunk: Buffer) => up.write(chunk))
       const fromServer = new FrameDecoder()
       up.on('data', (chunk: Buffer) => {
         for (const f of fromServer.push(chunk)) {
@@ -109,8 +99,8 @@ class LossyRelay {
     this.#drops = n
   }
 
-  cutAfterCommand(): void {
-    this.#cutAfterCommand = true
+  cut(): void {
+    for (const s of this.#sockets) s.destroy()
   }
 }
 
@@ -176,8 +166,10 @@ test('a retry while the first run is still going waits for it and gets its outco
   const relay = await new LossyRelay(up.port).listen(t)
   const c = client(t, relay.port)
   await c.connect()
-  relay.cutAfterCommand()
-  const out = await c.request<{ id: string; charged: number }>('charge', { id: 'order-4' }, { idempotent: true, timeout: 5000 })
+  const call = c.request<{ id: string; charged: number }>('charge', { id: 'order-4' }, { idempotent: true, timeout: 5000 })
+  await until(() => up.runs.get('order-4') === 1, 'the first run started')
+  relay.cut()
+  const out = await call
   t.deepEqual(out, { id: 'order-4', charged: 1, big: undefined })
   t.is(up.runs.get('order-4'), 1)
   t.is(c.stats().requests.retried, 1)
@@ -204,6 +196,15 @@ async function keyedPeer(t: ExecutionContext, port: number, credentials?: unknow
 }
 
 const key = (n: number) => Buffer.alloc(16, n)
+
+/** A bounded poll on what the servers recorded. */
+async function until(check: () => boolean, what: string, timeout = 10_000): Promise<void> {
+  const end = Date.now() + timeout
+  while (!check()) {
+    if (Date.now() > end) throw new Error(`${what} within ${timeout} ms`)
+    await new Promise((r) => setTimeout(r, 5))
+  }
+}
 
 test('a key is answered from its record on any connection of its scope; another command with it is refused', async (t) => {
   const up = await counted(t)
@@ -287,10 +288,9 @@ test('two servers sharing one store answer each other\'s retries', async (t) => 
   const pa = await keyedPeer(t, a.port)
   const pb = await keyedPeer(t, b.port)
   // The retry on b arrives while a still runs the first: it waits and gets a's outcome.
-  const [first, second] = await Promise.all([
-    pa.call('charge', { id: 'x' }, key(42)),
-    new Promise((r) => setTimeout(r, 50)).then(() => pb.call('charge', { id: 'x' }, key(42))),
-  ])
+  const firstCall = pa.call('charge', { id: 'x' }, key(42))
+  await until(() => a.runs.get('x') === 1, 'a runs it')
+  const [first, second] = await Promise.all([firstCall, pb.call('charge', { id: 'x' }, key(42))])
   t.deepEqual(second, first)
   t.is(a.runs.get('x'), 1)
   t.is(b.runs.get('x'), undefined)
@@ -302,8 +302,10 @@ test('a keyed run whose connection goes keeps running and records its outcome; t
   const c = new PolyCallClient({ host: '127.0.0.1', port: relay.port, reconnect: false })
   t.teardown(() => c.destroy())
   await c.connect()
-  relay.cutAfterCommand()
-  const lost = await t.throwsAsync(c.request('charge', { id: 'd1' }, { idempotent: true, timeout: 5000 }))
+  const call = c.request('charge', { id: 'd1' }, { idempotent: true, timeout: 5000 })
+  await until(() => up.runs.get('d1') === 1, 'the run started')
+  relay.cut()
+  const lost = await t.throwsAsync(call)
   t.is((lost as PolyCallError).code, ErrorCode.CONNECTION_LOST)
   t.is(up.runs.get('d1'), 1)
   t.is(up.server.stats().requests.inFlight, 1)
