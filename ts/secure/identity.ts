@@ -164,7 +164,12 @@ export class Identity {
    *
    * @returns the public keys
    */
-  toJSON(): { publicKey: string; signingKey: string } {
+  toJSON(): {
+    /** The X25519 public key as `x25519:` text. */
+    publicKey: string
+    /** The Ed25519 public key as `ed25519:` text. */
+    signingKey: string
+  } {
     return { publicKey: this.toString(), signingKey: call(() => native.formatSigningKey(this.#signingKey)) }
   }
 

@@ -372,7 +372,12 @@ export async function resumeState(
   store: SnapshotStore,
   id: string,
   options: ResumeOptions = {},
-): Promise<PersistedState & { readonly restored: boolean }> {
+): Promise<
+  PersistedState & {
+    /** True when the store held a snapshot and the machine was restored from it. */
+    readonly restored: boolean
+  }
+> {
   checkArguments(machine, store)
   checkId(id)
   const timeout = checkTimeout(options.timeout) ?? 10_000
