@@ -219,6 +219,7 @@ export async function startFuzzServer(protocol: 'v1' | 'pcr1'): Promise<{ server
   const server = new PolyCallServer({
     protocol,
     maxPayload: MAX_PAYLOAD,
+    maxInFlight: MAX_IN_FLIGHT,
     ...(v1
       ? {
           authenticate: (c: unknown) => {
@@ -241,6 +242,8 @@ export async function startFuzzServer(protocol: 'v1' | 'pcr1'): Promise<{ server
 
 /** The fuzz server's payload limit: low, so oversized frames are cheap to send. */
 export const MAX_PAYLOAD = 64 * 1024
+/** The fuzz server's limit of requests in flight per connection: low, so it is reached. */
+export const MAX_IN_FLIGHT = 8
 
 // ---- the model ------------------------------------------------------------------------------
 
@@ -436,6 +439,11 @@ function expectValue(sequence: number, what: string, codec: 'json' | 'msgpack', 
   }
 }
 
+/** `e`, or an ERROR BUSY: for frames sent while the connection may be at its in-flight limit. */
+function busyAllowed(e: Expectation, codec: 'json' | 'msgpack'): Expectation {
+  return { ...e, check: (r) => (r.type === V1.ERROR && errorCodeOf(r.payload, codec) === 'ERR_POLYCALL_BUSY' ? undefined : e.check(r)) }
+}
+
 /** Any coded reply: a RESPONSE, or an ERROR with a code. */
 function expectAnswer(sequence: number, what: string, codec: 'json' | 'msgpack', droppable = false): Expectation {
   return {
@@ -459,6 +467,8 @@ interface V1State {
   authFailures: number
   /** Sequences of async COMMANDs whose replies are outstanding (for cancellation notices). */
   async: Set<number>
+  /** A session that mostly sends slow requests in long bursts, to reach the in-flight limit. */
+  flood: boolean
 }
 
 /** A frame to send: its bytes, the reply it must get, and what it does to the session. */
@@ -493,7 +503,7 @@ function planV1(rng: Rng, st: V1State, seq: () => number): Planned {
   const kind = rng.weighted([
     [st.ready ? 2 : 10, 'handshake'],
     [st.ready ? 20 : 3, 'command'],
-    [st.ready ? 8 : 1, 'later'],
+    [st.ready ? (st.flood ? 60 : 8) : 1, 'later'],
     [3, 'fail'],
     [3, 'missing'],
     [4, 'garbage-command'],
@@ -579,19 +589,23 @@ function planV1(rng: Rng, st: V1State, seq: () => number): Planned {
       const route = kind === 'command' || kind === 'big-command' ? 'echo' : kind === 'missing' ? `nope/${rng.int(0, 9)}` : kind
       const timeout = st.codec === 'msgpack' && kind === 'later' && rng.chance(0.3) ? rng.int(0, 50) : undefined
       const bytes = v1Frame(V1.COMMAND, n, commandPayload(rng, st, route, data, timeout))
-      if (kind === 'fail') return { kind, bytes, expect: expectError(n, 'COMMAND fail', st.codec, ['ERR_APP_FUZZ']) }
-      if (kind === 'missing') return { kind, bytes, expect: expectError(n, 'COMMAND to no route', st.codec, ['ERR_POLYCALL_NOT_FOUND']) }
+      // The server counts no more requests in flight than this session has sent and not seen
+      // answered: below the limit, BUSY is not a possible answer.
+      const full = st.async.size >= MAX_IN_FLIGHT
+      const planned = (expect: Expectation): Planned => ({ kind: full ? `${kind} (at the limit)` : kind, bytes, expect: full ? busyAllowed(expect, st.codec) : expect })
+      if (kind === 'fail') return planned(expectError(n, 'COMMAND fail', st.codec, ['ERR_APP_FUZZ']))
+      if (kind === 'missing') return planned(expectError(n, 'COMMAND to no route', st.codec, ['ERR_POLYCALL_NOT_FOUND']))
       if (kind === 'later') {
         st.async.add(n)
-        const also = ['ERR_POLYCALL_BUSY', 'ERR_POLYCALL_DEADLINE_EXCEEDED']
-        return { kind, bytes, expect: expectValue(n, 'COMMAND later', st.codec, data, also, true) }
+        return planned(expectValue(n, 'COMMAND later', st.codec, data, ['ERR_POLYCALL_DEADLINE_EXCEEDED'], true))
       }
-      return { kind, bytes, expect: expectValue(n, `COMMAND echo (${bytes.length} bytes)`, st.codec, data) }
+      return planned(expectValue(n, `COMMAND echo (${bytes.length} bytes)`, st.codec, data))
     }
     case 'garbage-command': {
       const payload = rng.chance(0.5) ? rng.bytes(rng.int(0, 64)) : Buffer.from(`{"command":${rng.pick(['1', '"echo"', '[', 'null', '"x'])}`)
       const bytes = v1Frame(V1.COMMAND, n, payload)
       if (!st.ready) return { kind: 'garbage-command (not allowed)', bytes, expect: expectError(n, 'COMMAND before the handshake', st.codec, ['ERR_POLYCALL_PROTOCOL']) }
+      // Any coded answer will do (BUSY included).
       return { kind, bytes, expect: expectAnswer(n, `a COMMAND with garbage ${describe(payload.toString('hex'))}`, st.codec) }
     }
     case 'auth':
@@ -678,12 +692,13 @@ async function v1Session(run: Run, id: number): Promise<SessionResult> {
     const e = expected.get(r.sequence)
     if (!e) return void violation(`an unexpected frame: type ${r.type}, sequence ${r.sequence}, ${describe(r.payload.toString('utf8'))}`)
     expected.delete(r.sequence)
+    st.async.delete(r.sequence)
     const wrong = e.check(r)
     if (wrong) violation(`${e.what} (sequence ${r.sequence}): ${wrong}`)
   }
   const s = new Session(id, 'v1', run.port, violation, onReply)
   await once(s.socket, 'connect')
-  const st: V1State = { ready: false, codec: 'json', authFailures: 0, async: new Set() }
+  const st: V1State = { ready: false, codec: 'json', authFailures: 0, async: new Set(), flood: rng.chance(0.15) }
   let next = rng.chance(0.1) ? 0xffffff00 + rng.int(0, 0xf0) : rng.int(1, 1000)
   const seq = () => {
     const n = next
@@ -700,7 +715,7 @@ async function v1Session(run: Run, id: number): Promise<SessionResult> {
   while (frames < perSession && run.budget.left > 0 && ending === undefined) {
     const burst: Buffer[] = []
     let waits = false
-    for (let i = rng.int(1, 8); i > 0 && frames < perSession && run.budget.left > 0; i--) {
+    for (let i = rng.int(1, st.flood ? 24 : 8); i > 0 && frames < perSession && run.budget.left > 0; i--) {
       const p = planV1(rng, st, seq)
       run.budget.left--
       frames++
@@ -824,10 +839,10 @@ const okWith = (value: unknown) => (o: Outcome) =>
 const failsWith = (...codes: string[]) => (o: Outcome) =>
   o.ok === false && codes.includes(o.error?.code as string) ? undefined : `expected ${codes.join(' or ')}, got ${describe(o)}`
 
-function planPcr1(rng: Rng, corr: number): Planned {
+function planPcr1(rng: Rng, corr: number, flood: boolean): Planned {
   const kind = rng.weighted([
     [20, 'echo'],
-    [6, 'later'],
+    [flood ? 60 : 6, 'later'],
     [3, 'fail'],
     [3, 'unknown-op'],
     [4, 'malformed'],
@@ -941,14 +956,15 @@ async function pcr1Session(run: Run, id: number): Promise<SessionResult> {
     return n
   }
   const settled = () => s.closed || order.every((e) => e.droppable)
+  const flood = rng.chance(0.15)
   let frames = 0
   let bytes = 0
   let ending: Ending | undefined
   const perSession = rng.int(1, 40)
   while (frames < perSession && run.budget.left > 0 && ending === undefined) {
     const burst: Buffer[] = []
-    for (let i = rng.int(1, 8); i > 0 && frames < perSession && run.budget.left > 0; i--) {
-      const p = planPcr1(rng, nextCorr())
+    for (let i = rng.int(1, flood ? 24 : 8); i > 0 && frames < perSession && run.budget.left > 0; i--) {
+      const p = planPcr1(rng, nextCorr(), flood)
       run.budget.left--
       frames++
       run.counters.kinds[p.kind] = (run.counters.kinds[p.kind] ?? 0) + 1
