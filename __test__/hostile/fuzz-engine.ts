@@ -242,6 +242,11 @@ export async function startFuzzServer(protocol: 'v1' | 'pcr1'): Promise<{ server
 
 /** The fuzz server's payload limit: low, so oversized frames are cheap to send. */
 export const MAX_PAYLOAD = 64 * 1024
+/**
+ * How long anything the model expects may take: a reply, a close, a control call. Generous, for
+ * loaded CI machines; the report gives the times actually seen.
+ */
+export const BOUND_MS = 10_000
 /** The fuzz server's limit of requests in flight per connection: low, so it is reached. */
 export const MAX_IN_FLIGHT = 8
 
@@ -486,7 +491,7 @@ interface Planned {
   cancels?: number
 }
 
-function commandPayload(rng: Rng, st: V1State, command: string, data: unknown, timeout?: number): Buffer {
+function commandPayload(st: V1State, command: string, data: unknown, timeout?: number): Buffer {
   if (st.codec === 'msgpack') return pack(timeout === undefined ? [command, data] : [command, data, timeout])
   return Buffer.from(JSON.stringify({ command, data }))
 }
@@ -582,13 +587,13 @@ function planV1(rng: Rng, st: V1State, seq: () => number): Planned {
     case 'big-command': {
       if (!st.ready) {
         const p = notAllowed('COMMAND')
-        p.bytes = v1Frame(V1.COMMAND, n, commandPayload(rng, st, 'echo', 1))
+        p.bytes = v1Frame(V1.COMMAND, n, commandPayload(st, 'echo', 1))
         return p
       }
       const data = kind === 'big-command' ? 'x'.repeat(rng.int(8_000, MAX_PAYLOAD - 100)) : value(rng)
       const route = kind === 'command' || kind === 'big-command' ? 'echo' : kind === 'missing' ? `nope/${rng.int(0, 9)}` : kind
       const timeout = st.codec === 'msgpack' && kind === 'later' && rng.chance(0.3) ? rng.int(0, 50) : undefined
-      const bytes = v1Frame(V1.COMMAND, n, commandPayload(rng, st, route, data, timeout))
+      const bytes = v1Frame(V1.COMMAND, n, commandPayload(st, route, data, timeout))
       // The server counts no more requests in flight than this session has sent and not seen
       // answered: below the limit, BUSY is not a possible answer.
       const full = st.async.size >= MAX_IN_FLIGHT
@@ -645,7 +650,7 @@ function planV1(rng: Rng, st: V1State, seq: () => number): Planned {
         [2, 'length'],
         [3, 'checksum'],
       ] as const)
-      const payload = commandPayload(rng, st, 'echo', value(rng))
+      const payload = commandPayload(st, 'echo', value(rng))
       const bend: V1Bend =
         f === 'version'
           ? { version: rng.pick([0, 2, 3, 0x7f, 0xff]) }
@@ -748,7 +753,7 @@ async function v1Session(run: Run, id: number): Promise<SessionResult> {
     bytes += all.length
     await s.write(rng, all)
     if (waits || (ending === undefined && rng.chance(0.25))) {
-      if (!(await s.until(settled, 5000))) violation(`no reply within 5 s to ${outstanding().map((e) => e.what).join(', ')}`)
+      if (!(await s.until(settled, BOUND_MS))) violation(`no reply within ${BOUND_MS} ms to ${outstanding().map((e) => e.what).join(', ')}`)
       for (const n of [...st.async]) if (!expected.has(n)) st.async.delete(n)
     }
     if (s.closed && ending === undefined) {
@@ -780,9 +785,9 @@ async function v1Session(run: Run, id: number): Promise<SessionResult> {
     s.aborted = true
     s.socket.destroy()
   } else s.socket.end()
-  const closedAt = await Promise.race([s.closedAt, new Promise<undefined>((r) => setTimeout(() => r(undefined), 5000).unref())])
+  const closedAt = await Promise.race([s.closedAt, new Promise<undefined>((r) => setTimeout(() => r(undefined), BOUND_MS).unref())])
   if (closedAt === undefined) {
-    violation(`the connection was still open 5 s after a ${ending} ending`)
+    violation(`the connection was still open ${BOUND_MS} ms after a ${ending} ending`)
     s.socket.destroy()
     await s.closedAt
   }
@@ -980,7 +985,7 @@ async function pcr1Session(run: Run, id: number): Promise<SessionResult> {
     bytes += all.length
     await s.write(rng, all)
     if (ending === undefined && rng.chance(0.25)) {
-      if (!(await s.until(settled, 5000))) violation(`no reply within 5 s to ${order.map((e) => e.what).join(', ')}`)
+      if (!(await s.until(settled, BOUND_MS))) violation(`no reply within ${BOUND_MS} ms to ${order.map((e) => e.what).join(', ')}`)
     }
     if (s.closed && ending === undefined) {
       violation('the server closed a connection that broke no rule')
@@ -1008,9 +1013,9 @@ async function pcr1Session(run: Run, id: number): Promise<SessionResult> {
     s.aborted = true
     s.socket.destroy()
   } else s.socket.end()
-  const closedAt = await Promise.race([s.closedAt, new Promise<undefined>((r) => setTimeout(() => r(undefined), 5000).unref())])
+  const closedAt = await Promise.race([s.closedAt, new Promise<undefined>((r) => setTimeout(() => r(undefined), BOUND_MS).unref())])
   if (closedAt === undefined) {
-    violation(`the connection was still open 5 s after a ${ending} ending`)
+    violation(`the connection was still open ${BOUND_MS} ms after a ${ending} ending`)
     s.socket.destroy()
     await s.closedAt
   }
@@ -1077,7 +1082,7 @@ export async function fuzzWire(options: WireFuzzOptions): Promise<WireFuzzReport
     while (fuzzing) {
       const n = controlStats.calls++
       try {
-        const got = await control.request(route, { n }, { timeout: 5000 })
+        const got = await control.request(route, { n }, { timeout: BOUND_MS })
         if (!isDeepStrictEqual(got, { n })) throw new Error(`echoed ${describe(got)}`)
       } catch (e) {
         controlStats.failures++
@@ -1111,7 +1116,7 @@ export async function fuzzWire(options: WireFuzzOptions): Promise<WireFuzzReport
   await control.close()
   // Every fuzz connection is gone: the server must hold none of them, nor any request.
   let after = { connections: -1, inFlight: -1 }
-  const until = performance.now() + 5000
+  const until = performance.now() + BOUND_MS
   while (performance.now() < until) {
     const stats = target.server.stats()
     after = { connections: stats.connections.current, inFlight: stats.requests.inFlight }
