@@ -314,7 +314,7 @@ if (args.has('--from-source')) {
 // ---------------------------------------------------------------- 4. consumer type check
 step('consumer type check: strict, skipLibCheck off, node16 and bundler resolution')
 const devVersion = (name) => JSON.parse(readFileSync(join(root, 'node_modules', name, 'package.json'), 'utf8')).version
-const tools = ['typescript', 'zod', '@types/node'].map((n) => `${n}@${devVersion(n)}`)
+const tools = ['typescript', 'zod', '@types/node', 'redis'].map((n) => `${n}@${devVersion(n)}`)
 sh(npm, ['install', '--no-save', '--no-audit', '--no-fund', ...tools], { cwd: registryConsumer, env })
 const typesDir = join(root, '__test__', 'types', 'consumer')
 for (const f of readdirSync(typesDir)) cpSync(join(typesDir, f), join(registryConsumer, f))

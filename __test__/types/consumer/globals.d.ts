@@ -10,6 +10,10 @@ declare global {
   const client: PolyCallClient
   /** A machine to restore a snapshot into. */
   const other: StateMachine
+  /** A machine to restore a node-polycall snapshot into. */
+  const imported: StateMachine
+  /** A snapshot in node-polycall's layout. */
+  const fromNodePolycall: any
   /** A socket carrying v1 frames. */
   const socket: Socket
   const db: any
@@ -18,6 +22,8 @@ declare global {
   const log: any
   const metrics: any
   function checkPassword(username: string, password: string): any
+  function verifyPassword(hash: string, password: string): Promise<boolean>
+  function buildOrderMachine(): StateMachine
   function configLoaded(signal: AbortSignal): Promise<boolean>
   function paymentCleared(signal: AbortSignal): Promise<boolean>
   function notifyCustomer(signal: AbortSignal): Promise<void>
