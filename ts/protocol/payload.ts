@@ -22,9 +22,19 @@ export const Capability = {
   Cancel: 0x0002,
   /** The peer sends heartbeats when idle, so silence means it is gone. */
   Heartbeat: 0x0004,
+  /**
+   * The hello carries a Noise handshake: every frame after it is sealed (docs/security.md). Only
+   * clients and servers configured with `secure` offer or accept it.
+   */
+  Secure: 0x0008,
+  /** Payloads of a secure session above a threshold travel lz4-compressed (`secure.compress`). */
+  Compression: 0x0010,
 } as const
 
-/** @internal Every capability this version implements. */
+/**
+ * @internal The capabilities every connection may agree on; {@link Capability.Secure} and
+ * {@link Capability.Compression} take a `secure` configuration on both sides.
+ */
 export const SUPPORTED_CAPABILITIES = Capability.Msgpack | Capability.Cancel | Capability.Heartbeat
 
 /** @internal A decoded COMMAND. */
