@@ -278,7 +278,7 @@ test('cancellation travels sealed: a cancelled call aborts its handler, and the 
 test('options: unknown keys in secure are refused by name; PCR1, legacy and missing keys are refused at construction', (t) => {
   const id = Identity.generate()
   t.teardown(() => id.destroy())
-  const code = (f: () => unknown, c: string = ErrorCode.INVALID_ARGUMENT) => t.is(t.throws(f)?.['code' as never], c)
+  const code = (f: () => unknown, c: string = ErrorCode.INVALID_ARGUMENT) => t.is((t.throws(f) as { code?: string } | undefined)?.code, c)
   code(() => new PolyCallServer({ secure: { identity: id, requierd: true } as never }))
   code(() => new PolyCallClient({ port: 1, secure: { serverKey: id.toString(), idenity: id } as never }))
   code(() => new PolyCallServer({ protocol: 'pcr1', secure: { identity: id } }))

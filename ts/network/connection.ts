@@ -552,9 +552,10 @@ export class Connection implements Ticking {
     const link = this.#secure!
     const len = body.length
     let stage = link.stage
-    if (stage === undefined) stage = link.stage = Buffer.allocUnsafe(Math.max(SEAL_STAGE, len))
+    // Small frames start in a pooled 2 KiB buffer; large ones in one that holds a whole early batch.
+    if (stage === undefined) stage = link.stage = Buffer.allocUnsafe(len < SEAL_STAGE >>> 1 ? SEAL_STAGE : EARLY_SEAL + len)
     else if (stage.length - link.pos < len) {
-      const grown = Buffer.allocUnsafe(Math.max(stage.length * 2, link.pos + len))
+      const grown = Buffer.allocUnsafe(Math.max(stage.length * 2, link.pos + len + EARLY_SEAL))
       stage.copy(grown, 0, 0, link.pos)
       stage = link.stage = grown
     }
@@ -566,7 +567,8 @@ export class Connection implements Ticking {
     this.#queuedBytes += len + 32
     this.#queuedFrames++
     if (link.count >= SEAL_BATCH_FRAMES || (this.#queuedBytes >= EARLY_SEAL && !this.#needDrain)) {
-      if (!this.#sealStaged()) return
+      // The stage is reused for the rest of the tick; the flush lets it go.
+      if (!this.#sealStaged(true)) return
       if (!this.#needDrain) this.#write()
     }
     const max = this.#options.maxWriteBuffer
@@ -581,13 +583,17 @@ export class Connection implements Ticking {
    * Seals the staged frames in one native call and queues the result behind what is queued
    * already. A session that can no longer seal (it failed) destroys the connection.
    */
-  #sealStaged(): boolean {
+  #sealStaged(keepStage = false): boolean {
     const link = this.#secure
-    if (link === undefined || link.count === 0) return true
+    if (link === undefined) return true
+    if (link.count === 0) {
+      if (!keepStage) link.stage = undefined
+      return true
+    }
     const { count, words, pos, estimate } = link
     const stage = link.stage!
     link.words = []
-    link.stage = undefined
+    if (!keepStage) link.stage = undefined
     link.pos = link.count = link.estimate = 0
     let bytes: Buffer
     try {
