@@ -164,7 +164,12 @@ export class Identity {
    *
    * @returns the public keys
    */
-  toJSON(): { publicKey: string; signingKey: string } {
+  toJSON(): {
+    /** The X25519 public key, `x25519:...`. */
+    publicKey: string
+    /** The Ed25519 signing key, `ed25519:...`. */
+    signingKey: string
+  } {
     return { publicKey: this.toString(), signingKey: call(() => native.formatSigningKey(this.#signingKey)) }
   }
 
