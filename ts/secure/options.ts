@@ -139,10 +139,19 @@ function identityOf(v: unknown, name: string): Identity {
   return v
 }
 
+/** Keys already checked whole (a client made per connection pays the scalar multiplication once). */
+const checked = new Set<string>()
+const CHECKED_MAX = 256
+
 /** A key from configuration, checked whole (a low-order point is refused now, not per connection). */
 function configuredKey(key: Uint8Array | string | Identity, name: string): Buffer {
   const bytes = toPublicKey(key, name)
-  checkPublicKey(bytes)
+  const hex = bytes.toString('hex')
+  if (!checked.has(hex)) {
+    checkPublicKey(bytes)
+    if (checked.size >= CHECKED_MAX) checked.clear()
+    checked.add(hex)
+  }
   return bytes
 }
 
