@@ -390,8 +390,11 @@ export declare function smRecordFailure(handle: number): void
 /** Counts an integrity failure decided by a user hook. */
 export declare function smRecordIntegrityFailure(handle: number, id: number): void
 
-/** Restores a machine snapshot from its JSON text; returns `'polycall'` or `'node-polycall'`. */
-export declare function smRestore(handle: number, text: string, requireChecksum: boolean): string
+/**
+ * Restores a machine snapshot from its JSON text; returns `'polycall'` or `'node-polycall'`.
+ * `legacy` also accepts node-polycall's layout.
+ */
+export declare function smRestore(handle: number, text: string, legacy: boolean): string
 
 /** Restores one state from its snapshot's JSON text; returns the state's id. */
 export declare function smRestoreState(handle: number, text: string): number

@@ -24,7 +24,7 @@ test('a request reaches its handler with params, query, data and returns the res
   const client = newClient(t, port)
   await client.connect()
   t.true(client.connected)
-  t.is(client.stats().capabilities, Capability.Msgpack | Capability.Cancel | Capability.Heartbeat)
+  t.is(client.stats().capabilities, Capability.Msgpack | Capability.Cancel | Capability.Heartbeat | Capability.IdempotencyKeys | Capability.TraceContext)
   const out = await client.request('/users/42?full=1', { hello: [1, 2] })
   t.deepEqual(out, { id: '42', query: { full: '1' }, data: { hello: [1, 2] }, method: 'GET', path: '/users/42' })
 })

@@ -122,13 +122,56 @@ function describeFailure(e: unknown, context: { credentials: boolean; secure?: b
   return line
 }
 
+function workersOption(value: unknown): number | undefined {
+  if (value === undefined) return undefined
+  const s = String(value)
+  if (!/^\d+$/.test(s) || Number(s) < 1 || Number(s) > 1024) throw new UsageError(`--workers must be an integer in 1..1024, not ${s}`)
+  return Number(s)
+}
+
+/**
+ * `serve --workers N`: the same service in N worker processes sharing the port (serveCluster).
+ * This script runs in the primary and in every worker: a worker serves until the primary drains
+ * it (its listening server keeps it alive, the drain exits it); the primary reports and lives on
+ * its workers' channels; SIGTERM/SIGINT drain them all and exit, SIGHUP rolls them.
+ */
+async function serveWorkers(
+  workers: number,
+  port: number,
+  host: string,
+  protocol: 'v1' | 'pcr1',
+  build: () => Promise<import('./server/server.js').PolyCallServer>,
+  routes: (server: import('./server/server.js').PolyCallServer) => string,
+  auth: boolean,
+): Promise<number> {
+  const { serveCluster } = await import('./cluster/serve.js')
+  const handle = await serveCluster(() => build(), { workers, port, host, drainTimeout: 10_000 })
+  if (handle.role === 'worker') return 0
+  const primary = handle
+  primary.on('exit', ({ worker, code, signal, expected }) => {
+    if (!expected) err(`worker ${worker.id} (pid ${worker.pid}) exited (${signal ?? code}); replacing it`)
+  })
+  primary.on('restarted', (generation) => out(`rolled every worker (generation ${generation})`))
+  primary.on('failure', (e) => err(`error ${(e as { code?: string }).code ?? ''}: ${e.message}`))
+  // The routes are the workers' (the same factory); the primary builds one server to list them.
+  const routesLine = routes(await build())
+  out(
+    `polycall ${protocol} demo service listening on ${primary.host}:${primary.port} with ${workers} worker${workers === 1 ? '' : 's'}` +
+      `${auth ? ' (authentication required)' : ''}`,
+  )
+  out(routesLine)
+  return 0
+}
+
 const commands: Record<string, Command> = {
   serve: {
     summary: 'run the demo service (v1) or the C runtime built-ins (PCR1)',
     usage: `polycall serve [--protocol v1|pcr1] [--port 8080] [--host 127.0.0.1] [--user NAME --password SECRET] [--token T]
-                      [--secure-key FILE [--secure-required]]`,
+                      [--workers N] [--secure-key FILE [--secure-required]]`,
     details: `Serves until SIGINT or SIGTERM (or, on PCR1, a shutdown control action with the token),
-then finishes the requests in flight (at most 10 s) and says why it stopped.
+then finishes the requests in flight (at most 10 s) and says why it stopped. With --workers N
+the service runs in N worker processes sharing the port (SIGHUP rolls them one by one,
+SIGTERM/SIGINT drains them all, a worker that dies is replaced).
 
   --protocol v1|pcr1   wire protocol (default v1)
   --port N             port to listen on, 0 for any free one (default 8080)
@@ -136,6 +179,7 @@ then finishes the requests in flight (at most 10 s) and says why it stopped.
   --user NAME          v1: require authentication as NAME ...
   --password SECRET    ... with this password
   --token T            PCR1: the token the shutdown control action needs
+  --workers N          serve from N processes on one port (1 to 1024)
   --secure-key FILE    v1: offer secure sessions as this identity (polycall keygen --out FILE);
                        the server's public key is printed for clients' --server-key
   --secure-required    refuse clients that do not run a secure session`,
@@ -147,6 +191,7 @@ then finishes the requests in flight (at most 10 s) and says why it stopped.
       password: { type: 'string' },
       protocol: { type: 'string', default: 'v1' },
       token: { type: 'string' },
+      workers: { type: 'string' },
       'secure-key': { type: 'string' },
       'secure-required': { type: 'boolean', default: false },
     },
@@ -160,20 +205,32 @@ then finishes the requests in flight (at most 10 s) and says why it stopped.
       if (protocol === 'pcr1' && auth) throw new UsageError('PCR1 has no authentication step; use --token for shutdown')
       const token = stringOption(values, 'token')
       if (protocol === 'v1' && token !== undefined) throw new UsageError('--token applies to --protocol pcr1')
+      const workers = workersOption(values['workers'])
       const keyFile = stringOption(values, 'secure-key')
       const required = values['secure-required'] === true
       if (required && keyFile === undefined) throw new UsageError('--secure-required needs --secure-key')
       if (protocol === 'pcr1' && keyFile !== undefined) throw new UsageError('PCR1 has no secure sessions; --secure-key applies to v1')
+      // Every process loads the identity itself (its secret never leaves native memory); this
+      // one prints the key clients pin.
       const identity = keyFile === undefined ? undefined : await identityOption('secure-key', keyFile)
-      const secure = identity ? { server: { secure: { identity, required } } } : {}
-      const server =
-        protocol === 'pcr1'
+      const build = async () => {
+        const own = keyFile === undefined ? undefined : workers === undefined ? identity! : await identityOption('secure-key', keyFile)
+        return protocol === 'pcr1'
           ? (await import('./demo/pcr1-service.js')).createPcr1DemoServer(token !== undefined ? { controlToken: token } : {})
-          : (await import('./demo/service.js')).createDemoServer({ ...(auth ? { auth } : {}), ...secure })
+          : (await import('./demo/service.js')).createDemoServer({ ...(auth ? { auth } : {}), ...(own ? { server: { secure: { identity: own, required } } } : {}) })
+      }
+      const routes = (server: Awaited<ReturnType<typeof build>>) =>
+        `routes: ${server.router.routes().map((r) => `${r.method === '*' ? '' : `${r.method} `}${r.path}`).join(', ')}`
+      const keyLine = identity ? `secure sessions${required ? ' required' : ''}: server key ${identity.toString()}` : undefined
+      if (workers !== undefined) {
+        if (keyLine) out(keyLine)
+        return serveWorkers(workers, port, stringOption(values, 'host') ?? '127.0.0.1', protocol, build, routes, auth !== undefined)
+      }
+      const server = await build()
       const address = await server.listen(port, stringOption(values, 'host'))
       out(`polycall ${protocol} demo service listening on ${address.address}:${address.port}${auth ? ' (authentication required)' : ''}`)
-      if (identity) out(`secure sessions${required ? ' required' : ''}: server key ${identity.toString()}`)
-      out(`routes: ${server.router.routes().map((r) => `${r.method === '*' ? '' : `${r.method} `}${r.path}`).join(', ')}`)
+      if (keyLine) out(keyLine)
+      out(routes(server))
       let reason = 'a shutdown control action'
       const closed = new Promise<void>((resolve) => server.once('close', resolve))
       const stop = (signal: NodeJS.Signals) => {

@@ -20,7 +20,18 @@ export type { Middleware, PeerCertificateInfo, PeerInfo, RequestContext } from '
 export { requirePrincipal, requireScope } from './server/authorize.js'
 export type { PrincipalCheck, ScopeOptions } from './server/authorize.js'
 export { PolyCallClient } from './client/client.js'
-export type { ClientEvents, ClientOptions, ClientStats, ClientTlsOptions, ReconnectOptions, RequestOptions } from './client/client.js'
+export type {
+  ClientBaseOptions,
+  ClientEvents,
+  ClientOptions,
+  ClientStats,
+  ClientTlsOptions,
+  ReconnectOptions,
+  RequestOptions,
+} from './client/client.js'
+export type { BalanceMode, EjectionOptions, Endpoint, EndpointStats, MultiEndpointOptions } from './client/pool.js'
+export { isValidTracestate, parseTraceContext, parseTraceparent } from './core/trace.js'
+export type { TraceContext, TraceInfo } from './core/trace.js'
 export type { CallOptions } from './core/abort.js'
 export type { TypedEmitter } from './core/emitter.js'
 export type { WireFrame } from './network/wire.js'
@@ -83,6 +94,17 @@ export { RedisSnapshotStore } from './store/redis.js'
 export type { RedisScriptArguments, RedisScriptClient, RedisSnapshotStoreOptions } from './store/redis.js'
 export { PersistedState, persistState, resumeState } from './store/persist.js'
 export type { LostEvent, PersistOptions, PersistedStateEvents, ResumeOptions, SavedEvent } from './store/persist.js'
+export { MemoryIdempotencyStore } from './idempotency/store.js'
+export type {
+  IdempotencyOutcome,
+  IdempotencyRef,
+  IdempotencyState,
+  IdempotencyStore,
+  MemoryIdempotencyStoreOptions,
+} from './idempotency/store.js'
+export { RedisIdempotencyStore } from './idempotency/redis.js'
+export type { RedisIdempotencyStoreOptions } from './idempotency/redis.js'
+export type { IdempotencyOptions } from './server/idempotency.js'
 export { serveCluster } from './cluster/serve.js'
 export { ClusterPrimary } from './cluster/primary.js'
 export { ClusterWorker } from './cluster/worker.js'

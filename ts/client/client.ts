@@ -25,6 +25,7 @@ import { TypedEmitter } from '../core/emitter.js'
 import { ErrorCode, PolyCallError, invalidArgument, isPolyCallError } from '../core/errors.js'
 import { checkOptionKeys, optionKeys } from '../core/options.js'
 import { SequenceTable } from '../core/sequence-table.js'
+import { acceptTrace, checkTrace, type TraceContext } from '../core/trace.js'
 import { LatencyHistogram, type LatencySummary } from '../core/stats.js'
 import { Connection } from '../network/connection.js'
 import type { WireFrame } from '../network/wire.js'
@@ -34,6 +35,7 @@ import type { CallInput, CallOutput, Contract } from '../core/contract.js'
 import { validate } from '../core/schema.js'
 import { resolveClientSecure, type SecureClientOptions } from '../secure/options.js'
 import { SessionState } from '../state/session.js'
+import { EndpointPool, IDEMPOTENCY_KEY, newKey, type EndpointStats, type MultiEndpointOptions } from './pool.js'
 import { v1ClientProtocol, type ClientProtocol, type ClientSetup, type PendingCall } from './protocol.js'
 
 /** TLS options of the client: node:tls options plus certificate pinning. */
@@ -59,12 +61,16 @@ export interface ReconnectOptions {
   maxAttempts?: number | undefined
 }
 
-/** Options of {@link PolyCallClient}. */
-export interface ClientOptions {
+/** Options of {@link PolyCallClient} with one server: `{ host, port }` and the shared options. */
+export interface ClientOptions extends ClientBaseOptions {
   /** The server's host name or address. @defaultValue '127.0.0.1' */
   host?: string | undefined
   /** The server's port. */
   port: number
+}
+
+/** What every {@link PolyCallClient} takes, with one endpoint or several. */
+export interface ClientBaseOptions {
   /**
    * Wire protocol: `'v1'` (LibPolyCall v1) or `'pcr1'` (the upstream runtime's polycall_rpc v1,
    * where commands are `service.operation`). @defaultValue 'v1'
@@ -119,6 +125,8 @@ export interface ClientOptions {
   sequenceStart?: number | undefined
   /** @internal Opens the transport instead of TCP/TLS (the in-memory links of polycall/testing). */
   dial?: (() => Promise<Socket>) | undefined
+  /** @internal The multi-endpoint client this one serves as a connection of. */
+  member?: PolyCallClient | undefined
 }
 
 /** @internal Every key of {@link ClientOptions}: others are refused. */
@@ -139,15 +147,52 @@ const CLIENT_OPTION_KEYS = optionKeys<ClientOptions>()([
   'callerStacks',
   'sequenceStart',
   'dial',
+  'member',
+])
+
+/** @internal Every key of {@link MultiEndpointOptions}. */
+const MULTI_OPTION_KEYS = optionKeys<MultiEndpointOptions>()([
+  'endpoints',
+  'balance',
+  'connectionsPerEndpoint',
+  'ejection',
+  'refreshInterval',
+  'maxAttempts',
+  'protocol',
+  'tls',
+  'secure',
+  'timeout',
+  'connectTimeout',
+  'credentials',
+  'reconnect',
+  'maxInFlight',
+  'heartbeatInterval',
+  'legacy',
+  'codec',
+  'callerStacks',
+  'sequenceStart',
+  'dial',
+  'member',
 ])
 
 /** Options of {@link PolyCallClient.request}. */
 export interface RequestOptions extends CallOptions {
   /**
    * The request may run twice without harm: after a lost connection it is sent again (within its
-   * deadline) instead of failing. @defaultValue false
+   * deadline) instead of failing; with several endpoints, on another one. Towards servers that
+   * keep idempotency records (capability `0x0020`), the call carries a random 128-bit key,
+   * the same on every retry, and a retry is answered with the first run's outcome instead of
+   * running again (docs/scaling.md). @defaultValue false
    */
   idempotent?: boolean | undefined
+  /**
+   * A W3C trace context to send with the request (a `traceparent` string, or
+   * `{ traceparent, tracestate }`), towards servers that understand it (capability `0x0040`);
+   * the handler sees it as `ctx.trace`. A subscriber of `polycall:client:request:start` may
+   * replace it (`message.trace = ...`), as an OpenTelemetry instrumentation does.
+   * @defaultValue undefined (none)
+   */
+  trace?: TraceContext | string | undefined
   /**
    * A deadline handed down from elsewhere, in `Date.now()` milliseconds: typically a handler's
    * `ctx.deadline`, so a call made on behalf of a request ends when that request's caller stops
@@ -199,6 +244,8 @@ export interface ClientStats {
   }
   /** Round-trip latency of answered requests, in milliseconds. */
   latency: LatencySummary
+  /** Per endpoint, for a client with several (`endpoints`); absent otherwise. */
+  endpoints?: EndpointStats[]
 }
 
 /** Lifecycle events of {@link PolyCallClient}. */
@@ -210,10 +257,12 @@ export interface ClientEvents {
       legacy: boolean
       /** The capability bits both sides agreed on. */
       capabilities: number
+      /** With several endpoints: which one (`host:port`). */
+      endpoint?: string
     },
   ]
-  /** The connection closed; `error` says why when it was not a close of ours. */
-  disconnect: [error: PolyCallError | undefined]
+  /** The connection closed; `error` says why when it was not a close of ours; with several endpoints, `endpoint` says which. */
+  disconnect: [error: PolyCallError | undefined, endpoint?: string]
   /** A reconnection attempt is scheduled. */
   reconnecting: [
     info: {
@@ -223,6 +272,41 @@ export interface ClientEvents {
       delay: number
       /** Why the connection was lost or the last attempt failed. */
       error: PolyCallError
+      /** With several endpoints: which one (`host:port`). */
+      endpoint?: string
+    },
+  ]
+  /** Several endpoints: one was ejected after `failures` failures in a row, for `duration` ms. */
+  eject: [
+    info: {
+      /** `host:port`. */
+      endpoint: string
+      /** Failures in a row that ejected it. */
+      failures: number
+      /** Milliseconds it stays ejected. */
+      duration: number
+      /** How often it has been ejected. */
+      ejections: number
+    },
+  ]
+  /** Several endpoints: an ejected endpoint's time is up; it takes calls again. */
+  restore: [
+    info: {
+      /** `host:port`. */
+      endpoint: string
+    },
+  ]
+  /** Several endpoints from a function: the list was read again (or could not be: `error`). */
+  endpoints: [
+    info: {
+      /** The endpoints in use now. */
+      endpoints: string[]
+      /** Endpoints new in this read. */
+      added: string[]
+      /** Endpoints gone in this read (their calls in flight finish). */
+      removed: string[]
+      /** Why the read failed; the list stays as it was. */
+      error?: PolyCallError
     },
   ]
   /** A reply whose sequence matches no pending call (late, or unsolicited; on PCR1 also a reply of the other kind). */
@@ -243,7 +327,7 @@ export interface ControlOptions extends CallOptions {
 }
 
 /** @internal Every key of the call options: others are refused. */
-const REQUEST_OPTION_KEYS = optionKeys<RequestOptions>()(['signal', 'timeout', 'idempotent', 'deadline'])
+const REQUEST_OPTION_KEYS = optionKeys<RequestOptions>()(['signal', 'timeout', 'idempotent', 'deadline', 'trace'])
 /** @internal */
 const CONTROL_OPTION_KEYS = optionKeys<ControlOptions>()(['signal', 'timeout', 'authToken'])
 
@@ -254,6 +338,9 @@ class Call implements PendingCall, Expiring {
   deadlineBucket = -1
   deadlineSlot = 0
   onAbort: (() => void) | undefined = undefined
+  /** The idempotency key, the same on every retry (idempotent calls only). */
+  key: Buffer | undefined = undefined
+  trace: TraceContext | undefined = undefined
   constructor(
     readonly started: number,
     readonly kind: 'request' | 'control',
@@ -386,7 +473,13 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
   readonly #setup: ClientSetup & { credentials: unknown }
   readonly #customDial: (() => Promise<Socket>) | undefined
   readonly #callerStacks: boolean
+  /** With several endpoints: the pool that routes every call (this client holds no connection). */
+  readonly #pool: EndpointPool | undefined
+  /** As a pool's connection: the client its diagnostics name, and no retries of its own. */
+  readonly #owner: PolyCallClient | undefined
   #conn: Connection | undefined
+  /** The connection of a draining server (it refused a call with UNAVAILABLE): nothing more is sent on it. */
+  #retired: Connection | undefined
   #connecting: Promise<Connection> | undefined
   readonly #pending = new SequenceTable<Call>()
   #waiting: Call[] = []
@@ -427,21 +520,31 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
   readonly #counters = { requests: 0, succeeded: 0, failed: 0, timedOut: 0, aborted: 0, retried: 0, reconnects: 0 }
 
   /**
-   * @param options - address, protocol, TLS, timeouts, reconnection
+   * @param options - one server (`host`, `port`) or several (`endpoints`, `balance`, ...), and
+   *   protocol, TLS, timeouts, reconnection
    * @throws `ERR_POLYCALL_INVALID_ARGUMENT` for a bad option
+   * @example
+   * ```ts
+   * const one = new PolyCallClient({ host: '127.0.0.1', port: 7000 })
+   * const many = new PolyCallClient({ endpoints: ['10.0.0.11:7000', '10.0.0.12:7000'], balance: 'least-in-flight' })
+   * ```
    */
-  constructor(options: ClientOptions) {
+  constructor(options: ClientOptions | MultiEndpointOptions) {
     super()
     if (!options || typeof options !== 'object') throw invalidArgument('options must be an object')
-    checkOptionKeys(options, CLIENT_OPTION_KEYS, 'ClientOptions')
+    const multi = (options as MultiEndpointOptions).endpoints !== undefined
+    const single = options as ClientOptions
+    if (multi && (single.host !== undefined || single.port !== undefined)) throw invalidArgument('give either endpoints or host and port, not both')
+    checkOptionKeys(options, multi ? MULTI_OPTION_KEYS : CLIENT_OPTION_KEYS, multi ? 'MultiEndpointOptions' : 'ClientOptions')
     const protocol = options.protocol ?? 'v1'
     if (protocol !== 'v1' && protocol !== 'pcr1') throw invalidArgument(`unsupported protocol ${String(protocol)}`)
     this.protocol = protocol
     this.#proto = protocol === 'pcr1' ? pcr1ClientProtocol : v1ClientProtocol
-    const port = options.port
+    const port = multi ? 0 : single.port
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw invalidArgument('port must be an integer in 0..65535')
-    this.host = options.host ?? '127.0.0.1'
+    this.host = multi ? '' : (single.host ?? '127.0.0.1')
     this.port = port
+    this.#owner = options.member
     this.#tls = options.tls === true ? {} : options.tls === false ? undefined : options.tls
     const pins = this.#tls?.pin
     this.#pins = pins === undefined ? undefined : new Set((Array.isArray(pins) ? pins : [pins]).map((p) => p.replace(/^sha256\//, '')))
@@ -478,21 +581,28 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
       sequenceStart: options.sequenceStart,
       secure,
     }
+    this.#pool = multi ? new EndpointPool(this, options as MultiEndpointOptions, (o) => new PolyCallClient(o)) : undefined
+    if (this.#pool) {
+      // The first endpoint of a fixed list names the client.
+      this.host = this.#pool.host
+      this.port = this.#pool.port
+    }
   }
 
-  /** True while a connection is established and ready for requests. */
+  /** True while a connection is established and ready for requests (with several endpoints: any). */
   get connected(): boolean {
+    if (this.#pool) return this.#pool.connected
     return this.#conn !== undefined && this.#conn.session.ready
   }
 
   /** True once close() or destroy() was called. */
   get closed(): boolean {
-    return this.#closing
+    return this.#pool ? this.#pool.closed : this.#closing
   }
 
   /** True once destroy() was called. */
   get destroyed(): boolean {
-    return this.#destroyed
+    return this.#pool ? this.#pool.destroyed : this.#destroyed
   }
 
   /**
@@ -511,6 +621,13 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
    *   frame back), `ERR_POLYCALL_BUSY`, `ERR_POLYCALL_TIMEOUT`, `ERR_POLYCALL_ABORTED`, `ERR_POLYCALL_CLOSED`
    */
   async connect(options: CallOptions = {}): Promise<void> {
+    if (this.#pool) {
+      try {
+        return await this.#pool.connect(options)
+      } catch (e) {
+        throw withCallerStack(e)
+      }
+    }
     if (this.#closing) throw new PolyCallError(ErrorCode.CLOSED, 'the client is closed')
     if (this.connected) return
     const timeout = checkTimeout(options.timeout) ?? this.#connectTimeout
@@ -559,6 +676,13 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
   async authenticate(credentials: unknown, options: CallOptions = {}): Promise<void> {
     if (this.#closing) throw new PolyCallError(ErrorCode.CLOSED, 'the client is closed')
     if (this.protocol === 'pcr1') throw invalidArgument('PCR1 has no authentication step; pass authToken to control()')
+    if (this.#pool) {
+      try {
+        return await this.#pool.authenticate(credentials, options)
+      } catch (e) {
+        throw withCallerStack(e)
+      }
+    }
     this.#setup.credentials = credentials
     if (!this.connected) {
       await this.connect(options)
@@ -655,17 +779,30 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
   }
 
   #call(kind: 'request' | 'control', command: string, data: unknown, options: RequestOptions, authToken: string | undefined): Promise<unknown> {
+    if (this.#pool !== undefined) {
+      try {
+        if (options !== NO_OPTIONS) checkOptionKeys(options, kind === 'control' ? CONTROL_OPTION_KEYS : REQUEST_OPTION_KEYS, kind === 'control' ? 'ControlOptions' : 'RequestOptions')
+      } catch (e) {
+        return Promise.reject(e)
+      }
+      return this.#pool.call(kind, command, data, options, authToken)
+    }
     if (typeof command !== 'string' || command.length === 0) return Promise.reject(invalidArgument('command must be a non-empty string'))
     let signal: AbortSignal | undefined
     let timeout: number | undefined
+    let trace: TraceContext | undefined
     const parent = options.deadline
     try {
-      if (options !== NO_OPTIONS) checkOptionKeys(options, kind === 'control' ? CONTROL_OPTION_KEYS : REQUEST_OPTION_KEYS, kind === 'control' ? 'ControlOptions' : 'RequestOptions')
+      // A pool's connection gets options the pool built from checked ones.
+      if (options !== NO_OPTIONS && this.#owner === undefined) {
+        checkOptionKeys(options, kind === 'control' ? CONTROL_OPTION_KEYS : REQUEST_OPTION_KEYS, kind === 'control' ? 'ControlOptions' : 'RequestOptions')
+      }
       signal = checkSignal(options.signal)
       timeout = options.timeout === undefined ? this.#timeout : checkTimeout(options.timeout)
       if (parent !== undefined && (typeof parent !== 'number' || Number.isNaN(parent))) {
         throw invalidArgument('deadline must be a number of Date.now() milliseconds (or Infinity)')
       }
+      if (options.trace !== undefined) trace = checkTrace(options.trace)
     } catch (e) {
       return Promise.reject(e)
     }
@@ -689,7 +826,10 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
           propagated = true
         }
       }
-      const call = new Call(started, kind, command, data, authToken, deadline, propagated, options.idempotent === true, signal, resolve, reject)
+      const idempotent = options.idempotent === true
+      const call = new Call(started, kind, command, data, authToken, deadline, propagated, idempotent, signal, resolve, reject)
+      if (idempotent) call.key = (options as { [IDEMPOTENCY_KEY]?: Buffer })[IDEMPOTENCY_KEY] ?? newKey()
+      call.trace = trace
       if (propagated && deadline <= started) {
         reject(propagatedError(call))
         return
@@ -705,10 +845,15 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
         signal.addEventListener('abort', call.onAbort, { once: true })
       }
       this.#counters.requests++
-      if (channels.clientRequestStart.hasSubscribers) channels.clientRequestStart.publish({ client: this, command, sequence: 0 })
+      if (channels.clientRequestStart.hasSubscribers) {
+        // A subscriber may set the trace context to send (an instrumentation's client span).
+        const message = { client: this.#owner ?? this, command, sequence: 0, endpoint: `${this.host}:${this.port}`, trace }
+        channels.clientRequestStart.publish(message)
+        if (message.trace !== trace) call.trace = acceptTrace(message.trace)
+      }
       const conn = this.#conn
       // Nothing queued ahead and room in flight: straight onto the wire.
-      if (this.#waiting.length === 0 && conn !== undefined && this.#pending.size < this.#limit && conn.session.ready) {
+      if (this.#waiting.length === 0 && conn !== undefined && this.#pending.size < this.#limit && conn.session.ready && conn !== this.#retired) {
         this.#start(conn, call, started)
       } else {
         this.#waiting.push(call)
@@ -725,6 +870,12 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
   close(options: CallOptions = {}): Promise<void> {
     const signal = checkSignal(options.signal)
     const timeout = checkTimeout(options.timeout)
+    if (this.#pool) {
+      this.#closePromise ??= this.#pool.close({ signal, timeout }).then(() => {
+        this.emit('close')
+      })
+      return this.#closePromise
+    }
     if (this.#closePromise) return this.#closePromise
     this.#closing = true
     if (this.#reconnectTimer) clearTimeout(this.#reconnectTimer)
@@ -764,6 +915,11 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
    * `ERR_POLYCALL_CLOSED`) and the socket is destroyed. Idempotent.
    */
   destroy(reason?: PolyCallError): void {
+    if (this.#pool) {
+      this.#pool.destroy(reason)
+      void this.close()
+      return
+    }
     if (this.#destroyed) return
     this.#destroyed = true
     this.#closing = true
@@ -789,6 +945,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
 
   /** Counters, requests in flight and queued, and latency percentiles (ms). */
   stats(): ClientStats {
+    if (this.#pool) return this.#pool.stats()
     const c = this.#counters
     return {
       connected: this.connected,
@@ -815,7 +972,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
 
   #pump(): void {
     const conn = this.#conn
-    if (!conn || !conn.session.ready) {
+    if (!conn || !conn.session.ready || conn === this.#retired) {
       if (this.#waiting.length > 0) this.#ensureConnection()
       return
     }
@@ -880,7 +1037,15 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
       call.resolve(value)
     }
     if (channels.clientRequestEnd.hasSubscribers) {
-      channels.clientRequestEnd.publish({ client: this, command: call.command, sequence: call.sequence, durationMs: duration, error: err })
+      channels.clientRequestEnd.publish({
+        client: this.#owner ?? this,
+        command: call.command,
+        sequence: call.sequence,
+        durationMs: duration,
+        error: err,
+        endpoint: `${this.host}:${this.port}`,
+        trace: call.trace,
+      })
     }
     if (this.#pending.size === 0) this.#checkIdle()
     this.#idle?.()
@@ -963,8 +1128,17 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
         const issues = (outcome.data as { issues?: unknown } | null)?.issues
         if (Array.isArray(issues)) err.issues = issues
       }
-      this.#settle(call, this.#verdict(call, err))
+      if (outcome.code === ErrorCode.UNAVAILABLE && this.#owner === undefined && this.#reconnect && !this.#closing && call.kind === 'request' && now() < call.deadline) {
+        // A draining server refused it: it never ran, so it is sent again, idempotent or not,
+        // on a new connection (behind a balancer, to another server). Nothing more is sent on
+        // this one; it is closed once its other calls are answered.
+        call.written = false
+        this.#counters.retried++
+        this.#waiting.unshift(call)
+        this.#retired = conn
+      } else this.#settle(call, this.#verdict(call, err))
     }
+    if (conn === this.#retired && this.#pending.size === 0) conn.end()
     this.#pump()
   }
 
@@ -999,7 +1173,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
         this.#everConnected = true
         this.#lastFailure = undefined
         if (channels.clientConnect.hasSubscribers) {
-          channels.clientConnect.publish({ client: this, host: this.host, port: this.port, legacy: conn.legacy, capabilities: conn.capabilities })
+          channels.clientConnect.publish({ client: this.#owner ?? this, host: this.host, port: this.port, legacy: conn.legacy, capabilities: conn.capabilities })
         }
         this.emit('connect', { legacy: conn.legacy, capabilities: conn.capabilities })
         this.#pump()
@@ -1012,7 +1186,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
         if (err.code === ErrorCode.TIMEOUT) {
           err = new PolyCallError(ErrorCode.CONNECT_FAILED, `cannot connect to ${this.host}:${this.port}: ${err.message}`, { cause: err })
         }
-        if (channels.clientError.hasSubscribers) channels.clientError.publish({ client: this, error: err })
+        if (channels.clientError.hasSubscribers) channels.clientError.publish({ client: this.#owner ?? this, error: err })
         this.#connectFailed(err)
       },
     )
@@ -1055,7 +1229,8 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
       if (this.#busy) this.#reconnectTimer.ref()
       // Once connected before, a lost connection is a blip: queued calls (idempotent retries
       // among them) and connect() callers wait for the reconnection within their own deadline.
-      if (this.#everConnected) return
+      // A pool's connection hands its calls back at once instead: other endpoints may serve them.
+      if (this.#everConnected && this.#owner === undefined) return
       retryIn = delay
     } else this.#attempt = 0
     // Nothing to wait for (no retry), or the very first connection failed: everyone waiting on
@@ -1184,12 +1359,17 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
     if (!conn.session.closed) conn.session.to(SessionState.Closed)
     if (conn !== this.#conn) return
     this.#conn = undefined
+    const retired = conn === this.#retired
+    this.#retired = undefined
     const reason = this.#fatal ?? error
     this.#fatal = undefined
     const retry: Call[] = []
     const lost: Call[] = []
+    // A draining server's notice: nothing pending here ran there, idempotent or not.
+    const neverRan = reason?.code === ErrorCode.UNAVAILABLE
     for (const call of this.#pending.values()) {
-      if (call.idempotent && call.deadline > now() && !this.#closing) {
+      // A pool's connection retries nothing itself: the pool sends the call to another endpoint.
+      if ((call.idempotent || neverRan) && call.deadline > now() && !this.#closing && this.#owner === undefined) {
         call.written = false
         this.#counters.retried++
         retry.push(call)
@@ -1209,7 +1389,16 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
       this.#idle?.()
       return
     }
-    if (this.#reconnect) {
+    if (this.#owner !== undefined && this.#waiting.length > 0) {
+      // Calls queued on a pool's connection never left: the pool routes them elsewhere.
+      const waiting = this.#waiting
+      this.#waiting = []
+      for (const call of waiting) this.#settle(call, lostError(call, reason))
+    }
+    if (retired && reason === undefined) {
+      // We closed a draining server's connection: reconnect at once, no backoff.
+      this.#ensureConnection()
+    } else if (this.#reconnect) {
       this.#connectFailed(reason ?? new PolyCallError(ErrorCode.CONNECTION_LOST, 'the connection closed'))
     } else {
       const waiting = this.#waiting

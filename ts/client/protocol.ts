@@ -23,6 +23,8 @@ import { SecureChannel } from '../secure/channel.js'
 import { Identity, publicKeyText } from '../secure/identity.js'
 import type { ResolvedClientSecure } from '../secure/options.js'
 import { SessionState } from '../state/session.js'
+import type { TraceContext } from '../core/trace.js'
+import type { CommandExt } from '../protocol/msgpack-scalar.js'
 
 /** The parts of a call a protocol reads. @internal */
 export interface PendingCall {
@@ -32,6 +34,24 @@ export interface PendingCall {
   readonly data: unknown
   readonly authToken: string | undefined
   sequence: number
+  /** The idempotency key of an idempotent call. */
+  readonly key: Buffer | undefined
+  /** The trace context to send. */
+  readonly trace: TraceContext | undefined
+}
+
+/** The extension fields a call carries on this connection: only those the server negotiated. */
+function extOf(conn: Connection, call: PendingCall): CommandExt | undefined {
+  const caps = conn.capabilities
+  let ext: CommandExt | undefined
+  if (call.key !== undefined && caps & Capability.IdempotencyKeys) ext = { key: call.key }
+  const trace = call.trace
+  if (trace !== undefined && caps & Capability.TraceContext) {
+    ext ??= {}
+    ext.traceparent = trace.traceparent
+    if (trace.tracestate !== undefined) ext.tracestate = trace.tracestate
+  }
+  return ext
 }
 
 /** What the client lends a protocol during setup. @internal */
@@ -220,8 +240,11 @@ export const v1ClientProtocol: ClientProtocol = {
 
   encode(conn, call, remaining) {
     if (call.kind !== 'request') throw new PolyCallError(ErrorCode.INVALID_ARGUMENT, 'control actions exist on the PCR1 wire only')
-    // Legacy peers get exactly {"command", "data"}; polycall peers also get the deadline.
-    return { type: MessageType.Command, payload: conn.codec.encodeCommand(call.command, call.data, conn.legacy ? undefined : remaining) }
+    // Legacy peers get exactly {"command", "data"}; polycall peers also get the deadline and the
+    // extension fields they negotiated.
+    if (conn.legacy) return { type: MessageType.Command, payload: conn.codec.encodeCommand(call.command, call.data, undefined) }
+    const ext = call.key === undefined && call.trace === undefined ? undefined : extOf(conn, call)
+    return { type: MessageType.Command, payload: conn.codec.encodeCommand(call.command, call.data, remaining, ext) }
   },
 
   // A COMMAND is answered by RESPONSE or ERROR only (§5).

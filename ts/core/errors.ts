@@ -136,6 +136,12 @@ export const ErrorCode = {
   /** A snapshot store could not be read or written (file system, Redis); `cause` is the original error. */
   STORE_FAILED: 'ERR_POLYCALL_STORE_FAILED',
   /**
+   * A retried call's key was used by an earlier run whose outcome cannot be given (its host
+   * stopped mid-run, or the outcome was too large to keep): it may have run once, and it is
+   * not run again.
+   */
+  OUTCOME_UNKNOWN: 'ERR_POLYCALL_OUTCOME_UNKNOWN',
+  /**
    * A secure handshake failed: a wrong or unknown key, a man in the middle, an altered hello, a
    * malformed, oversized or out-of-order handshake message.
    */

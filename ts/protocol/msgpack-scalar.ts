@@ -184,6 +184,69 @@ export function packCommand(command: string, data: unknown, timeout: number | un
   return b.subarray(start, o)
 }
 
+/** The extension fields of a COMMAND (docs/protocol-extensions.md): all optional. */
+export interface CommandExt {
+  /** The idempotency key (capability 0x0020): 16 to 64 bytes. */
+  key?: Uint8Array | undefined
+  /** W3C traceparent (capability 0x0040). */
+  traceparent?: string | undefined
+  /** W3C tracestate (capability 0x0040). */
+  tracestate?: string | undefined
+}
+
+/** Upper bound of the encoded extension map, or -1 when it does not fit the slab path. */
+function extBound(ext: CommandExt): number {
+  let n = 1
+  if (ext.key !== undefined) {
+    if (ext.key.length > 255) return -1
+    n += 2 + 2 + ext.key.length
+  }
+  for (const v of [ext.traceparent, ext.tracestate]) {
+    if (v === undefined) continue
+    if (v.length > MAX_STRING) return -1
+    n += 3 + 3 + 3 * v.length
+  }
+  return n
+}
+
+/**
+ * A COMMAND payload with extensions, `[command, data, timeout | nil, { k?, tp?, ts? }]`, for a
+ * scalar `data`; undefined when it needs the generic encoder.
+ */
+export function packCommandExt(command: string, data: unknown, timeout: number | undefined, ext: CommandExt): Buffer | undefined {
+  const bound = scalarBound(data)
+  const eb = extBound(ext)
+  if (bound < 0 || eb < 0 || command.length > MAX_STRING) return undefined
+  reserve(1 + 3 + 3 * command.length + bound + 9 + eb)
+  const start = slabPos
+  const b = slab
+  b[start] = 0x94
+  let o = writeString(b, start + 1, command)
+  o = writeScalar(b, o, data)
+  if (timeout === undefined) b[o++] = 0xc0
+  else o = writeNumber(b, o, timeout)
+  const head = o++
+  let entries = 0
+  if (ext.key !== undefined) {
+    o = writeString(b, o, 'k')
+    o = writeScalar(b, o, ext.key)
+    entries++
+  }
+  if (ext.traceparent !== undefined) {
+    o = writeString(b, o, 'tp')
+    o = writeString(b, o, ext.traceparent)
+    entries++
+  }
+  if (ext.tracestate !== undefined) {
+    o = writeString(b, o, 'ts')
+    o = writeString(b, o, ext.tracestate)
+    entries++
+  }
+  b[head] = 0x80 | entries
+  slabPos = o
+  return b.subarray(start, o)
+}
+
 /** Where {@link readScalar} stopped: the offset after the value it read. */
 export let scalarEnd = 0
 

@@ -12,7 +12,9 @@
 import { Packr, Unpackr } from 'msgpackr'
 import { ErrorCode, PolyCallError } from '../core/errors.js'
 import { MessageType, ProtocolFlag } from './constants.js'
-import { NOT_SCALAR, packCommand, packScalar, readScalar, scalarEnd } from './msgpack-scalar.js'
+import { NOT_SCALAR, packCommand, packCommandExt, packScalar, readScalar, scalarEnd, type CommandExt } from './msgpack-scalar.js'
+
+export type { CommandExt } from './msgpack-scalar.js'
 
 /** Capability bits carried in the long-form handshake's flags field. */
 export const Capability = {
@@ -29,13 +31,23 @@ export const Capability = {
   Secure: 0x0008,
   /** Payloads of a secure session above a threshold travel lz4-compressed (`secure.compress`). */
   Compression: 0x0010,
+  /**
+   * COMMAND may carry an idempotency key: the server answers a retried key with the first run's
+   * recorded outcome instead of running the handler again.
+   */
+  IdempotencyKeys: 0x0020,
+  /** COMMAND may carry a W3C trace context (`traceparent`, `tracestate`). */
+  TraceContext: 0x0040,
 } as const
 
-/**
- * @internal The capabilities every connection may agree on; {@link Capability.Secure} and
- * {@link Capability.Compression} take a `secure` configuration on both sides.
- */
-export const SUPPORTED_CAPABILITIES = Capability.Msgpack | Capability.Cancel | Capability.Heartbeat
+/** @internal Every capability this version implements (a server offers idempotency keys only when it keeps outcomes). */
+export const SUPPORTED_CAPABILITIES =
+  Capability.Msgpack | Capability.Cancel | Capability.Heartbeat | Capability.IdempotencyKeys | Capability.TraceContext
+
+/** @internal Shortest idempotency key (bytes). */
+export const MIN_KEY_BYTES = 16
+/** @internal Longest idempotency key (bytes). */
+export const MAX_KEY_BYTES = 64
 
 /** @internal A decoded COMMAND. */
 export interface CommandPayload {
@@ -43,6 +55,8 @@ export interface CommandPayload {
   data: unknown
   /** Milliseconds the caller still allowed when it sent the request (polycall peers only). */
   timeout?: number
+  /** Extension fields (idempotency key, trace context), when the caller sent any. */
+  ext?: CommandExt
 }
 
 /** @internal A decoded ERROR. */
@@ -55,7 +69,7 @@ export interface ErrorPayload {
 /** How one connection's payloads are written and read. @internal */
 export interface PayloadCodec {
   readonly name: 'msgpack' | 'json'
-  encodeCommand(command: string, data: unknown, timeout: number | undefined): Buffer
+  encodeCommand(command: string, data: unknown, timeout: number | undefined, ext?: CommandExt): Buffer
   decodeCommand(payload: Buffer): CommandPayload
   encodeValue(value: unknown): Buffer
   decodeValue(payload: Buffer): unknown
@@ -74,29 +88,73 @@ const packr = new Packr({ useRecords: false, moreTypes: false })
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true })
 
 /**
- * The common COMMAND shape read without the generic decoder: `[command, scalar]` or
- * `[command, scalar, timeout]` with a string command and a whole, non-negative timeout.
- * Anything else (and anything malformed) returns undefined and goes through msgpackr.
+ * The common COMMAND shapes read without the generic decoder: `[command, scalar]`,
+ * `[command, scalar, timeout]` and `[command, scalar, timeout | nil, ext]` with a string command,
+ * a whole, non-negative timeout and an extension map of scalars. Anything else (and anything
+ * malformed) returns undefined and goes through msgpackr.
  */
 function readCommand(payload: Buffer): CommandPayload | undefined {
   const head = payload[0]
-  if (head !== 0x92 && head !== 0x93) return undefined
+  if (head !== 0x92 && head !== 0x93 && head !== 0x94) return undefined
   const command = readScalar(payload, 1)
   if (typeof command !== 'string') return undefined
   const data = readScalar(payload, scalarEnd)
   if (data === NOT_SCALAR) return undefined
   if (head === 0x92) return scalarEnd === payload.length ? { command, data } : undefined
   const timeout = readScalar(payload, scalarEnd)
-  if (typeof timeout !== 'number' || !(timeout >= 0) || scalarEnd !== payload.length) return undefined
-  return { command, data, timeout }
+  if (head === 0x93) {
+    if (typeof timeout !== 'number' || !(timeout >= 0) || scalarEnd !== payload.length) return undefined
+    return { command, data, timeout }
+  }
+  if (timeout !== null && (typeof timeout !== 'number' || !(timeout >= 0))) return undefined
+  const map = payload[scalarEnd]
+  if (map === undefined || (map & 0xf0) !== 0x80) return undefined
+  let o = scalarEnd + 1
+  const fields: Record<string, unknown> = {}
+  for (let n = map & 0x0f; n > 0; n--) {
+    const k = readScalar(payload, o)
+    if (typeof k !== 'string') return undefined
+    const v = readScalar(payload, scalarEnd)
+    if (v === NOT_SCALAR) return undefined
+    fields[k] = v
+    o = scalarEnd
+  }
+  if (o !== payload.length) return undefined
+  const out: CommandPayload = { command, data, ext: readExt(fields) }
+  if (timeout !== null) out.timeout = timeout
+  return out
+}
+
+/**
+ * The extension fields of a COMMAND from its decoded map: the key must be 16 to 64 bytes (a
+ * malformed key is refused: ignoring it could run a retry twice); trace fields that are not
+ * strings are dropped (they are validated where they are used); unknown fields are ignored.
+ */
+function readExt(fields: Record<string, unknown>): CommandExt {
+  const ext: CommandExt = {}
+  const k = fields['k']
+  if (k !== undefined && k !== null) {
+    if (!(k instanceof Uint8Array) || k.length < MIN_KEY_BYTES || k.length > MAX_KEY_BYTES) {
+      throw badRequest(`the idempotency key must be ${MIN_KEY_BYTES} to ${MAX_KEY_BYTES} bytes`)
+    }
+    ext.key = k
+  }
+  if (typeof fields['tp'] === 'string') ext.traceparent = fields['tp']
+  if (typeof fields['ts'] === 'string') ext.tracestate = fields['ts']
+  return ext
+}
+
+function isMap(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v) && !(v instanceof Uint8Array)
 }
 
 /** @internal msgpack for polycall peers: COMMAND `[command, data, timeoutMs?]`, ERROR `{code, message, data?}`. */
 export const msgpackCodec: PayloadCodec = {
   name: 'msgpack',
-  encodeCommand(command, data, timeout) {
+  encodeCommand(command, data, timeout, ext) {
     const t = timeout === undefined ? undefined : Math.max(0, Math.ceil(timeout))
-    return packCommand(command, data, t) ?? packr.pack(t === undefined ? [command, data] : [command, data, t])
+    if (ext === undefined) return packCommand(command, data, t) ?? packr.pack(t === undefined ? [command, data] : [command, data, t])
+    return packCommandExt(command, data, t, ext) ?? packr.pack([command, data, t ?? null, extFields(ext)])
   },
   decodeCommand(payload) {
     const fast = readCommand(payload)
@@ -107,11 +165,15 @@ export const msgpackCodec: PayloadCodec = {
     } catch (cause) {
       throw badRequest('COMMAND payload is not valid msgpack', cause)
     }
-    if (!Array.isArray(v) || typeof v[0] !== 'string' || v.length < 1 || v.length > 3) {
-      throw badRequest('COMMAND payload is not [command, data, timeout?]')
+    if (!Array.isArray(v) || typeof v[0] !== 'string' || v.length < 1 || v.length > 4) {
+      throw badRequest('COMMAND payload is not [command, data, timeout?, extensions?]')
     }
     const out: CommandPayload = { command: v[0], data: v[1] }
     if (typeof v[2] === 'number' && v[2] >= 0) out.timeout = v[2]
+    if (v.length === 4 && v[3] !== null && v[3] !== undefined) {
+      if (!isMap(v[3])) throw badRequest('COMMAND extensions must be a map')
+      out.ext = readExt(v[3])
+    }
     return out
   },
   encodeValue(value) {
@@ -139,11 +201,16 @@ export const msgpackCodec: PayloadCodec = {
 /** @internal The reference conventions for legacy peers. */
 export const jsonCodec: PayloadCodec = {
   name: 'json',
-  encodeCommand(command, data, timeout) {
-    // `timeout` only goes to polycall peers (the caller passes undefined for legacy ones).
-    return Buffer.from(
-      JSON.stringify(timeout === undefined ? { command, data: data ?? null } : { command, data: data ?? null, timeout: Math.max(0, Math.ceil(timeout)) }),
-    )
+  encodeCommand(command, data, timeout, ext) {
+    // `timeout` and `ext` only go to polycall peers (the caller passes undefined for legacy ones).
+    const o: Record<string, unknown> = { command, data: data ?? null }
+    if (timeout !== undefined) o.timeout = Math.max(0, Math.ceil(timeout))
+    if (ext !== undefined) {
+      const e = extFields(ext)
+      if (ext.key !== undefined) e.k = Buffer.from(ext.key).toString('hex')
+      o.ext = e
+    }
+    return Buffer.from(JSON.stringify(o))
   },
   decodeCommand(payload) {
     const text = stripNul(payload).toString('utf8')
@@ -154,10 +221,21 @@ export const jsonCodec: PayloadCodec = {
       } catch (cause) {
         throw badRequest('COMMAND payload is not valid JSON', cause)
       }
-      const o = v as { command?: unknown; data?: unknown; timeout?: unknown }
+      const o = v as { command?: unknown; data?: unknown; timeout?: unknown; ext?: unknown }
       if (typeof o?.command !== 'string') throw badRequest('COMMAND JSON has no string "command"')
       const out: CommandPayload = { command: o.command, data: o.data }
       if (typeof o.timeout === 'number' && o.timeout >= 0) out.timeout = o.timeout
+      if (o.ext !== undefined && o.ext !== null) {
+        if (!isMap(o.ext)) throw badRequest('COMMAND extensions must be an object')
+        const fields = { ...o.ext }
+        // JSON carries the key as hex.
+        const k = fields['k']
+        if (k !== undefined && k !== null) {
+          if (typeof k !== 'string' || !/^(?:[0-9a-f]{2})+$/i.test(k)) throw badRequest('the idempotency key must be hex in JSON')
+          fields['k'] = Buffer.from(k, 'hex')
+        }
+        out.ext = readExt(fields)
+      }
       return out
     }
     // The C library hands COMMAND bytes through as opaque text: treat it as the command name.
@@ -185,6 +263,15 @@ export const jsonCodec: PayloadCodec = {
     const m = /^([A-Za-z][\w.]*_[\w.]*|[a-z]+\.[a-z_.]+): (.*)$/s.exec(text)
     return m ? { code: m[1]!, message: m[2]! } : { code: ErrorCode.REMOTE, message: text }
   },
+}
+
+/** The extension map as msgpack writes it (JSON replaces the key by its hex form). */
+function extFields(ext: CommandExt): Record<string, unknown> {
+  const e: Record<string, unknown> = {}
+  if (ext.key !== undefined) e.k = ext.key
+  if (ext.traceparent !== undefined) e.tp = ext.traceparent
+  if (ext.tracestate !== undefined) e.ts = ext.tracestate
+  return e
 }
 
 /** Credentials travel as UTF-8 JSON for every peer (docs/protocol.md §3.1). @internal */

@@ -165,9 +165,9 @@ export class Identity {
    * @returns the public keys
    */
   toJSON(): {
-    /** The X25519 public key, `x25519:...`. */
+    /** The X25519 public key as `x25519:` text. */
     publicKey: string
-    /** The Ed25519 signing key, `ed25519:...`. */
+    /** The Ed25519 public key as `ed25519:` text. */
     signingKey: string
   } {
     return { publicKey: this.toString(), signingKey: call(() => native.formatSigningKey(this.#signingKey)) }

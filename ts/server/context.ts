@@ -1,4 +1,5 @@
 /** The context a middleware and a handler receive for one request. @packageDocumentation */
+import type { TraceInfo } from '../core/trace.js'
 
 /** A registered route as listed by `Router.routes()`. */
 export interface RouteInfo {
@@ -100,6 +101,16 @@ export interface RequestContext<Data = unknown> {
   result: unknown
   /** A bag for middleware to pass values along. */
   readonly state: Record<string, unknown>
+  /**
+   * The caller's W3C trace context (capability `0x0040`), validated: undefined when none was
+   * sent or what was sent is not a valid `traceparent` (an invalid `tracestate` alone is left out).
+   */
+  readonly trace: TraceInfo | undefined
+  /**
+   * The call's idempotency key (lowercase hex) when it carries one: the same on every retry of
+   * the call, so a handler may hand it to a downstream service that deduplicates too.
+   */
+  readonly idempotencyKey: string | undefined
 }
 
 /** Koa-style middleware: do work, `await next()`, do more work. */

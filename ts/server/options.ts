@@ -10,6 +10,7 @@ import { optionKeys } from '../core/options.js'
 import type { LatencySummary } from '../core/stats.js'
 import type { SecureServerOptions } from '../secure/options.js'
 import type { PeerInfo, RequestContext } from './context.js'
+import type { IdempotencyOptions } from './idempotency.js'
 
 /**
  * The credentials `client.authenticate({ username, password })` sends: what an
@@ -155,6 +156,15 @@ export interface ServerOptions {
    * @defaultValue one line per handler error on stderr
    */
   onError?: ((error: unknown, ctx?: RequestContext) => void) | undefined
+  /**
+   * Idempotency records (capability `0x0020`, v1): a call that carries a key runs once per key,
+   * and a retry with the same key is answered with the first run's outcome, also while that
+   * run is still under way (docs/scaling.md). `false` turns them off (keys are then not
+   * negotiated, and clients retry without them). @defaultValue `{}`: a bounded
+   * `MemoryIdempotencyStore` of this server, records kept for their call's deadline and a
+   * second, at most 5 minutes
+   */
+  idempotency?: IdempotencyOptions | false | undefined
 }
 
 /** @internal Every key of {@link ServerOptions}: others are refused. */
@@ -179,6 +189,7 @@ export const SERVER_OPTION_KEYS = optionKeys<ServerOptions>()([
   'maxDeadline',
   'maxWriteBuffer',
   'drainTimeout',
+  'idempotency',
 ])
 
 /** What {@link PolyCallServer.stats} returns. */

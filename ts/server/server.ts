@@ -20,6 +20,9 @@ import { every, stop } from '../network/ticker.js'
 import { pcr1ServerProtocol } from '../pcr1/server-protocol.js'
 import { MAX_PAYLOAD } from '../protocol/constants.js'
 import { SessionState } from '../state/session.js'
+import { parseTraceContext } from '../core/trace.js'
+import { Capability, SUPPORTED_CAPABILITIES, type CommandExt } from '../protocol/payload.js'
+import { Idempotency, type KeyedRequest, type KeyedResult } from './idempotency.js'
 import { compose, type Middleware, type PeerInfo, type RequestContext } from './context.js'
 import { SERVER_OPTION_KEYS, type ServerCloseOptions, type ServerEvents, type ServerLimits, type ServerOptions, type ServerStats } from './options.js'
 import { ServerRequest, ServerSession, type ServerHost, type ServerProtocol, type SessionEvents } from './session.js'
@@ -78,6 +81,39 @@ async function runHandler(ctx: RequestContext): Promise<void> {
   ctx.result = await req.handler(ctx)
 }
 
+/** What a {@link KeyedRun} needs of its server. */
+interface KeyedHost {
+  execute(req: ServerRequest): Promise<unknown>
+  finish(req: ServerRequest, error: unknown): void
+  report(error: unknown, req: ServerRequest): void
+}
+
+/** One request with an idempotency key, as the idempotency coordinator drives it. */
+class KeyedRun implements KeyedRequest {
+  readonly key: string
+  constructor(
+    readonly host: KeyedHost,
+    readonly ctx: ServerRequest,
+    readonly timeoutMs: number | undefined,
+  ) {
+    ctx.keyed = true
+    this.key = ctx.idempotencyKey!
+  }
+  done(): boolean {
+    return this.ctx.done || this.ctx.cancelled
+  }
+  execute(): Promise<unknown> {
+    return this.host.execute(this.ctx)
+  }
+  finish(result: KeyedResult): void {
+    if (result.ok) this.ctx.result = result.value
+    this.host.finish(this.ctx, result.ok ? undefined : result.error)
+  }
+  report(error: unknown): void {
+    this.host.report(error, this.ctx)
+  }
+}
+
 /**
  * A PolyCall server.
  *
@@ -122,6 +158,16 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
   readonly #latency = new LatencyHistogram()
   readonly #counters = { connections: 0, rejected: 0, requests: 0, succeeded: 0, failed: 0, cancelled: 0, timedOut: 0, bytesIn: 0, bytesOut: 0 }
   readonly #host: ServerHost
+  /** Idempotency records (v1 only; `idempotency: false` turns them off). */
+  readonly #idem: Idempotency | undefined
+  /** Keyed runs whose connection went: they run on so their outcome is recorded for the retry. */
+  readonly #detached = new Set<ServerRequest>()
+  /** What keyed runs call back into (one object per server). */
+  readonly #keyedHost: KeyedHost = {
+    execute: (req) => this.#execute(req),
+    finish: (req, error) => this.#finish(req, error),
+    report: (error, req) => this.#report(error, req),
+  }
   /** Period of the shared idle sweep. */
   get #idlePeriod(): number {
     return Math.max(10, Math.min(Math.ceil(this.#options.idleTimeout / 4), 30_000))
@@ -195,6 +241,10 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     if (this.#options.maxPayload > MAX_PAYLOAD) throw invalidArgument(`maxPayload must be at most ${MAX_PAYLOAD}`)
     this.#secure = options.secure === undefined ? undefined : resolveServerSecure(options.secure, this.#options.maxPayload)
     checkTimeout(options.requestTimeout, 'requestTimeout')
+    const idem = options.idempotency
+    if (idem !== undefined && idem !== false && (idem === null || typeof idem !== 'object')) throw invalidArgument('idempotency must be an object or false')
+    this.#idem = idem === false || protocol === 'pcr1' ? undefined : new Idempotency(idem ?? {})
+    const capabilities = this.#idem ? SUPPORTED_CAPABILITIES : SUPPORTED_CAPABILITIES & ~Capability.IdempotencyKeys
     const limits = this.#options
     this.#connection = {
       maxPayload: limits.maxPayload,
@@ -216,7 +266,8 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
       get secure() {
         return self.#secure
       },
-      dispatch: (s, sequence, command, data, timeout) => this.#dispatch(s, sequence, command, data, timeout),
+      capabilities,
+      dispatch: (s, sequence, command, data, timeout, ext) => this.#dispatch(s, sequence, command, data, timeout, ext),
       cancel: (s, sequence) => this.#cancel(s, sequence),
       fail: (s, err, sequence) => this.#fail(s, err, sequence),
       established: (s) => this.#established(s),
@@ -422,7 +473,7 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
       }
       // A TLS handshake still in progress would only be refused: it goes now.
       for (const raw of this.#handshaking.values()) raw.destroy()
-      for (const s of this.#sessions) if (s.inflight.size === 0) s.conn.end()
+      for (const s of this.#sessions) if (s.inflight.size === 0) this.#drainEnd(s)
       this.#checkDrained()
     })
     return this.#closePromise
@@ -442,6 +493,10 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
       for (const req of s.inflight.values()) req.abort(err)
       s.conn.destroy(err)
     }
+    for (const req of this.#detached) {
+      req.abort(err)
+      this.#finish(req, undefined)
+    }
     for (const raw of this.#handshaking.values()) raw.destroy()
     for (const socket of this.#refused) socket.destroy()
     void this.close()
@@ -454,7 +509,7 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
 
   /** Counters, requests in flight and latency percentiles (ms) since the server was created. */
   stats(): ServerStats {
-    let inFlight = 0
+    let inFlight = this.#detached.size
     let bytesIn = this.#counters.bytesIn
     let bytesOut = this.#counters.bytesOut
     let bytesQueued = 0
@@ -603,7 +658,7 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     } else if (this.#options.requireAuth) this.#awaitAuth(s)
   }
 
-  #dispatch(s: ServerSession, sequence: number, command: string, data: unknown, timeout: number | undefined): void {
+  #dispatch(s: ServerSession, sequence: number, command: string, data: unknown, timeout: number | undefined, ext?: CommandExt): void {
     const { conn } = s
     const limits = this.#options
     if (this.#closing) return this.#proto.refuse(this.#host, s, sequence, new PolyCallError(ErrorCode.UNAVAILABLE, 'the server is shutting down'))
@@ -636,15 +691,45 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     // Replies not yet written count as in flight: synchronous handlers are bounded too.
     if (s.inflight.size + conn.queuedFrames >= limits.maxInFlight) conn.pause('dispatch')
     if (deadlineMs !== undefined) this.#deadlines.add(req, req.started + deadlineMs)
-    if (channels.serverRequestStart.hasSubscribers) {
-      channels.serverRequestStart.publish({ server: this, command, sequence, remoteAddress: s.peer.remoteAddress })
+    let keyed = false
+    if (ext !== undefined) {
+      // Only what this connection negotiated counts; a bad trace context is dropped, not fatal.
+      const caps = conn.capabilities
+      if (caps & Capability.TraceContext && ext.traceparent !== undefined) req.trace = parseTraceContext(ext.traceparent, ext.tracestate)
+      if (caps & Capability.IdempotencyKeys && ext.key !== undefined && this.#idem) {
+        keyed = true
+        const k = ext.key
+        req.idempotencyKey = (Buffer.isBuffer(k) ? k : Buffer.from(k.buffer, k.byteOffset, k.byteLength)).toString('hex')
+      }
     }
+    if (channels.serverRequestStart.hasSubscribers) {
+      channels.serverRequestStart.publish({ server: this, command, sequence, remoteAddress: s.peer.remoteAddress, trace: req.trace, ctx: req })
+    }
+    if (keyed) return this.#idem!.handle(new KeyedRun(this.#keyedHost, req, deadlineMs))
     if (this.#middleware.length === 0) return this.#runDirect(req)
     this.#chain ??= compose(this.#middleware, runHandler)
     this.#chain(req).then(
       () => this.#finish(req, undefined),
       (e: unknown) => this.#finish(req, e ?? thrownUndefined()),
     )
+  }
+
+  /** Runs middleware and handler; resolves with the result, rejects with the error the peer sees. */
+  #execute(req: ServerRequest): Promise<unknown> {
+    req.running = true
+    let run: Promise<unknown>
+    if (this.#middleware.length === 0) {
+      const handler = req.handler
+      run = handler
+        ? new Promise<unknown>((resolve) => resolve(handler(req)))
+        : Promise.reject(new PolyCallError(ErrorCode.NOT_FOUND, `no route for ${req.method} ${req.path}`))
+    } else {
+      this.#chain ??= compose(this.#middleware, runHandler)
+      run = this.#chain(req).then(() => req.result)
+    }
+    return run.catch((e: unknown) => {
+      throw this.#toWire(e ?? thrownUndefined(), req)
+    })
   }
 
   /** Without middleware a synchronous handler completes without a single promise. */
@@ -675,6 +760,7 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     if (req.done) return
     req.done = true
     this.#deadlines.delete(req)
+    if (this.#detached.delete(req)) this.#checkDrained()
     const s = req.session
     if (s.inflight.get(req.sequence) === req) s.inflight.delete(req.sequence)
     let failure: PolyCallError | undefined = error === undefined ? undefined : this.#toWire(error, req)
@@ -694,11 +780,22 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     const duration = tickNow() - req.started
     this.#latency.record(duration)
     if (channels.serverRequestEnd.hasSubscribers) {
-      channels.serverRequestEnd.publish({ server: this, command: req.command, sequence: req.sequence, durationMs: duration, error: failure })
+      channels.serverRequestEnd.publish({
+        server: this,
+        command: req.command,
+        sequence: req.sequence,
+        durationMs: duration,
+        error: failure,
+        trace: req.trace,
+        ctx: req,
+      })
     }
     // Resume reading at half the limit, finish a graceful close once the connection is quiet.
     if (s.inflight.size + s.conn.queuedFrames <= this.#options.maxInFlight >>> 1) s.conn.resume('dispatch')
-    if (s.inflight.size === 0 && (this.#closing || s.peerEnded)) s.conn.end()
+    if (s.inflight.size === 0 && (this.#closing || s.peerEnded)) {
+      if (this.#closing) this.#drainEnd(s)
+      else s.conn.end()
+    }
   }
 
   /**
@@ -728,6 +825,18 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     this.#finish(req, undefined)
   }
 
+  /**
+   * Ends a quiet connection of a draining server. A polycall peer first gets a connection-level
+   * UNAVAILABLE notice: whatever it still waits for on this connection (a COMMAND on its way
+   * while the drain ended the connection) never ran here, and may be sent elsewhere.
+   */
+  #drainEnd(s: ServerSession): void {
+    if (this.protocol === 'v1' && !s.conn.legacy && s.conn.session.ready) {
+      this.#proto.notice(this.#host, s, new PolyCallError(ErrorCode.UNAVAILABLE, 'the server is draining: nothing more runs on this connection'), 0)
+    }
+    s.conn.end()
+  }
+
   /** A connection-level failure: tell the peer when possible, then close. */
   #fail(s: ServerSession, err: PolyCallError, sequence = 0): void {
     const { conn } = s
@@ -736,7 +845,8 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     if (conn.session.state !== SessionState.Error && conn.session.state !== SessionState.Closed) conn.session.to(SessionState.Error)
     for (const req of s.inflight.values()) {
       req.cancelled = true
-      req.abort(new PolyCallError(ErrorCode.CONNECTION_LOST, 'the connection failed', { cause: err }))
+      // A keyed run goes on: its retry is coming for the outcome.
+      if (!(req.keyed && req.running)) req.abort(new PolyCallError(ErrorCode.CONNECTION_LOST, 'the connection failed', { cause: err }))
     }
     conn.end(FAIL_LINGER_MS, err)
   }
@@ -749,6 +859,12 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     const lost = new PolyCallError(ErrorCode.CONNECTION_LOST, 'the connection closed', { cause: error })
     for (const req of s.inflight.values()) {
       req.cancelled = true
+      if (req.keyed && req.running && !req.done && !this.#destroyed) {
+        // A keyed run goes on (within its deadline) so its outcome is recorded for the retry;
+        // a graceful close waits for it.
+        this.#detached.add(req)
+        continue
+      }
       req.abort(lost)
       this.#finish(req, undefined)
     }
@@ -760,7 +876,7 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
   }
 
   #checkDrained(): void {
-    if (this.#closing && this.#sessions.size === 0 && this.#drained) {
+    if (this.#closing && this.#sessions.size === 0 && this.#detached.size === 0 && this.#drained) {
       const drained = this.#drained
       this.#drained = undefined
       drained()

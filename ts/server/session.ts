@@ -6,6 +6,8 @@
  * @packageDocumentation
  */
 import type { RouteInfo, Handler } from './router.js'
+import type { TraceInfo } from '../core/trace.js'
+import type { CommandExt } from '../protocol/msgpack-scalar.js'
 import type { PolyCallError } from '../core/errors.js'
 import type { Expiring } from '../core/deadlines.js'
 import { now, tickNow } from '../core/abort.js'
@@ -20,6 +22,12 @@ import type { ResolvedServerSecure } from '../secure/options.js'
 export class ServerRequest implements RequestContext, Expiring {
   result: unknown = undefined
   done = false
+  trace: TraceInfo | undefined = undefined
+  idempotencyKey: string | undefined = undefined
+  /** It carries an idempotency key (its handler's outcome is recorded). */
+  keyed = false
+  /** Its middleware and handler have started. */
+  running = false
   /** The caller gave up (or the connection went): no reply is sent. */
   cancelled = false
   deadlineBucket = -1
@@ -172,8 +180,10 @@ export interface ServerHost {
   /** The checked `secure` option (v1 servers), or undefined. */
   readonly secure: ResolvedServerSecure<PeerInfo> | undefined
   readonly closing: boolean
+  /** Capability bits this server offers. */
+  readonly capabilities: number
   /** Runs a request through middleware and routes; the adapter's `respond` gets the outcome. */
-  dispatch(s: ServerSession, sequence: number, command: string, data: unknown, timeout: number | undefined): void
+  dispatch(s: ServerSession, sequence: number, command: string, data: unknown, timeout: number | undefined, ext?: CommandExt): void
   /** The caller gave up on `sequence`: abort its handler, send nothing. */
   cancel(s: ServerSession, sequence: number): void
   /** A connection-level failure: the adapter's notice, then close. */

@@ -12,7 +12,6 @@ import { MessageType, ProtocolFlag } from '../protocol/constants.js'
 import { buildHandshake, parseHandshake } from '../protocol/handshake.js'
 import {
   Capability,
-  SUPPORTED_CAPABILITIES,
   decodeCancel,
   decodeCredentials,
   sendHeartbeat,
@@ -72,7 +71,7 @@ function plainHandshake(host: ServerHost, s: ServerSession, f: WireFrame): void 
   } catch (e) {
     return host.fail(s, e as PolyCallError, f.sequence)
   }
-  const caps = hello.legacy ? 0 : hello.flags & SUPPORTED_CAPABILITIES
+  const caps = hello.legacy ? 0 : hello.flags & host.capabilities
   conn.capabilities = caps
   // A peer that sent capability bits reads frames properly, whatever they were.
   conn.legacy = hello.legacy
@@ -183,7 +182,7 @@ function secureHello(host: ServerHost, s: ServerSession, f: WireFrame, channel: 
   }
   conn.session.to(SessionState.Handshake)
   const pattern = hello.pattern!
-  const caps = hello.flags & (SUPPORTED_CAPABILITIES | (secure.compress ? Capability.Compression : 0))
+  const caps = hello.flags & (host.capabilities | (secure.compress ? Capability.Compression : 0))
   const answer = (): boolean => {
     let reply: Buffer
     try {
@@ -302,7 +301,7 @@ function command(host: ServerHost, s: ServerSession, f: WireFrame): void {
   } catch (e) {
     return sendError(s, f.sequence, e as PolyCallError)
   }
-  host.dispatch(s, f.sequence, cmd.command, cmd.data, cmd.timeout)
+  host.dispatch(s, f.sequence, cmd.command, cmd.data, cmd.timeout, cmd.ext)
 }
 
 export const v1ServerProtocol: ServerProtocol = {

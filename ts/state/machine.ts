@@ -169,8 +169,8 @@ export interface StateMachineSnapshotState {
  * A machine snapshot: plain JSON-serialisable data. polycall writes node-polycall's layout
  * (`timestamp`, `currentState`, `states`, `history`) plus `format`, `final` flags, the
  * `transitions` table and `checksum`, the Java hash of the snapshot's compact JSON without its
- * `checksum` member. A node-polycall snapshot (no `format`, `transitions`, `checksum`) is
- * accepted too.
+ * `checksum` member. A node-polycall snapshot (no `format`, `transitions`, `checksum`) restores
+ * only with `{ legacy: true }` (see {@link RestoreOptions.legacy}).
  */
 export interface StateMachineSnapshot {
   /** `'polycall.state-machine/1'`; absent in node-polycall snapshots. */
@@ -194,14 +194,28 @@ export interface StateMachineSnapshot {
   checksum?: number
 }
 
-/** Options of {@link StateMachine.restore}. */
+/**
+ * Options of {@link StateMachine.restore}. Restore is strict by default: only polycall's own
+ * layout, with its `format`, `transitions` table and machine `checksum`, is accepted.
+ */
 export interface RestoreOptions extends WaitOptions {
   /**
-   * Refuse snapshots without a machine checksum (node-polycall's layout), whose current state,
-   * history and table are then not covered by any checksum.
+   * Also accept node-polycall's layout: a snapshot with none of `format`, `transitions` and
+   * `checksum`. No machine checksum covers its current state, history or table, so it is
+   * checked as far as it can be: every state's own checksum and references; a history in
+   * which each entry is a transition of the restored table (the states' `transitions` lists,
+   * plus the live transitions between states the snapshot also has), starts where the entry
+   * before it ended, and ends in the current state; with no history, the first state (or none)
+   * as the current state. A node-polycall machine that ran with `recordHistory: false`, deferred
+   * its first state, or whose `after` hook threw has a current state its history does not
+   * explain, and is refused. What no check can show is that a guard approved each step: only
+   * pass `legacy` for snapshots from a source you trust.
+   *
+   * A snapshot with some but not all of the three members is refused either way: it is one of
+   * polycall's with parts deleted.
    * @defaultValue false
    */
-  strict?: boolean | undefined
+  legacy?: boolean | undefined
 }
 
 /** Options of {@link StateMachine.snapshot}. */
@@ -899,37 +913,49 @@ export class StateMachine extends EventEmitter<StateMachineEvents> {
 
   /**
    * Replaces states, transitions, current state and history with a snapshot's, after
-   * verifying it whole (machine checksum, every state checksum, names, limits, references); on
-   * any error nothing changes. The transition table is rebuilt from the snapshot; guards and
-   * hooks registered here for the same `from -> to` (and handlers of same-named states) stay
-   * attached. A node-polycall snapshot has no table: its states' own `transitions` lists become
-   * the table, plus the live transitions between states it also has. Counters restart at 0.
+   * verifying it whole: the machine checksum, every state checksum, names, limits, references,
+   * and that the history is a walk ending in the current state (each entry starts where the one
+   * before it ended, none leaves a final state). On any error nothing changes. The transition
+   * table is rebuilt from the snapshot; guards and hooks registered here for the same
+   * `from -> to` (and handlers of same-named states) stay attached. Counters restart at 0.
    * Waits in the transition queue like a transition.
    *
+   * Strict by default: node-polycall's layout (no `format`, `transitions` or `checksum`) is
+   * refused unless `options.legacy` is set, so deleting those members does not turn a snapshot
+   * into an unchecked one. Its states' own `transitions` lists then become the table, plus the
+   * live transitions between states it also has.
+   *
+   * Locks: restore replaces every live state, so while any live state is locked it refuses with
+   * `ERR_POLYCALL_STATE_LOCKED` (the C library's rule for a locked restore target) and changes
+   * nothing; unlock first. The snapshot's own locks come back with it.
+   *
    * @param snapshot - the snapshot, or its JSON text
-   * @param options - `strict` (refuse node-polycall's unchecked layout), `verify` (the signer's
-   *   key), `signal`, `timeout`
+   * @param options - `legacy` (also accept node-polycall's layout), `verify` (the signer's key),
+   *   `signal`, `timeout`
    * @returns the layout the snapshot had
    * @throws `ERR_POLYCALL_BAD_SIGNATURE` with `verify`, for an unsigned, altered or otherwise
    *   signed snapshot; (rejects with) `ERR_POLYCALL_INTEGRITY_CHECK_FAILED` (errno 7) for a checksum that
-   *   does not match, `ERR_POLYCALL_INVALID_SNAPSHOT` for a malformed one,
-   *   `ERR_POLYCALL_MAX_STATES_REACHED` (3), `ERR_POLYCALL_MAX_TRANSITIONS_REACHED` (4),
-   *   `ERR_POLYCALL_STATE_NAME_TOO_LONG`, `ERR_POLYCALL_ABORTED`, `ERR_POLYCALL_TIMEOUT`, `ERR_POLYCALL_CLOSED`
+   *   does not match, `ERR_POLYCALL_INVALID_SNAPSHOT` for a malformed or inconsistent one (or
+   *   node-polycall's layout without `legacy`), `ERR_POLYCALL_STATE_LOCKED` (8) while a live state
+   *   is locked, `ERR_POLYCALL_MAX_STATES_REACHED` (3), `ERR_POLYCALL_MAX_TRANSITIONS_REACHED` (4),
+   *   `ERR_POLYCALL_STATE_NAME_TOO_LONG`, `ERR_POLYCALL_INVALID_ARGUMENT` (a non-boolean `legacy`),
+   *   `ERR_POLYCALL_ABORTED`, `ERR_POLYCALL_TIMEOUT`, `ERR_POLYCALL_CLOSED`
    * @example
    * ```ts
-   * await sm.restore(JSON.parse(await store.get('sm')), { strict: true })
+   * await sm.restore(JSON.parse(await store.get('sm')))
+   * await imported.restore(nodePolycallSnapshot, { legacy: true })
    * ```
    */
   async restore(snapshot: StateMachineSnapshot | string, options: RestoreOptions & VerifyOptions = {}): Promise<SnapshotFormat> {
     const text = unsigned(snapshot, options.verify)
-    const strict = options.strict ?? false
-    if (typeof strict !== 'boolean') throw invalidArgument('strict must be a boolean')
+    const legacy = options.legacy ?? false
+    if (typeof legacy !== 'boolean') throw invalidArgument('legacy must be a boolean')
     const d = deadline(options)
     this.#live()
     await this.#acquire(d)
     try {
       const handle = this.#live()
-      const format = call(() => native.smRestore(handle, text, strict)) as SnapshotFormat
+      const format = call(() => native.smRestore(handle, text, legacy)) as SnapshotFormat
       this.#sync()
       return format
     } finally {

@@ -296,7 +296,7 @@ export class PersistedState extends TypedEmitter<PersistedStateEvents> {
         const stored = await this.store.load(this.id, { timeout: this.#timeout })
         if (stored) {
           const text = JSON.stringify(stored.snapshot)
-          await this.machine.restore(text, { strict: true, timeout: this.#timeout })
+          await this.machine.restore(text, { timeout: this.#timeout })
           result = { version: stored.version, text }
           this.#version = stored.version
         } else {
@@ -372,12 +372,17 @@ export async function resumeState(
   store: SnapshotStore,
   id: string,
   options: ResumeOptions = {},
-): Promise<PersistedState & { readonly restored: boolean }> {
+): Promise<
+  PersistedState & {
+    /** True when the store held a snapshot and the machine was restored from it. */
+    readonly restored: boolean
+  }
+> {
   checkArguments(machine, store)
   checkId(id)
   const timeout = checkTimeout(options.timeout) ?? 10_000
   const stored = await store.load(id, { timeout })
-  if (stored) await machine.restore(JSON.stringify(stored.snapshot), { strict: true, timeout })
+  if (stored) await machine.restore(JSON.stringify(stored.snapshot), { timeout })
   const persisted = new PersistedState(machine, store, id, stored?.version ?? 0, timeout) as PersistedState & { restored: boolean }
   persisted.restored = stored !== undefined
   return persisted

@@ -175,8 +175,11 @@ fn node_polycall_machine_snapshot_from_vector_states() {
         plain("error"),
     );
     let mut m = StateMachine::default();
+    // Strict by default: node-polycall's layout needs the legacy option.
+    let e = m.restore(&text, RestoreOptions::default()).unwrap_err();
+    assert_eq!(e.code(), "INVALID_SNAPSHOT");
     assert_eq!(
-        m.restore(&text, RestoreOptions::default()).unwrap(),
+        m.restore(&text, RestoreOptions { legacy: true }).unwrap(),
         SnapshotFormat::NodePolycall
     );
     assert_eq!(m.current(), m.id("ready"));

@@ -309,11 +309,10 @@ pub fn sm_snapshot(handle: u32, now: f64) -> Result<String, String> {
 }
 
 /// Restores a machine snapshot from its JSON text; returns `'polycall'` or `'node-polycall'`.
+/// `legacy` also accepts node-polycall's layout.
 #[napi]
-pub fn sm_restore(handle: u32, text: String, require_checksum: bool) -> Result<String, String> {
-    let format = with_machine(handle, |m| {
-        m.restore(&text, RestoreOptions { require_checksum })
-    })?;
+pub fn sm_restore(handle: u32, text: String, legacy: bool) -> Result<String, String> {
+    let format = with_machine(handle, |m| m.restore(&text, RestoreOptions { legacy }))?;
     Ok(match format {
         SnapshotFormat::Polycall => "polycall",
         SnapshotFormat::NodePolycall => "node-polycall",

@@ -22,11 +22,23 @@
 //! outgoing part (node-polycall's layout), and the two must agree.
 //!
 //! Restore verifies everything before it changes anything: the machine checksum, every state
-//! checksum, names, limits and references. On any error the machine is left as it was. Unlike
-//! node-polycall, restore rebuilds the transition table. A node-polycall snapshot (no `format`,
-//! no `checksum`) has no table and no machine checksum: its states' own `transitions` lists
-//! become the table, plus the live transitions between states that the snapshot also has.
-//! [`RestoreOptions::require_checksum`] refuses such snapshots.
+//! checksum, names, limits, references, and that the history is a walk that ends in the current
+//! state (each entry starts where the one before ended, none leaves a final state). On any error
+//! the machine is left as it was. Unlike node-polycall, restore rebuilds the transition table.
+//!
+//! A snapshot without `format`, `transitions` and `checksum` reads as node-polycall's layout,
+//! which no machine checksum covers: deleting those three members from one of ours would
+//! otherwise turn it into an unchecked snapshot. So it is refused unless the caller opts in with
+//! [`RestoreOptions::legacy`]. Even then everything it carries is checked as far as it can be:
+//! its states' checksums and references, the history walk, every history entry naming a
+//! transition of the restored table (the states' own `transitions` lists, plus the live
+//! transitions between states the snapshot also has), and, with no history, a current state that
+//! is the first state (the one node-polycall makes current) or none. What it cannot show is that
+//! a guard approved each step: only restore legacy snapshots from a source that is trusted.
+//!
+//! Restore replaces every live state, so it follows the C library's rule for a locked target
+//! (PROTOCOL.md §8.4, `ERROR_STATE_LOCKED`): while any live state is locked it refuses with
+//! `STATE_LOCKED` and changes nothing; the locks a snapshot carries come back with it.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -49,11 +61,12 @@ pub enum SnapshotFormat {
     NodePolycall,
 }
 
-/// Options of [`StateMachine::restore`].
+/// Options of [`StateMachine::restore`]. The default is strict: only polycall's layout.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RestoreOptions {
-    /// Refuse snapshots without a machine checksum (node-polycall's layout).
-    pub require_checksum: bool,
+    /// Also accept node-polycall's layout (no `format`, `transitions` or machine `checksum`),
+    /// checked as far as it can be (module docs).
+    pub legacy: bool,
 }
 
 fn invalid(reason: impl Into<String>) -> Error {
@@ -182,15 +195,19 @@ fn state_id(index: &HashMap<String, StateId>, name: Option<&str>, place: &str) -
         .ok_or_else(|| invalid(format!("{place} names unknown state {name:?}")))
 }
 
+/// The members only polycall's layout has; a snapshot with any of them must have all of them.
+const INTEGRITY_MEMBERS: [&str; 3] = ["format", "transitions", "checksum"];
+
 /// Tells the layouts apart and, for polycall's, verifies the machine checksum.
 fn snapshot_format(root: &Node<'_>, options: RestoreOptions) -> Result<SnapshotFormat> {
     let members = root
         .members()
         .ok_or_else(|| invalid("a machine snapshot must be an object"))?;
-    if root.get("format").is_none() && root.get("checksum").is_none() {
-        if options.require_checksum {
+    if INTEGRITY_MEMBERS.iter().all(|k| root.get(k).is_none()) {
+        if !options.legacy {
             return Err(invalid(
-                "the snapshot has no machine checksum (node-polycall layout)",
+                "the snapshot has no format, transition table or machine checksum (node-polycall's \
+                 layout); restoring it needs the legacy option",
             ));
         }
         return Ok(SnapshotFormat::NodePolycall);
@@ -247,6 +264,65 @@ fn check_table(
         Err(invalid(
             "\"transitions\" disagrees with the states' transition lists",
         ))
+    }
+}
+
+fn name(states: &[StateRecord], id: StateId) -> &str {
+    states.get(id as usize).map_or("", |s| s.name.as_str())
+}
+
+/// The history must be a walk of the machine that ends in the current state: each entry starts
+/// where the one before it ended, none leaves a final state, and the last one entered the current
+/// state. For node-polycall's layout, which no machine checksum covers, each entry must also be a
+/// transition of the restored table, and a machine without history must still be in its first
+/// state (or in none).
+fn check_walk(
+    states: &[StateRecord],
+    current: Option<StateId>,
+    history: &VecDeque<HistoryEntry>,
+    format: SnapshotFormat,
+) -> Result<()> {
+    let legacy = format == SnapshotFormat::NodePolycall;
+    let mut previous: Option<StateId> = None;
+    for (i, h) in history.iter().enumerate() {
+        let from = states.get(h.from as usize);
+        if let Some(p) = previous
+            && p != h.from
+        {
+            return Err(invalid(format!(
+                "history entry {i} leaves {:?}, but the entry before it entered {:?}",
+                name(states, h.from),
+                name(states, p)
+            )));
+        }
+        if from.is_some_and(|s| s.is_final) {
+            return Err(invalid(format!(
+                "history entry {i} leaves final state {:?}",
+                name(states, h.from)
+            )));
+        }
+        if legacy && !from.is_some_and(|s| s.targets.contains(&h.to)) {
+            return Err(invalid(format!(
+                "history entry {i} names {:?} -> {:?}, which is not a transition",
+                name(states, h.from),
+                name(states, h.to)
+            )));
+        }
+        previous = Some(h.to);
+    }
+    match (previous, current) {
+        (Some(last), Some(c)) if last != c => Err(invalid(format!(
+            "the current state {:?} is not the state the history ends in, {:?}",
+            name(states, c),
+            name(states, last)
+        ))),
+        (Some(_), None) => Err(invalid("a machine with history needs a current state")),
+        (None, Some(c)) if legacy && c != 0 => Err(invalid(format!(
+            "with no history the current state must be the first state, {:?}, not {:?}",
+            name(states, 0),
+            name(states, c)
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -336,8 +412,10 @@ impl StateMachine {
     ///
     /// # Errors
     /// `IntegrityCheckFailed` (machine or state checksum), `InvalidSnapshot` (shape,
-    /// references, format, a checksum of 0, or no machine checksum under `require_checksum`),
-    /// `StateNameTooLong`, `MaxStatesReached`, `MaxTransitionsReached`.
+    /// references, format, a checksum of 0, a history that is not a walk ending in the current
+    /// state, or node-polycall's layout without [`RestoreOptions::legacy`]), `StateNameTooLong`,
+    /// `MaxStatesReached`, `MaxTransitionsReached`; `StateLocked` while a live state is locked
+    /// (checked after the snapshot, so a bad snapshot reports its own error first).
     pub fn restore(&mut self, text: &str, options: RestoreOptions) -> Result<SnapshotFormat> {
         let root = json::parse(text).map_err(invalid)?;
         let format = snapshot_format(&root, options)?;
@@ -360,6 +438,10 @@ impl StateMachine {
             Some(node) => Some(state_id(&index, node.as_str(), "currentState")?),
         };
         let history = self.parse_history(&root, &index)?;
+        check_walk(&states, current, &history, format)?;
+        if let Some(locked) = self.states.iter().find(|s| s.locked) {
+            return Err(Error::StateLocked(locked.name.clone()));
+        }
 
         self.states = states;
         self.index = index;
@@ -659,8 +741,11 @@ mod tests {
         let live_z = m.add_state("Z", StateOptions::default(), T0).unwrap();
         m.add_transition(live_b, live_c).unwrap();
         m.add_transition(live_b, live_z).unwrap();
+        let e = m.restore(&text, RestoreOptions::default()).unwrap_err();
+        assert_eq!(e.code(), "INVALID_SNAPSHOT");
+        assert_eq!(m.names().collect::<Vec<_>>(), ["B", "C", "Z"]);
         assert_eq!(
-            m.restore(&text, RestoreOptions::default()).unwrap(),
+            m.restore(&text, RestoreOptions { legacy: true }).unwrap(),
             SnapshotFormat::NodePolycall
         );
         let names: Vec<_> = m
@@ -670,15 +755,6 @@ mod tests {
         assert_eq!(names, [("A", "B"), ("B", "C")]);
         assert_eq!(m.current(), m.id("B"));
         assert_eq!(m.history().len(), 1);
-        let e = m
-            .restore(
-                &text,
-                RestoreOptions {
-                    require_checksum: true,
-                },
-            )
-            .unwrap_err();
-        assert_eq!(e.code(), "INVALID_SNAPSHOT");
     }
 
     #[test]
@@ -722,6 +798,175 @@ mod tests {
                 .unwrap_err();
             assert_eq!(e.code(), "INVALID_SNAPSHOT", "{bad}");
         }
+    }
+
+    /// The snapshot without `format`, the `transitions` table and `checksum`: how it reads when
+    /// someone deletes the integrity members (node-polycall's layout).
+    fn strip(text: &str) -> String {
+        let t = text.replacen("\"format\":\"polycall.state-machine/1\",", "", 1);
+        let start = t.rfind(",\"transitions\":[").unwrap();
+        let end = start + t[start..].find("],\"history\":").unwrap() + 1;
+        let t = format!("{}{}", &t[..start], &t[end..]);
+        let cut = t.rfind(",\"checksum\":").unwrap();
+        format!("{}}}", &t[..cut])
+    }
+
+    /// Recomputes the machine checksum after an edit: the checksum is not a MAC.
+    fn reseal(text: &str) -> String {
+        let cut = text.rfind(",\"checksum\":").unwrap();
+        let body = format!("{}}}", &text[..cut]);
+        format!(
+            "{},\"checksum\":{}}}",
+            &text[..cut],
+            node_state_checksum(&body)
+        )
+    }
+
+    fn code_of(text: &str, legacy: bool) -> &'static str {
+        let mut r = StateMachine::default();
+        r.add_state("keep", StateOptions::default(), T0).unwrap();
+        let before = r.snapshot(T0);
+        let code = match r.restore(text, RestoreOptions { legacy }) {
+            Ok(_) => "ok",
+            Err(e) => e.code(),
+        };
+        if code != "ok" {
+            assert_eq!(
+                r.snapshot(T0),
+                before,
+                "a refused restore changed the machine"
+            );
+        }
+        code
+    }
+
+    #[test]
+    fn deleted_integrity_members_are_refused_unless_legacy() {
+        let text = machine().snapshot(T0);
+        let stripped = strip(&text);
+        assert!(!stripped.contains("\"format\"") && !stripped.contains("\"checksum\":3"));
+        assert_eq!(code_of(&stripped, false), "INVALID_SNAPSHOT");
+        // Opting in, the stripped snapshot is a consistent node-polycall snapshot.
+        assert_eq!(code_of(&stripped, true), "ok");
+        // Deleting one or two of the three members is refused in either mode.
+        let cut = text.rfind(",\"checksum\":").unwrap();
+        let no_checksum = format!("{}}}", &text[..cut]);
+        let no_format = text.replacen("\"format\":\"polycall.state-machine/1\",", "", 1);
+        let start = text.rfind(",\"transitions\":[").unwrap();
+        let end = start + text[start..].find("],\"history\":").unwrap() + 1;
+        let no_table = reseal(&format!("{}{}", &text[..start], &text[end..]));
+        for partial in [no_checksum, no_format, no_table] {
+            assert_eq!(code_of(&partial, false), "INVALID_SNAPSHOT", "{partial}");
+            assert_eq!(code_of(&partial, true), "INVALID_SNAPSHOT", "{partial}");
+        }
+    }
+
+    #[test]
+    fn a_forged_current_state_is_refused() {
+        // The machine went A -> B; C is reachable only through B -> C.
+        let text = machine().snapshot(T0);
+        let to_c = |t: &str| t.replace("\"currentState\":\"B\"", "\"currentState\":\"C\"");
+        let forged = to_c(&strip(&text));
+        assert_eq!(code_of(&forged, false), "INVALID_SNAPSHOT");
+        // Legacy: the history ends in B, not C.
+        assert_eq!(code_of(&forged, true), "INVALID_SNAPSHOT");
+        // Legacy without history: a machine that never moved is in its first state.
+        let quiet = forged.replace(
+            "\"history\":[{\"from\":\"A\",\"to\":\"B\",\"timestamp\":1700000000001}]",
+            "\"history\":[]",
+        );
+        assert_ne!(quiet, forged);
+        assert_eq!(code_of(&quiet, true), "INVALID_SNAPSHOT");
+        assert_eq!(
+            code_of(
+                &quiet.replace("\"currentState\":\"C\"", "\"currentState\":\"A\""),
+                true
+            ),
+            "ok"
+        );
+        // Ours, edited and resealed: the walk still has to end in the current state.
+        assert_eq!(code_of(&reseal(&to_c(&text)), false), "INVALID_SNAPSHOT");
+    }
+
+    #[test]
+    fn forged_history_is_refused() {
+        let text = machine().snapshot(T0);
+        let real = "\"history\":[{\"from\":\"A\",\"to\":\"B\",\"timestamp\":1700000000001}]";
+        assert!(text.contains(real));
+        let with = |t: &str, history: &str, current: &str| {
+            t.replace(real, &format!("\"history\":[{history}]"))
+                .replace(
+                    "\"currentState\":\"B\"",
+                    &format!("\"currentState\":\"{current}\""),
+                )
+        };
+        let step = |from: &str, to: &str| {
+            format!("{{\"from\":\"{from}\",\"to\":\"{to}\",\"timestamp\":1}}")
+        };
+        // No transition A -> C exists (legacy checks each step against the table).
+        let jump = with(&strip(&text), &step("A", "C"), "C");
+        assert_eq!(code_of(&jump, false), "INVALID_SNAPSHOT");
+        assert_eq!(code_of(&jump, true), "INVALID_SNAPSHOT");
+        // Steps that do not chain, in either layout.
+        let broken = format!("{},{}", step("A", "B"), step("A", "B"));
+        assert_eq!(
+            code_of(&with(&strip(&text), &broken, "B"), true),
+            "INVALID_SNAPSHOT"
+        );
+        assert_eq!(
+            code_of(&reseal(&with(&text, &broken, "B")), false),
+            "INVALID_SNAPSHOT"
+        );
+        // Leaving the final state C, in either layout.
+        let out_of_final = format!("{},{},{}", step("A", "B"), step("B", "C"), step("C", "A"));
+        assert_eq!(
+            code_of(&with(&strip(&text), &out_of_final, "A"), true),
+            "INVALID_SNAPSHOT"
+        );
+        assert_eq!(
+            code_of(&reseal(&with(&text, &out_of_final, "A")), false),
+            "INVALID_SNAPSHOT"
+        );
+        // History without a current state.
+        let nowhere = reseal(&text.replace("\"currentState\":\"B\"", "\"currentState\":null"));
+        assert_eq!(code_of(&nowhere, false), "INVALID_SNAPSHOT");
+        // A real walk restores in both.
+        let walk = format!("{},{},{}", step("A", "B"), step("B", "A"), step("A", "B"));
+        assert_eq!(code_of(&with(&strip(&text), &walk, "B"), true), "ok");
+        assert_eq!(code_of(&reseal(&with(&text, &walk, "B")), false), "ok");
+    }
+
+    #[test]
+    fn restoring_onto_a_locked_state_is_refused_and_keeps_the_lock() {
+        let mut m = machine();
+        let a = m.id("A").unwrap();
+        assert_eq!(m.is_locked(a), Some(true));
+        let own = m.snapshot(T0 + 5);
+        let mut other = StateMachine::default();
+        other.add_state("A", StateOptions::default(), T0).unwrap();
+        let cases = [
+            (other.snapshot(T0), false),
+            (other.snapshot(T0), true),
+            (own.clone(), false),
+            (strip(&other.snapshot(T0)), true),
+        ];
+        for (text, legacy) in cases {
+            let e = m.restore(&text, RestoreOptions { legacy }).unwrap_err();
+            assert_eq!((e.code(), e.errno()), ("STATE_LOCKED", Some(8)));
+            assert_eq!(m.snapshot(T0 + 5), own);
+        }
+        // A bad snapshot reports its own error first.
+        assert_eq!(
+            m.restore("{}", RestoreOptions::default())
+                .unwrap_err()
+                .code(),
+            "INVALID_SNAPSHOT"
+        );
+        // Unlocked, it restores, and the snapshot brings its own locks back.
+        m.unlock(a).unwrap();
+        m.restore(&own, RestoreOptions::default()).unwrap();
+        assert_eq!(m.is_locked(a), Some(true));
+        assert_eq!(m.snapshot(T0 + 5), own);
     }
 
     #[test]

@@ -1,0 +1,274 @@
+/**
+ * Scale-out benchmark: a polycall server as a cluster of 1 or 2 workers (serveCluster), reached
+ * directly or through nginx `stream`, over one connection per client process or a pool of
+ * connections (the multi-endpoint client's `connectionsPerEndpoint`), at 128 requests in
+ * flight; and the cost of idempotency keys per call.
+ *
+ * Two client processes share the 128 calls in flight (64 each), so on a 2-core machine the
+ * client is not what limits two workers. Every configuration runs `--reps` times (default 3),
+ * interleaved (rep 1 of every configuration, then rep 2, ...), and the table gives the median
+ * with min-max, and the ratio of medians to one worker on the same path.
+ *
+ * Run: npm run bench:scale [-- --quick] [-- --write]
+ *   --quick   short cells, one repetition: a smoke run; never writes
+ *   --write   update benchmarks/results/scale.md (a complete, non-quick run only)
+ *   --reps N  repetitions (default 3)
+ * Needs nginx with the stream module for the nginx rows (skipped with a note otherwise).
+ * @packageDocumentation
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import cluster from 'node:cluster'
+import { fileURLToPath } from 'node:url'
+import { MemoryIdempotencyStore, PolyCallClient, PolyCallServer, serveCluster } from '../ts/index.js'
+import { nginxBuild, nginxSkipReason, startNginx, type Nginx } from '../__test__/helpers/nginx.js'
+import { fmt, machine, table, writeResult } from './common.js'
+
+const argv = process.argv.slice(2)
+const flag = (name: string) => argv.includes(name)
+const opt = (name: string) => {
+  const i = argv.indexOf(name)
+  return i >= 0 ? argv[i + 1] : undefined
+}
+const quick = flag('--quick')
+const WARMUP_MS = quick ? 300 : 1500
+const MEASURE_MS = quick ? 700 : 4000
+const REPS = Number(opt('--reps') ?? (quick ? 1 : 3))
+const IN_FLIGHT = 128
+const CLIENTS = 2
+const POOL = 4
+/** The calls' own timeout: idempotency records live for it plus a second. */
+const CALL_TIMEOUT = 1000
+const PAYLOAD = Buffer.alloc(32, 7)
+const self = fileURLToPath(import.meta.url)
+
+type Message = { type: 'ready'; port: number } | { type: 'result'; count: number; ms: number; errors: Record<string, number> } | { type: 'go' }
+
+// ---- child roles -------------------------------------------------------------------------
+
+async function serverRole(workers: number): Promise<void> {
+  const c = await serveCluster(
+    () => {
+      // Records live for the call's timeout and a second: at a few hundred thousand keyed calls
+      // per second that is more than the default bound of 100,000 records, so this store has
+      // room for all of them (the default would refuse the excess with ERR_POLYCALL_BUSY).
+      const store = new MemoryIdempotencyStore({ maxEntries: 4_000_000, maxBytes: 2 ** 31 })
+      const server = new PolyCallServer({ maxConnections: 1000, idempotency: { store } })
+      server.route('echo', (ctx) => ctx.data)
+      return server
+    },
+    { workers, port: 0, signals: true, execArgv: process.execArgv, args: argv },
+  )
+  if (c.role === 'primary') process.send?.({ type: 'ready', port: c.port } satisfies Message)
+}
+
+async function clientRole(port: number, connections: number, idempotent: boolean, inFlight: number): Promise<void> {
+  const client =
+    connections === 1
+      ? new PolyCallClient({ host: '127.0.0.1', port, timeout: CALL_TIMEOUT })
+      : new PolyCallClient({ endpoints: [`127.0.0.1:${port}`], connectionsPerEndpoint: connections, timeout: CALL_TIMEOUT })
+  await client.connect()
+  // Every connection of a pool up before the clock starts.
+  for (let i = 0; i < 50 && connections > 1 && (client.stats().endpoints?.[0]?.connections ?? 0) < connections; i++) {
+    await Promise.all(Array.from({ length: connections * 2 }, () => client.request('echo', PAYLOAD)))
+  }
+  await new Promise<void>((resolve) => {
+    process.once('message', () => resolve())
+    process.send?.({ type: 'ready', port: 0 } satisfies Message)
+  })
+  let counting = false
+  let stop = false
+  let count = 0
+  const errors: Record<string, number> = {}
+  const options = { idempotent }
+  await Promise.all([
+    ...Array.from({ length: inFlight }, async () => {
+      while (!stop) {
+        try {
+          await client.request('echo', PAYLOAD, options)
+          if (counting) count++
+        } catch (e) {
+          const code = (e as { code?: string }).code ?? 'unknown'
+          errors[code] = (errors[code] ?? 0) + 1
+        }
+      }
+    }),
+    (async () => {
+      await new Promise((r) => setTimeout(r, WARMUP_MS))
+      counting = true
+      const t0 = performance.now()
+      await new Promise((r) => setTimeout(r, MEASURE_MS))
+      counting = false
+      const ms = performance.now() - t0
+      stop = true
+      process.send?.({ type: 'result', count, ms, errors } satisfies Message)
+    })(),
+  ])
+  await client.close()
+  process.exit(0)
+}
+
+// ---- orchestration -----------------------------------------------------------------------
+
+function child(args: string[]): { proc: ChildProcess; next: () => Promise<Message> } {
+  const proc = spawn(process.execPath, ['--import', 'tsx', self, ...args, ...(quick ? ['--quick'] : [])], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  const queue: Message[] = []
+  const waiters: ((m: Message) => void)[] = []
+  proc.on('message', (m: Message) => {
+    const w = waiters.shift()
+    if (w) w(m)
+    else queue.push(m)
+  })
+  return {
+    proc,
+    next: () =>
+      new Promise<Message>((resolve, reject) => {
+        const m = queue.shift()
+        if (m) return resolve(m)
+        const timer = setTimeout(() => reject(new Error(`no message from ${args.join(' ')}`)), 60_000)
+        waiters.push((msg) => {
+          clearTimeout(timer)
+          resolve(msg)
+        })
+      }),
+  }
+}
+
+async function stopChild(proc: ChildProcess): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return
+  const exited = new Promise((r) => proc.once('exit', r))
+  proc.kill('SIGTERM')
+  const killer = setTimeout(() => proc.kill('SIGKILL'), 15_000)
+  await exited
+  clearTimeout(killer)
+}
+
+interface Config {
+  name: string
+  workers: number
+  path: 'direct' | 'nginx'
+  connections: number
+  idempotent: boolean
+}
+
+const teardowns: (() => Promise<void> | void)[] = []
+const fakeT = { teardown: (fn: () => Promise<void> | void) => teardowns.push(fn) } as unknown as Parameters<typeof startNginx>[0]
+
+async function runOnce(config: Config): Promise<{ rps: number; errors: Record<string, number> }> {
+  const server = child(['--role', 'server', '--workers', String(config.workers)])
+  let nginx: Nginx | undefined
+  const clients: ReturnType<typeof child>[] = []
+  try {
+    const ready = await server.next()
+    if (ready.type !== 'ready') throw new Error('server did not start')
+    let port = ready.port
+    if (config.path === 'nginx') {
+      nginx = await startNginx(fakeT, { upstreams: [port] })
+      port = nginx.port
+    }
+    for (let i = 0; i < CLIENTS; i++) {
+      clients.push(child(['--role', 'client', '--port', String(port), '--connections', String(config.connections), '--in-flight', String(IN_FLIGHT / CLIENTS), ...(config.idempotent ? ['--idempotent'] : [])]))
+    }
+    for (const c of clients) await c.next()
+    for (const c of clients) c.proc.send({ type: 'go' } satisfies Message)
+    let rps = 0
+    const errors: Record<string, number> = {}
+    for (const c of clients) {
+      const m = await c.next()
+      if (m.type !== 'result') throw new Error('client sent no result')
+      rps += (m.count / m.ms) * 1000
+      for (const [k, v] of Object.entries(m.errors)) errors[k] = (errors[k] ?? 0) + v
+    }
+    return { rps, errors }
+  } finally {
+    await Promise.all(clients.map((c) => stopChild(c.proc)))
+    if (nginx) await nginx.stop()
+    await stopChild(server.proc)
+    for (const fn of teardowns.splice(0)) await fn()
+  }
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2
+}
+
+async function main(): Promise<void> {
+  const configs: Config[] = []
+  for (const path of ['direct', 'nginx'] as const) {
+    if (path === 'nginx' && !nginxBuild) continue
+    for (const connections of [1, POOL]) {
+      for (const workers of [1, 2]) configs.push({ name: `${workers}w ${path} ${connections === 1 ? '1 conn' : `pool ${connections}`}`, workers, path, connections, idempotent: false })
+    }
+  }
+  configs.push({ name: '1w direct 1 conn, idempotent', workers: 1, path: 'direct', connections: 1, idempotent: true })
+  configs.push({ name: '2w direct 1 conn, idempotent', workers: 2, path: 'direct', connections: 1, idempotent: true })
+  console.log(
+    `scale benchmark${quick ? ' (quick)' : ''}: ${WARMUP_MS} ms warm-up + ${MEASURE_MS} ms per cell, ${REPS} interleaved repetitions, ` +
+      `${IN_FLIGHT} in flight over ${CLIENTS} client processes${nginxBuild ? '' : `; nginx rows skipped: ${nginxSkipReason}`}`,
+  )
+  const results = new Map<string, number[]>()
+  const errors = new Map<string, Record<string, number>>()
+  for (let rep = 0; rep < REPS; rep++) {
+    for (const c of configs) {
+      const r = await runOnce(c)
+      results.set(c.name, [...(results.get(c.name) ?? []), r.rps])
+      const e = errors.get(c.name) ?? {}
+      for (const [k, v] of Object.entries(r.errors)) e[k] = (e[k] ?? 0) + v
+      errors.set(c.name, e)
+      console.log(`  rep ${rep + 1} ${c.name}: ${fmt(r.rps, 0)} req/s${Object.keys(r.errors).length ? ` errors ${JSON.stringify(r.errors)}` : ''}`)
+    }
+  }
+  const med = (name: string) => median(results.get(name) ?? [Number.NaN])
+  const rows = configs.map((c) => {
+    const xs = results.get(c.name)!
+    const base = c.idempotent ? `1w direct 1 conn, idempotent` : `1w ${c.path} ${c.connections === 1 ? '1 conn' : `pool ${c.connections}`}`
+    const direct = `${c.workers}w direct ${c.connections === 1 ? '1 conn' : `pool ${c.connections}`}`
+    const e = errors.get(c.name) ?? {}
+    return [
+      c.name,
+      fmt(med(c.name), 0),
+      `${fmt(Math.min(...xs), 0)}-${fmt(Math.max(...xs), 0)}`,
+      `${(med(c.name) / med(base)).toFixed(2)}x`,
+      c.path === 'nginx' ? `${(med(c.name) / med(direct)).toFixed(2)}x` : '',
+      Object.keys(e).length ? JSON.stringify(e) : '0',
+    ]
+  })
+  const keyCost = (w: number) => {
+    const plain = med(`${w}w direct 1 conn`)
+    const keyed = med(`${w}w direct 1 conn, idempotent`)
+    return [`${w} worker${w > 1 ? 's' : ''}`, fmt(plain, 0), fmt(keyed, 0), `${(keyed / plain).toFixed(2)}x`, fmt((1e6 / keyed - 1e6 / plain) * w, 2)]
+  }
+  const markdown = [
+    '# Scale-out benchmark',
+    '',
+    'Written by `npm run bench:scale -- --write` (benchmarks/scale.bench.ts).',
+    '',
+    machine(),
+    '',
+    `Echo of 32 bytes, ${IN_FLIGHT} calls in flight shared by ${CLIENTS} client processes (one connection each, or a pool of ${POOL}),`,
+    `the server a serveCluster of 1 or 2 workers, reached directly or through nginx \`stream\` (one nginx worker).`,
+    `${WARMUP_MS} ms warm-up and ${MEASURE_MS} ms measured per cell; ${REPS} repetitions, interleaved. Median req/s with min-max;`,
+    'ratios of medians: to one worker on the same path and connections, and (nginx rows) to the same setup without nginx.',
+    '',
+    table(['setup', 'req/s (median)', 'min-max', '/ 1 worker', '/ direct', 'errors'], rows),
+    '',
+    '## Idempotency keys',
+    '',
+    `Every call \`idempotent: true\` (a 128-bit key per call, recorded by the server's memory store for the call's ${CALL_TIMEOUT} ms timeout and a second;`,
+    'the store is sized for the rate: 4,000,000 records, 2 GiB):',
+    '',
+    table(['server', 'req/s plain', 'req/s with keys', 'ratio', 'server µs per call added (× workers)'], [keyCost(1), keyCost(2)]),
+    '',
+  ].join('\n')
+  console.log(`\n${markdown}`)
+  console.log(writeResult('scale.md', markdown))
+}
+
+const role = opt('--role')
+if (role === 'server' || cluster.isWorker) {
+  await serverRole(Number(opt('--workers') ?? 1))
+} else if (role === 'client') {
+  await clientRole(Number(opt('--port')), Number(opt('--connections') ?? 1), flag('--idempotent'), Number(opt('--in-flight') ?? 64))
+} else {
+  await main()
+}
