@@ -1,7 +1,7 @@
 // The polycall command in real processes.
 import test from 'ava'
 import { spawn, execFile } from 'node:child_process'
-import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs'
+import { cpSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -105,7 +105,7 @@ test('--version prints the package version; --help works for the command and eve
   }
   const top = await polycall('--help')
   t.is(top.code, 0)
-  for (const cmd of ['serve', 'call', 'control', 'decode']) {
+  for (const cmd of ['serve', 'call', 'control', 'decode', 'keygen']) {
     t.true(top.stdout.includes(`polycall ${cmd}`), cmd)
     for (const args of [[cmd, '--help'], [cmd, '-h'], ['help', cmd]]) {
       const r = await polycall(...args)
@@ -273,4 +273,54 @@ test('PCR1: serve --protocol pcr1 and call with the C client exit-code contract 
   const ping = await polycall('control', at, 'ping')
   t.deepEqual(JSON.parse(ping.stdout), { pong: true, abi: 1 })
   t.is((await polycall('control', at, 'frobnicate')).code, 1)
+})
+
+test('keygen writes a 0600 identity file and prints its public key; it refuses to overwrite without --force', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'polycall-keygen-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const file = join(dir, 'server.key')
+  const made = await polycall('keygen', '--out', file)
+  t.is(made.code, 0)
+  t.regex(made.stdout.trim(), /^x25519:[A-Za-z0-9_-]{43}$/)
+  t.regex(made.stderr, /signing key ed25519:/)
+  if (process.platform !== 'win32') t.is(statSync(file).mode & 0o777, 0o600)
+  const { Identity } = await import('../ts/index.js')
+  using loaded = Identity.load(file)
+  t.is(loaded.toString(), made.stdout.trim())
+  const again = await polycall('keygen', '--out', file)
+  t.is(again.code, 1)
+  t.regex(again.stderr, /--force/)
+  const forced = await polycall('keygen', '--out', file, '--force')
+  t.is(forced.code, 0)
+  t.not(forced.stdout.trim(), made.stdout.trim())
+})
+
+test('serve --secure-key and call --server-key: a sealed call; a wrong key and a plaintext call are refused with their codes', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'polycall-secure-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const serverFile = join(dir, 'server.key')
+  const clientFile = join(dir, 'client.key')
+  const key = (await polycall('keygen', '--out', serverFile)).stdout.trim()
+  const otherKey = (await polycall('keygen', '--out', clientFile)).stdout.trim()
+  const served = await serve(t, '--secure-key', serverFile, '--secure-required')
+  // The key line follows the listening line: wait for it (bounded).
+  for (let i = 0; i < 200 && !served.output().includes('server key'); i++) await new Promise((r) => setTimeout(r, 10))
+  t.true(served.output().includes(`secure sessions required: server key ${key}`))
+  const ok = await polycall('call', `127.0.0.1:${served.port}`, 'sum', '[1,2,3]', '--server-key', key)
+  t.is(ok.code, 0, ok.stderr)
+  t.is(ok.stdout.trim(), '6')
+  const ik = await polycall('call', `127.0.0.1:${served.port}`, 'sum', '[4]', '--server-key', key, '--identity', clientFile)
+  t.is(ik.stdout.trim(), '4')
+  const wrong = await polycall('call', `127.0.0.1:${served.port}`, 'sum', '[1]', '--server-key', otherKey)
+  t.is(wrong.code, 1)
+  t.regex(wrong.stderr, /ERR_POLYCALL_HANDSHAKE_FAILED/)
+  const plain = await polycall('call', `127.0.0.1:${served.port}`, 'sum', '[1]')
+  t.is(plain.code, 1)
+  t.regex(plain.stderr, /ERR_POLYCALL_INSECURE_PEER[^]*hint: the server requires a secure session/)
+  const badKey = await polycall('call', `127.0.0.1:${served.port}`, 'sum', '[1]', '--server-key', 'x25519:nope')
+  t.is(badKey.code, 1)
+  t.regex(badKey.stderr, /--server-key x25519:nope/)
+  const missing = await polycall('serve', '--secure-key', join(dir, 'missing.key'))
+  t.is(missing.code, 1)
+  t.regex(missing.stderr, /--secure-key .*missing\.key/)
 })

@@ -5,11 +5,20 @@
  * response before sending the next), with 32-byte payloads echoed back and checked. A second
  * part opens 1,000 idle connections and measures the server's RSS growth per connection.
  *
+ * The secure section measures the same way, with 64-byte and 4 KiB payloads: polycall with a
+ * sealed session (Noise IK), polycall over TLS, plaintext polycall, raw net and
+ * @hyperswarm/secret-stream (Noise XX over libsodium, length-prefixed frames inside its
+ * messages), reporting the median and range of the repetitions; then sequential handshakes per
+ * second (connect, handshake, close) for sealed polycall, polycall over TLS, raw node:tls and
+ * secret-stream, with plaintext polycall and raw net as references.
+ *
  * Run: npm run bench:rpc; with --write it updates benchmarks/results/rpc.md and rpc.svg.
  * Options (--quick and the subset options print results but write nothing):
  *   --write              update the committed results (a complete, non-quick run only)
  *   --quick              ~0.5 s per cell, 100 idle connections: a smoke run for CI
- *   --only polycall,raw  a subset of polycall, pcr1, raw, grpc
+ *   --only polycall,raw  a subset of polycall, pcr1, raw, grpc (main); sealed, tls, polycall, raw,
+ *                        secretstream (secure); nodetls too (handshakes)
+ *   --section main,secure,handshake  which parts run (default all three)
  *   --in-flight 1,128    other concurrencies
  *   --no-load / --no-idle  skip the throughput or the idle-connection part
  *   --dist               run the compiled dist/ build (npm run build:ts) instead of ts/ via tsx
@@ -24,15 +33,33 @@ import { readFileSync, readdirSync } from 'node:fs'
 import { connect as netConnect, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { getHeapSpaceStatistics } from 'node:v8'
+import { connect as tlsConnect, createServer as createTlsServer } from 'node:tls'
+import { createRequire } from 'node:module'
 import * as grpc from '@grpc/grpc-js'
 import { fmt, machine, table, writeResult } from './common.js'
 
-const SYSTEMS = ['polycall', 'pcr1', 'raw', 'grpc'] as const
-type System = (typeof SYSTEMS)[number]
-const LABEL: Record<System, string> = { polycall: 'polycall', pcr1: 'polycall PCR1', raw: 'raw net', grpc: 'grpc-js' }
-const COLOR: Record<System, string> = { polycall: '#2b6cb0', pcr1: '#38a169', raw: '#718096', grpc: '#dd6b20' }
+const ALL_SYSTEMS = ['polycall', 'pcr1', 'raw', 'grpc', 'sealed', 'tls', 'secretstream', 'nodetls'] as const
+type System = (typeof ALL_SYSTEMS)[number]
+/** The main section's systems (32-byte echo, idle memory). */
+const SYSTEMS = ['polycall', 'pcr1', 'raw', 'grpc'] as const satisfies readonly System[]
+/** The secure section's systems. */
+const SECURE_SYSTEMS = ['sealed', 'tls', 'polycall', 'raw', 'secretstream'] as const satisfies readonly System[]
+/** The handshake section's systems. */
+const HANDSHAKE_SYSTEMS = ['sealed', 'tls', 'nodetls', 'secretstream', 'polycall', 'raw'] as const satisfies readonly System[]
+const LABEL: Record<System, string> = {
+  polycall: 'polycall',
+  pcr1: 'polycall PCR1',
+  raw: 'raw net',
+  grpc: 'grpc-js',
+  sealed: 'polycall sealed',
+  tls: 'polycall over TLS',
+  secretstream: 'secret-stream',
+  nodetls: 'node:tls',
+}
+const COLOR: Record<(typeof SYSTEMS)[number], string> = { polycall: '#2b6cb0', pcr1: '#38a169', raw: '#718096', grpc: '#dd6b20' }
 const DEFAULT_CONCURRENCY = [1, 16, 128]
-const PAYLOAD = 32
+const SECURE_PAYLOADS = [64, 4096]
+const SECTIONS = ['main', 'secure', 'handshake'] as const
 const REQUEST_TIMEOUT = 5000
 
 const argv = process.argv.slice(2)
@@ -42,6 +69,9 @@ function opt(name: string): string | undefined {
   return i >= 0 ? argv[i + 1] : undefined
 }
 
+/** Bytes per request: 32 in the main section; children get theirs from --payload. */
+const PAYLOAD = Number(opt('--payload') ?? 32)
+if (!Number.isInteger(PAYLOAD) || PAYLOAD < 8 || PAYLOAD > 65536) throw new Error(`bad --payload ${PAYLOAD}`)
 const inFlightArg = opt('--in-flight')
 const CONCURRENCY = inFlightArg ? inFlightArg.split(',').map(Number) : DEFAULT_CONCURRENCY
 if (!CONCURRENCY.every((c) => Number.isInteger(c) && c >= 1 && c <= 256)) throw new Error(`bad --in-flight ${inFlightArg}`)
@@ -56,6 +86,9 @@ const MEASURE_MS = quick ? 500 : 4000
 const REPS = quick ? 2 : 3
 const IDLE_CONNECTIONS = quick ? 100 : 1000
 const MEM_REPS = quick ? 1 : 5
+/** Repetitions of the secure and handshake sections (medians with their range). */
+const SECURE_REPS = quick ? 2 : 5
+const HANDSHAKE_MS = quick ? 1000 : 4000
 
 const now = () => performance.now()
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
@@ -142,6 +175,8 @@ interface ClientHandle {
 
 interface ServerHandle {
   port: number
+  /** The server's public key, where the client pins one (sealed, secret-stream). */
+  key?: string
   close(): void
   /** Open connections as the server counts them (-1 where it does not say). */
   connections(): number
@@ -355,19 +390,275 @@ async function pcr1Client(port: number): Promise<ClientHandle> {
   }
 }
 
-const openClient = (system: System, port: number): Promise<ClientHandle> =>
-  system === 'polycall'
-    ? polycallClient(port)
-    : system === 'pcr1'
-      ? pcr1Client(port)
-      : system === 'raw'
-        ? rawClient(port)
-        : grpcClient(port)
+// ---- the secure systems ------------------------------------------------------------------
+
+const { Identity } = (await import(dist ? '../dist/index.js' : '../ts/index.js')) as typeof import('../ts/index.js')
+const fixture = (name: string) => readFileSync(new URL(`../__test__/fixtures/tls/${name}`, import.meta.url))
+const require = createRequire(import.meta.url)
+
+/** polycall with a sealed session: Noise IK (the client has an identity and pins the server key). */
+async function sealedServer(): Promise<ServerHandle> {
+  const identity = Identity.generate()
+  const server = new PolyCallServer({ maxInFlight: 256, secure: { identity } })
+  server.route('echo', (ctx) => ctx.data)
+  const { port } = await server.listen(0, '127.0.0.1')
+  return { port, key: identity.toString(), close: () => server.destroy(), connections: () => server.stats().connections.current }
+}
+
+const clientIdentity = Identity.generate()
+
+async function sealedClient(port: number, key: string): Promise<ClientHandle> {
+  const client = new PolyCallClient({ host: '127.0.0.1', port, maxInFlight: 1024, reconnect: false, secure: { serverKey: key, identity: clientIdentity } })
+  await client.connect({ timeout: 10_000 })
+  return {
+    call: (payload) => client.request<Uint8Array>('echo', payload, { timeout: REQUEST_TIMEOUT }),
+    close: () => client.close({ timeout: 5000 }),
+  }
+}
+
+/** polycall over TLS (the test certificates, TLS 1.3 as negotiated by default). */
+async function tlsServer(): Promise<ServerHandle> {
+  const server = new PolyCallServer({ maxInFlight: 256, tls: { key: fixture('server.key'), cert: fixture('server.crt') } })
+  server.route('echo', (ctx) => ctx.data)
+  const { port } = await server.listen(0, '127.0.0.1')
+  return { port, close: () => server.destroy(), connections: () => server.stats().connections.current }
+}
+
+async function tlsClient(port: number): Promise<ClientHandle> {
+  const client = new PolyCallClient({ host: '127.0.0.1', port, maxInFlight: 1024, reconnect: false, tls: { ca: fixture('ca.crt'), servername: 'localhost' } })
+  await client.connect({ timeout: 10_000 })
+  return {
+    call: (payload) => client.request<Uint8Array>('echo', payload, { timeout: REQUEST_TIMEOUT }),
+    close: () => client.close({ timeout: 5000 }),
+  }
+}
+
+interface SecretStream extends NodeJS.EventEmitter {
+  write(b: Buffer): boolean
+  end(): void
+  destroy(): void
+  destroyed: boolean
+}
+type SecretStreamClass = {
+  new (initiator: boolean, raw: Socket, options?: { keyPair?: unknown; remotePublicKey?: Buffer }): SecretStream
+  keyPair(): { publicKey: Buffer; secretKey: Buffer }
+}
+const loadSecretStream = (): SecretStreamClass => require('@hyperswarm/secret-stream') as SecretStreamClass
+
+/** Collects what one tick wrote into one message of the stream. */
+function batchedStreamWriter(stream: SecretStream): (b: Buffer) => void {
+  let queue: Buffer[] = []
+  const flush = () => {
+    const q = queue
+    queue = []
+    if (!stream.destroyed) stream.write(q.length === 1 ? q[0]! : Buffer.concat(q))
+  }
+  return (b) => {
+    if (queue.length === 0) process.nextTick(flush)
+    queue.push(b)
+  }
+}
+
+/** @hyperswarm/secret-stream: length-prefixed frames (as raw net) inside its encrypted messages. */
+async function secretStreamServer(): Promise<ServerHandle> {
+  const SecretStream = loadSecretStream()
+  const keyPair = SecretStream.keyPair()
+  const sockets = new Set<Socket>()
+  const server = createNetServer((socket) => {
+    sockets.add(socket)
+    socket.setNoDelay(true)
+    const stream = new SecretStream(false, socket, { keyPair })
+    const state: { rest: Buffer | undefined } = { rest: undefined }
+    const write = batchedStreamWriter(stream)
+    stream.on('data', (chunk: Buffer) => parseLengthPrefixed(state, chunk, (payload) => write(frameOf(payload))))
+    stream.on('error', () => {})
+    socket.on('close', () => sockets.delete(socket))
+  })
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => resolve())
+  })
+  return {
+    port: (server.address() as AddressInfo).port,
+    key: keyPair.publicKey.toString('hex'),
+    close: () => {
+      for (const s of sockets) s.destroy()
+      server.close()
+    },
+    connections: () => sockets.size,
+  }
+}
+
+async function secretStreamOpen(port: number, key: string): Promise<SecretStream> {
+  const SecretStream = loadSecretStream()
+  const socket = netConnect({ host: '127.0.0.1', port })
+  socket.setNoDelay(true)
+  const stream = new SecretStream(true, socket, { remotePublicKey: Buffer.from(key, 'hex') })
+  await within(
+    new Promise<void>((resolve, reject) => {
+      stream.once('connect', () => resolve())
+      stream.once('error', reject)
+    }),
+    10_000,
+    'secret-stream connect',
+  )
+  return stream
+}
+
+async function secretStreamClient(port: number, key: string): Promise<ClientHandle> {
+  const stream = await secretStreamOpen(port, key)
+  const waiting: { resolve(b: Uint8Array): void; reject(e: Error): void }[] = []
+  let failure: Error | undefined
+  const state: { rest: Buffer | undefined } = { rest: undefined }
+  stream.on('data', (chunk: Buffer) =>
+    parseLengthPrefixed(state, chunk, (payload) => {
+      const w = waiting.shift()
+      if (!w) return fail(new Error('secret-stream: a response nobody asked for'))
+      w.resolve(payload)
+    }),
+  )
+  function fail(e: Error): void {
+    failure ??= e
+    for (const w of waiting.splice(0)) w.reject(e)
+    stream.destroy()
+  }
+  stream.on('error', fail)
+  stream.on('close', () => fail(new Error('secret-stream closed')))
+  const write = batchedStreamWriter(stream)
+  return {
+    call: (payload) =>
+      new Promise<Uint8Array>((resolve, reject) => {
+        if (failure) return reject(failure)
+        waiting.push({ resolve, reject })
+        write(frameOf(payload))
+      }),
+    close: async () => stream.destroy(),
+  }
+}
+
+/** Raw node:tls with the same length-prefixed echo as raw net (the handshake section's anchor). */
+async function nodeTlsServer(): Promise<ServerHandle> {
+  const sockets = new Set<Socket>()
+  const server = createTlsServer({ key: fixture('server.key'), cert: fixture('server.crt') }, (socket) => {
+    sockets.add(socket)
+    const state: { rest: Buffer | undefined } = { rest: undefined }
+    const write = batchedWriter(socket)
+    socket.on('data', (chunk: Buffer) => parseLengthPrefixed(state, chunk, (payload) => write(frameOf(payload))))
+    socket.on('error', () => {})
+    socket.on('close', () => sockets.delete(socket))
+  })
+  server.on('tlsClientError', () => {})
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => resolve())
+  })
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () => {
+      for (const s of sockets) s.destroy()
+      server.close()
+    },
+    connections: () => sockets.size,
+  }
+}
+
+function startServerOf(system: System): Promise<ServerHandle> {
+  switch (system) {
+    case 'polycall':
+      return polycallServer()
+    case 'pcr1':
+      return pcr1Server()
+    case 'raw':
+      return rawServer()
+    case 'grpc':
+      return grpcServer()
+    case 'sealed':
+      return sealedServer()
+    case 'tls':
+      return tlsServer()
+    case 'secretstream':
+      return secretStreamServer()
+    case 'nodetls':
+      return nodeTlsServer()
+  }
+}
+
+const openClient = (system: System, port: number, key = opt('--key') ?? ''): Promise<ClientHandle> => {
+  switch (system) {
+    case 'polycall':
+      return polycallClient(port)
+    case 'pcr1':
+      return pcr1Client(port)
+    case 'raw':
+      return rawClient(port)
+    case 'grpc':
+      return grpcClient(port)
+    case 'sealed':
+      return sealedClient(port, key)
+    case 'tls':
+      return tlsClient(port)
+    case 'secretstream':
+      return secretStreamClient(port, key)
+    case 'nodetls':
+      throw new Error('node:tls is measured for handshakes only')
+  }
+}
+
+/**
+ * One connection set up and torn down, for the handshake section: TCP connect, the system's
+ * handshake (polycall's includes its v1 HANDSHAKE exchange), then close; resolves once the
+ * connection is ready for requests.
+ */
+async function handshakeOnce(system: System, port: number, key: string): Promise<void> {
+  switch (system) {
+    case 'sealed':
+    case 'tls':
+    case 'polycall': {
+      const client = new PolyCallClient({
+        host: '127.0.0.1',
+        port,
+        reconnect: false,
+        ...(system === 'sealed' ? { secure: { serverKey: key, identity: clientIdentity } } : {}),
+        ...(system === 'tls' ? { tls: { ca: fixture('ca.crt'), servername: 'localhost' } } : {}),
+      })
+      await client.connect({ timeout: 10_000 })
+      client.destroy()
+      return
+    }
+    case 'nodetls': {
+      const socket = tlsConnect({ host: '127.0.0.1', port, ca: fixture('ca.crt'), servername: 'localhost' })
+      await new Promise<void>((resolve, reject) => {
+        socket.once('secureConnect', () => resolve())
+        socket.once('error', reject)
+      })
+      socket.destroy()
+      return
+    }
+    case 'secretstream': {
+      const stream = await secretStreamOpen(port, key)
+      stream.destroy()
+      return
+    }
+    case 'raw': {
+      const socket = netConnect({ host: '127.0.0.1', port })
+      await new Promise<void>((resolve, reject) => {
+        socket.once('connect', () => resolve())
+        socket.once('error', reject)
+      })
+      socket.destroy()
+      return
+    }
+    default:
+      throw new Error(`no handshake measurement for ${system}`)
+  }
+}
 
 // ---- load generation --------------------------------------------------------------------------
 
 interface Cell {
   system: System
+  /** Request bytes. */
+  payload: number
   concurrency: number
   rep: number
   requests: number
@@ -408,7 +699,7 @@ function quantile(sorted: Float64Array, q: number): number {
  * first 8 bytes) and awaiting its echo. Requests completing in the measurement window count
  * towards req/s and latency; errors and mismatches count from the first warm-up request on.
  */
-async function runCell(call: Call, concurrency: number): Promise<Omit<Cell, 'system' | 'rep' | 'serverCpu'>> {
+async function runCell(call: Call, concurrency: number): Promise<Omit<Cell, 'system' | 'rep' | 'serverCpu' | 'payload'>> {
   const template = Buffer.alloc(PAYLOAD)
   for (let i = 8; i < PAYLOAD; i++) template[i] = (i * 37 + 11) & 0xff
   const start = now()
@@ -502,17 +793,10 @@ async function childMain(role: string): Promise<void> {
   process.on('disconnect', () => process.exit(0))
   setTimeout(() => process.exit(3), 15 * 60_000).unref()
   const system = opt('--kind') as System
-  if (!SYSTEMS.includes(system)) throw new Error(`unknown --kind ${String(system)}`)
+  if (!ALL_SYSTEMS.includes(system)) throw new Error(`unknown --kind ${String(system)}`)
 
   if (role === 'server') {
-    const server =
-      system === 'polycall'
-        ? await polycallServer()
-        : system === 'pcr1'
-          ? await pcr1Server()
-          : system === 'raw'
-            ? await rawServer()
-            : await grpcServer()
+    const server = await startServerOf(system)
     process.on('message', (m: { op?: string }) => {
       if (m.op === 'mem') {
         void memSample().then((mem) => send({ ev: 'mem', mem, connections: server.connections() }))
@@ -523,7 +807,7 @@ async function childMain(role: string): Promise<void> {
         process.exit(0)
       }
     })
-    send({ ev: 'ready', port: server.port })
+    send({ ev: 'ready', port: server.port, key: server.key })
     return
   }
 
@@ -533,6 +817,39 @@ async function childMain(role: string): Promise<void> {
     for (const c of CONCURRENCY) send({ ev: 'cell', cell: await runCell(client.call, c) })
     await within(client.close(), 10_000, 'client close').catch(() => {})
     sendAndExit({ ev: 'done' })
+    return
+  }
+
+  if (role === 'handshake') {
+    const key = opt('--key') ?? ''
+    // Warm-up: compile the paths before measuring.
+    const warmTo = now() + Math.min(WARMUP_MS, 500)
+    while (now() < warmTo) await handshakeOnce(system, port, key)
+    const times: number[] = []
+    const cpu0 = process.cpuUsage()
+    const t0 = now()
+    const end = t0 + HANDSHAKE_MS
+    let errors = 0
+    while (now() < end) {
+      const s = now()
+      try {
+        await handshakeOnce(system, port, key)
+        times.push(now() - s)
+      } catch {
+        if (++errors > 100) break
+      }
+    }
+    const elapsed = now() - t0
+    const cpu = process.cpuUsage(cpu0)
+    times.sort((a, b) => a - b)
+    sendAndExit({
+      ev: 'handshakes',
+      count: times.length,
+      perSecond: times.length / (elapsed / 1000),
+      median: times[Math.floor(times.length / 2)] ?? NaN,
+      clientCpu: times.length > 0 ? (cpu.user + cpu.system) / times.length : NaN,
+      errors,
+    })
     return
   }
 
@@ -672,11 +989,11 @@ function killAll(): void {
   for (const c of [...children]) c.kill()
 }
 
-async function withServer<T>(system: System, fn: (server: Child, port: number) => Promise<T>): Promise<T> {
+async function withServer<T>(system: System, fn: (server: Child, port: number, key: string) => Promise<T>): Promise<T> {
   const server = new Child(['--role', 'server', '--kind', system])
   try {
     const ready = await server.next('ready', 30_000)
-    return await fn(server, Number(ready.port))
+    return await fn(server, Number(ready.port), typeof ready.key === 'string' ? ready.key : '')
   } finally {
     server.send({ op: 'exit' })
     await server.exited(5000)
@@ -684,9 +1001,9 @@ async function withServer<T>(system: System, fn: (server: Child, port: number) =
   }
 }
 
-async function throughput(system: System, rep: number): Promise<Cell[]> {
-  return withServer(system, async (server, port) => {
-    const client = new Child(['--role', 'load', '--kind', system, '--port', String(port)])
+async function throughput(system: System, rep: number, payload = 32): Promise<Cell[]> {
+  return withServer(system, async (server, port, key) => {
+    const client = new Child(['--role', 'load', '--kind', system, '--port', String(port), '--payload', String(payload), ...(key ? ['--key', key] : [])])
     try {
       const cells: Cell[] = []
       for (let i = 0; i < CONCURRENCY.length; i++) {
@@ -699,14 +1016,14 @@ async function throughput(system: System, rep: number): Promise<Cell[]> {
           serverMarks.push((await server.next('cpu', 10_000)).mark as CpuMark)
         }
         if (m.ev !== 'cell') throw new Error(`expected cell from the load client, got ${m.ev}`)
-        const measured = m.cell as Omit<Cell, 'system' | 'rep' | 'serverCpu'>
+        const measured = m.cell as Omit<Cell, 'system' | 'rep' | 'serverCpu' | 'payload'>
         // JSON carries NaN as null.
         for (const k of ['p50', 'p99', 'clientCpu'] as const) measured[k] = typeof measured[k] === 'number' ? measured[k] : NaN
-        const cell: Cell = { ...measured, system, rep, serverCpu: cpuPerRequest(serverMarks[0], serverMarks[1], measured.rps) }
+        const cell: Cell = { ...measured, system, rep, payload, serverCpu: cpuPerRequest(serverMarks[0], serverMarks[1], measured.rps) }
         cells.push(cell)
         const failed = cell.errors + cell.mismatches
         console.log(
-          `rep ${rep + 1}  ${LABEL[system].padEnd(9)} ${String(cell.concurrency).padStart(3)} in flight  ${fmt(cell.rps, 0).padStart(9)} req/s  ` +
+          `rep ${rep + 1}  ${LABEL[system].padEnd(9)} ${payload === 32 ? '' : `${payload} B `}${String(cell.concurrency).padStart(3)} in flight  ${fmt(cell.rps, 0).padStart(9)} req/s  ` +
             `p50 ${num(cell.p50, 3)} ms  p99 ${num(cell.p99, 3)} ms  CPU µs/req client ${num(cell.clientCpu)} server ${num(cell.serverCpu)}  ` +
             `failed ${failed}${cell.firstError ? ` (${cell.firstError})` : ''}`,
         )
@@ -854,9 +1171,24 @@ function svgChart(best: Map<string, Cell>, title: string, subtitle: string): str
 }
 
 async function main(): Promise<void> {
+  const sections = opt('--section')?.split(',') ?? [...SECTIONS]
+  if (!sections.every((x) => (SECTIONS as readonly string[]).includes(x))) throw new Error(`--section takes ${SECTIONS.join(', ')}`)
   const only = opt('--only')?.split(',')
-  const active = only ? SYSTEMS.filter((s) => only.includes(s)) : [...SYSTEMS]
-  if (active.length === 0) throw new Error(`--only names none of ${SYSTEMS.join(', ')}`)
+  const pick = (list: readonly System[]) => (only ? list.filter((s) => only.includes(s)) : [...list])
+  const failed: number[] = []
+  if (sections.includes('main') && pick(SYSTEMS).length > 0) failed.push(await mainSection(pick(SYSTEMS)))
+  if (sections.includes('secure') && pick(SECURE_SYSTEMS).length > 0) failed.push(await secureSection(pick(SECURE_SYSTEMS)))
+  if (sections.includes('handshake') && pick(HANDSHAKE_SYSTEMS).length > 0) failed.push(await handshakeSection(pick(HANDSHAKE_SYSTEMS)))
+  if (failed.length === 0) throw new Error(`--only names none of the systems of the sections run (${ALL_SYSTEMS.join(', ')})`)
+  const total = failed.reduce((a, b) => a + b, 0)
+  if (total > 0) {
+    console.error(`${total} requests or handshakes failed`)
+    process.exitCode = 1
+  }
+}
+
+/** The main section: 32-byte echo against raw net and grpc-js, idle memory; returns the failures. */
+async function mainSection(active: System[]): Promise<number> {
   const complete = active.length === SYSTEMS.length && CONCURRENCY.join() === DEFAULT_CONCURRENCY.join()
   const limit = openFileLimit()
   const need = IDLE_CONNECTIONS + 256
@@ -1071,10 +1403,193 @@ All systems together: ${totalFailed} failed requests. The whole run took ${fmt(e
     console.log(`\n${writeResult('rpc.md', md)}`)
     console.log(`${writeResult('rpc.svg', svgChart(best, 'Echo RPC over loopback, 32-byte payloads', `best of ${REPS} repetitions; client and server in separate processes; see rpc.md`))}`)
   }
-  if (totalFailed > 0) {
-    console.error(`${totalFailed} requests failed`)
-    process.exitCode = 1
+  return totalFailed
+}
+
+/** Median and range of some numbers. */
+function spread(xs: number[]): { median: number; min: number; max: number } {
+  const v = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b)
+  if (v.length === 0) return { median: NaN, min: NaN, max: NaN }
+  const mid = v.length >> 1
+  return { median: v.length % 2 ? v[mid]! : (v[mid - 1]! + v[mid]!) / 2, min: v[0]!, max: v[v.length - 1]! }
+}
+
+const rotate = <T>(list: readonly T[], rep: number): T[] => list.map((_, i) => list[(i + rep) % list.length]!)
+
+/**
+ * The secure section: 64-byte and 4 KiB echoes through sealed polycall, polycall over TLS,
+ * plaintext polycall, raw net and secret-stream; medians of the repetitions with their range.
+ */
+async function secureSection(active: System[]): Promise<number> {
+  const started = now()
+  console.log(
+    `\nsecure section${quick ? ' (quick)' : ''}: ${SECURE_PAYLOADS.join(' B and ')} B payloads, ${WARMUP_MS} ms warm-up + ${MEASURE_MS} ms per cell, ` +
+      `${SECURE_REPS} repetitions: ${active.map((s) => LABEL[s]).join(', ')}`,
+  )
+  const cells: Cell[] = []
+  for (const payload of SECURE_PAYLOADS) {
+    for (let rep = 0; rep < SECURE_REPS; rep++) for (const system of rotate(active, rep)) cells.push(...(await throughput(system, rep, payload)))
   }
+  const of = (s: System, payload: number, c: number) => cells.filter((x) => x.system === s && x.payload === payload && x.concurrency === c)
+  const med = (s: System, payload: number, c: number) => spread(of(s, payload, c).map((x) => x.rps)).median
+  const has = (s: System) => active.includes(s)
+  const r = (a: System, b: System, payload: number, c: number) => (has(a) && has(b) ? med(a, payload, c) / med(b, payload, c) : NaN)
+  const x = (v: number) => (Number.isFinite(v) ? `${fmt(v, 2)}x` : 'n/a')
+  const tables: string[] = []
+  for (const payload of SECURE_PAYLOADS) {
+    const rows = active.flatMap((sys) =>
+      CONCURRENCY.map((c) => {
+        const rps = spread(of(sys, payload, c).map((y) => y.rps))
+        const p50 = spread(of(sys, payload, c).map((y) => y.p50)).median
+        const cpu = (k: 'clientCpu' | 'serverCpu') => num(spread(of(sys, payload, c).map((y) => y[k])).median)
+        const failures = of(sys, payload, c).reduce((n, y) => n + y.errors + y.mismatches, 0)
+        return [LABEL[sys], c, `**${fmt(rps.median, 0)}**`, `${fmt(rps.min, 0)}-${fmt(rps.max, 0)}`, x(r(sys, 'raw', payload, c)), num(p50, 3), `${cpu('clientCpu')} / ${cpu('serverCpu')}`, failures]
+      }),
+    )
+    const t = table(['system', 'in flight', 'req/s (median)', 'min-max', '/ raw net', 'p50 ms', 'CPU µs/req client / server', 'failed'], rows)
+    tables.push(`### ${payload === 4096 ? '4 KiB' : `${payload} B`} payloads\n\n${t}`)
+    console.log(`\n${payload} B payloads\n${t}`)
+  }
+  const ratioRows = SECURE_PAYLOADS.flatMap((payload) =>
+    CONCURRENCY.map((c) => [
+      payload === 4096 ? '4 KiB' : `${payload} B`,
+      c,
+      `**${x(r('sealed', 'polycall', payload, c))}**`,
+      `**${x(r('sealed', 'tls', payload, c))}**`,
+      `**${x(r('sealed', 'secretstream', payload, c))}**`,
+      x(r('tls', 'raw', payload, c)),
+      x(r('secretstream', 'raw', payload, c)),
+    ]),
+  )
+  const ratioTable = table(['payload', 'in flight', 'sealed / plaintext polycall', 'sealed / polycall over TLS', 'sealed / secret-stream', 'polycall TLS / raw', 'secret-stream / raw'], ratioRows)
+  console.log(`\nratios of the medians\n${ratioTable}`)
+  const failed = cells.reduce((n, y) => n + y.errors + y.mismatches, 0)
+  const complete = SECURE_SYSTEMS.every(has) && CONCURRENCY.join() === DEFAULT_CONCURRENCY.join()
+  if (complete) {
+    const ahead = SECURE_PAYLOADS.every((p) => CONCURRENCY.every((c) => r('sealed', 'tls', p, c) > 1 && r('sealed', 'secretstream', p, c) > 1))
+    const verdict = (ok: boolean) => (ok ? '**met**' : '**missed**')
+    const t1 = r('sealed', 'polycall', 64, 128)
+    const t2 = [16, 128].map((c) => r('sealed', 'tls', 4096, c))
+    const targets = table(
+      ['target', 'measured', 'verdict'],
+      [
+        ['sealed ≥ 0.8x plaintext polycall, 128 in flight, 64 B', x(t1), verdict(t1 >= 0.8)],
+        ['sealed ≥ 1.3x polycall over TLS, 4 KiB, 16 and 128 in flight', t2.map(x).join(' / '), verdict(t2.every((v) => v >= 1.3))],
+        ['sealed ahead of polycall over TLS and secret-stream at every level', ahead ? 'yes' : 'no', verdict(ahead)],
+      ],
+    )
+    console.log(`\n${targets}`)
+    const md = `# Secure RPC benchmark
+
+\`npm run bench:rpc -- --section secure\` (benchmarks/rpc.bench.ts): the method of [rpc.md](rpc.md)
+(separate client and server processes on 127.0.0.1, one connection, 1, 16 and 128 requests in
+flight, every echo checked), with ${SECURE_PAYLOADS.join(' B and ')} B payloads. Each cell ran ${SECURE_REPS} times
+in rotated order; the tables give the **median** and the range.
+
+${machine()}
+
+- **polycall sealed**: a secure session, Noise IK (the client has an identity and pins the
+  server key), ChaCha20-Poly1305 per frame, sealed in one native call per tick.
+- **polycall over TLS**: the same client and server with node:tls underneath (the test
+  certificates, TLS 1.3).
+- **polycall**: plaintext, as in rpc.md.
+- **raw net**: length-prefixed frames, one write per tick (the ceiling).
+- **secret-stream**: @hyperswarm/secret-stream (Noise XX, libsodium secretstream) over node:net,
+  the raw net framing inside its messages, one message per tick.
+
+${tables.join('\n\n')}
+
+Ratios of the medians:
+
+${ratioTable}
+
+## Targets
+
+${targets}
+
+${failed} failed requests in this section; it took ${fmt((now() - started) / 1000, 0)} s.
+`
+    if (!quick) console.log(writeResult('rpc-secure.md', md))
+  }
+  return failed
+}
+
+interface HandshakeResult {
+  system: System
+  perSecond: number
+  median: number
+  clientCpu: number
+  errors: number
+}
+
+/** Sequential handshakes per second, each in a fresh client process against a fresh server. */
+async function handshakeSection(active: System[]): Promise<number> {
+  console.log(`\nhandshake section${quick ? ' (quick)' : ''}: sequential connect + handshake + close for ${HANDSHAKE_MS} ms, ${SECURE_REPS} repetitions`)
+  const results: HandshakeResult[] = []
+  for (let rep = 0; rep < SECURE_REPS; rep++) {
+    for (const system of rotate(active, rep)) {
+      const res = await withServer(system, async (_server, port, key) => {
+        const client = new Child(['--role', 'handshake', '--kind', system, '--port', String(port), ...(key ? ['--key', key] : [])])
+        try {
+          const m = await client.next('handshakes', HANDSHAKE_MS + 60_000)
+          await client.exited(5000)
+          return m
+        } finally {
+          client.kill()
+        }
+      })
+      const r: HandshakeResult = {
+        system,
+        perSecond: Number(res.perSecond),
+        median: typeof res.median === 'number' ? res.median : NaN,
+        clientCpu: typeof res.clientCpu === 'number' ? res.clientCpu : NaN,
+        errors: Number(res.errors),
+      }
+      results.push(r)
+      console.log(
+        `rep ${rep + 1}  ${LABEL[system].padEnd(18)} ${fmt(r.perSecond, 0).padStart(7)} handshakes/s  median ${num(r.median, 3)} ms  client CPU ${num(r.clientCpu, 0)} µs each  errors ${r.errors}`,
+      )
+    }
+  }
+  const of = (s: System) => results.filter((y) => y.system === s)
+  const med = (s: System) => spread(of(s).map((y) => y.perSecond)).median
+  const rows = active.map((sys) => {
+    const hs = spread(of(sys).map((y) => y.perSecond))
+    return [
+      LABEL[sys],
+      `**${fmt(hs.median, 0)}**`,
+      `${fmt(hs.min, 0)}-${fmt(hs.max, 0)}`,
+      num(spread(of(sys).map((y) => y.median)).median, 3),
+      num(spread(of(sys).map((y) => y.clientCpu)).median, 0),
+      active.includes('nodetls') ? `${fmt(med(sys) / med('nodetls'), 2)}x` : 'n/a',
+    ]
+  })
+  const t = table(['system', 'handshakes/s (median)', 'min-max', 'ms each (median)', 'client CPU µs each', '/ node:tls'], rows)
+  console.log(`\n${t}`)
+  const failed = results.reduce((n, y) => n + y.errors, 0)
+  if (HANDSHAKE_SYSTEMS.every((s) => active.includes(s))) {
+    const ratio = med('sealed') / med('nodetls')
+    const targets = table(['target', 'measured', 'verdict'], [['sealed handshakes/s ≥ 2x node:tls', `${fmt(ratio, 2)}x`, ratio >= 2 ? '**met**' : '**missed**']])
+    console.log(`\n${targets}`)
+    const md = `# Handshakes per second
+
+\`npm run bench:rpc -- --section handshake\` (benchmarks/rpc.bench.ts). A client process opens a
+connection, completes the handshake and closes it, sequentially, for ${HANDSHAKE_MS} ms, against a
+server in its own process on 127.0.0.1; ${SECURE_REPS} repetitions in rotated order, median and range.
+For polycall a handshake is a new \`PolyCallClient\` until \`connect()\` resolves (TCP, TLS where
+on, the v1 HANDSHAKE exchange with its Noise IK messages for the sealed client), then
+\`destroy()\`; node:tls is \`tls.connect\` until \`secureConnect\`; secret-stream is its Noise XX
+over node:net until \`connect\`; raw net is the TCP connect alone.
+
+${machine()}
+
+${t}
+
+${targets}
+`
+    if (!quick) console.log(writeResult('rpc-handshakes.md', md))
+  }
+  return failed
 }
 
 function grpcVersion(): string {

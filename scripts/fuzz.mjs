@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url'
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const fuzzDir = join(root, 'crates/polycall-core/fuzz')
 const statsFile = join(fuzzDir, 'target/fuzz-stats.jsonl')
-export const TARGETS = ['frame_decoder', 'pcr1_decoder', 'handshake', 'snapshot']
+export const TARGETS = ['frame_decoder', 'pcr1_decoder', 'handshake', 'snapshot', 'secure_handshake', 'sealed_opener', 'lz4_payload']
 
 function parseArgs(argv) {
   const out = { seconds: 30, targets: [], seedsOnly: false, totals: false, sanitizer: 'none' }
@@ -205,7 +205,17 @@ function snapshotSeeds(v) {
 
 export function seeds() {
   const v = JSON.parse(readFileSync(join(root, 'crates/polycall-core/tests/vectors/protocol-vectors.json'), 'utf8'))
-  return { frame_decoder: v1Seeds(v), pcr1_decoder: pcr1Seeds(v), handshake: handshakeSeeds(v), snapshot: snapshotSeeds(v) }
+  // The secure targets build their sessions and sealed frames themselves from the input: they
+  // start from an empty corpus.
+  return {
+    frame_decoder: v1Seeds(v),
+    pcr1_decoder: pcr1Seeds(v),
+    handshake: handshakeSeeds(v),
+    snapshot: snapshotSeeds(v),
+    secure_handshake: {},
+    sealed_opener: {},
+    lz4_payload: {},
+  }
 }
 
 /** Writes the seeds into corpus/<target>/ (ignored by git); names are content hashes, so reruns add nothing. */

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `polycall` command: `serve`, `call`, `control` and `decode` (run `polycall --help`).
+ * The `polycall` command: `serve`, `call`, `control`, `decode` and `keygen` (run `polycall --help`).
  *
  * `call --protocol pcr1` exits like the C runtime's client (docs/interop.md): 0 ok,
  * 3 request.malformed / input.invalid, 4 operation.unknown / *.unknown, 5 cannot connect or
@@ -94,11 +94,27 @@ function stringOption(values: Record<string, unknown>, name: string): string | u
   return typeof v === 'string' ? v : undefined
 }
 
+/** An identity file for a flag: loaded, or a usage error naming the flag and the file. */
+async function identityOption(flag: string, file: string): Promise<import('./secure/identity.js').Identity> {
+  const { Identity } = await import('./secure/identity.js')
+  try {
+    return Identity.load(file)
+  } catch (e) {
+    throw new UsageError(`--${flag} ${file}: ${(e as Error).message}`)
+  }
+}
+
 /** The message of a failed call, with a hint where the fix is a flag. */
-function describeFailure(e: unknown, context: { credentials: boolean }): string {
+function describeFailure(e: unknown, context: { credentials: boolean; secure?: boolean }): string {
   if (!isPolyCallError(e)) return `error: ${(e as Error)?.message ?? String(e)}`
   let line = `error ${e.code}: ${e.message}`
-  if (e.code === ErrorCode.UNAUTHENTICATED) {
+  if (e.code === ErrorCode.INSECURE_PEER) {
+    line += context.secure
+      ? '\nhint: the server runs no secure sessions; drop --server-key, or start it with --secure-key'
+      : '\nhint: the server requires a secure session; pass --server-key with the key it printed'
+  }
+  else if (e.code === ErrorCode.HANDSHAKE_FAILED) line += "\nhint: check --server-key against the key the server printed (polycall serve --secure-key)"
+  else if (e.code === ErrorCode.UNAUTHENTICATED) {
     line += context.credentials
       ? '\nhint: the server refused these credentials; check --user and --password'
       : '\nhint: the server requires authentication; pass --user NAME --password SECRET'
@@ -151,7 +167,7 @@ const commands: Record<string, Command> = {
   serve: {
     summary: 'run the demo service (v1) or the C runtime built-ins (PCR1)',
     usage: `polycall serve [--protocol v1|pcr1] [--port 8080] [--host 127.0.0.1] [--user NAME --password SECRET] [--token T]
-                      [--workers N]`,
+                      [--workers N] [--secure-key FILE [--secure-required]]`,
     details: `Serves until SIGINT or SIGTERM (or, on PCR1, a shutdown control action with the token),
 then finishes the requests in flight (at most 10 s) and says why it stopped. With --workers N
 the service runs in N worker processes sharing the port (SIGHUP rolls them one by one,
@@ -163,7 +179,10 @@ SIGTERM/SIGINT drains them all, a worker that dies is replaced).
   --user NAME          v1: require authentication as NAME ...
   --password SECRET    ... with this password
   --token T            PCR1: the token the shutdown control action needs
-  --workers N          serve from N processes on one port (1 to 1024)`,
+  --workers N          serve from N processes on one port (1 to 1024)
+  --secure-key FILE    v1: offer secure sessions as this identity (polycall keygen --out FILE);
+                       the server's public key is printed for clients' --server-key
+  --secure-required    refuse clients that do not run a secure session`,
     positionals: false,
     options: {
       port: { type: 'string', default: '8080' },
@@ -173,6 +192,8 @@ SIGTERM/SIGINT drains them all, a worker that dies is replaced).
       protocol: { type: 'string', default: 'v1' },
       token: { type: 'string' },
       workers: { type: 'string' },
+      'secure-key': { type: 'string' },
+      'secure-required': { type: 'boolean', default: false },
     },
     async run(values) {
       const protocol = protocolOption(values['protocol'])
@@ -185,16 +206,30 @@ SIGTERM/SIGINT drains them all, a worker that dies is replaced).
       const token = stringOption(values, 'token')
       if (protocol === 'v1' && token !== undefined) throw new UsageError('--token applies to --protocol pcr1')
       const workers = workersOption(values['workers'])
-      const build = async () =>
-        protocol === 'pcr1'
+      const keyFile = stringOption(values, 'secure-key')
+      const required = values['secure-required'] === true
+      if (required && keyFile === undefined) throw new UsageError('--secure-required needs --secure-key')
+      if (protocol === 'pcr1' && keyFile !== undefined) throw new UsageError('PCR1 has no secure sessions; --secure-key applies to v1')
+      // Every process loads the identity itself (its secret never leaves native memory); this
+      // one prints the key clients pin.
+      const identity = keyFile === undefined ? undefined : await identityOption('secure-key', keyFile)
+      const build = async () => {
+        const own = keyFile === undefined ? undefined : workers === undefined ? identity! : await identityOption('secure-key', keyFile)
+        return protocol === 'pcr1'
           ? (await import('./demo/pcr1-service.js')).createPcr1DemoServer(token !== undefined ? { controlToken: token } : {})
-          : (await import('./demo/service.js')).createDemoServer(auth ? { auth } : {})
+          : (await import('./demo/service.js')).createDemoServer({ ...(auth ? { auth } : {}), ...(own ? { server: { secure: { identity: own, required } } } : {}) })
+      }
       const routes = (server: Awaited<ReturnType<typeof build>>) =>
         `routes: ${server.router.routes().map((r) => `${r.method === '*' ? '' : `${r.method} `}${r.path}`).join(', ')}`
-      if (workers !== undefined) return serveWorkers(workers, port, stringOption(values, 'host') ?? '127.0.0.1', protocol, build, routes, auth !== undefined)
+      const keyLine = identity ? `secure sessions${required ? ' required' : ''}: server key ${identity.toString()}` : undefined
+      if (workers !== undefined) {
+        if (keyLine) out(keyLine)
+        return serveWorkers(workers, port, stringOption(values, 'host') ?? '127.0.0.1', protocol, build, routes, auth !== undefined)
+      }
       const server = await build()
       const address = await server.listen(port, stringOption(values, 'host'))
       out(`polycall ${protocol} demo service listening on ${address.address}:${address.port}${auth ? ' (authentication required)' : ''}`)
+      if (keyLine) out(keyLine)
       out(routes(server))
       let reason = 'a shutdown control action'
       const closed = new Promise<void>((resolve) => server.once('close', resolve))
@@ -208,6 +243,7 @@ SIGTERM/SIGINT drains them all, a worker that dies is replaced).
       await closed
       process.off('SIGINT', stop)
       process.off('SIGTERM', stop)
+      identity?.destroy()
       const s = server.stats()
       out(`stopped (${reason}) after ${s.requests.total} requests on ${s.connections.total} connections`)
       return 0
@@ -217,7 +253,8 @@ SIGTERM/SIGINT drains them all, a worker that dies is replaced).
   call: {
     summary: 'send one request and print the reply as JSON',
     usage: `polycall call [--protocol v1|pcr1] <host:port> <command> [json] [--timeout ms] [--user NAME --password SECRET]
-                     [--tls] [--ca file] [--cert file] [--key file] [--pin sha256/BASE64]`,
+                     [--tls] [--ca file] [--cert file] [--key file] [--pin sha256/BASE64]
+                     [--server-key x25519:KEY [--identity FILE]]`,
     details: `Prints the reply on stdout; an error goes to stderr as "error <code>: <message>".
 On v1 the exit code is 0 or 1; on PCR1 it follows the C runtime's client: 0 ok,
 3 request.malformed/input.invalid, 4 operation.unknown or *.unknown, 5 cannot connect or
@@ -232,7 +269,9 @@ connection dropped, 6 deadline.exceeded or no reply in time, 7 auth.denied, 1 an
   --tls                connect with TLS (implied by --ca and --pin)
   --ca file            trust this CA certificate (PEM)
   --cert/--key file    client certificate and key for mutual TLS
-  --pin sha256/BASE64  accept only a server key with this SPKI hash (repeatable)`,
+  --pin sha256/BASE64  accept only a server key with this SPKI hash (repeatable)
+  --server-key KEY     v1: run a secure session with the server of this key (x25519:...)
+  --identity FILE      ... authenticated as this identity (polycall keygen --out FILE)`,
     positionals: true,
     options: {
       protocol: { type: 'string', default: 'v1' },
@@ -244,6 +283,8 @@ connection dropped, 6 deadline.exceeded or no reply in time, 7 auth.denied, 1 an
       cert: { type: 'string' },
       key: { type: 'string' },
       pin: { type: 'string', multiple: true },
+      'server-key': { type: 'string' },
+      identity: { type: 'string' },
     },
     async run(values, positionals) {
       const protocol = protocolOption(values['protocol'])
@@ -282,11 +323,26 @@ connection dropped, 6 deadline.exceeded or no reply in time, 7 auth.denied, 1 an
         if (key) tls.key = read('key', key)
         if (pins) tls.pin = pins
       }
+      const serverKey = stringOption(values, 'server-key')
+      const identityFile = stringOption(values, 'identity')
+      if (identityFile !== undefined && serverKey === undefined) throw new UsageError('--identity needs --server-key')
+      if (protocol === 'pcr1' && serverKey !== undefined) throw new UsageError('PCR1 has no secure sessions; --server-key applies to v1')
+      let secure: import('./secure/options.js').SecureClientOptions | undefined
+      if (serverKey !== undefined) {
+        const { parsePublicKey } = await import('./secure/identity.js')
+        try {
+          parsePublicKey(serverKey)
+        } catch (e) {
+          throw new UsageError(`--server-key ${serverKey}: ${(e as Error).message}`)
+        }
+        secure = { serverKey, identity: identityFile === undefined ? undefined : await identityOption('identity', identityFile) }
+      }
       const { PolyCallClient } = await import('./client/client.js')
       const client = new PolyCallClient({
         host,
         port,
         tls,
+        secure,
         protocol,
         reconnect: false,
         connectTimeout: timeout,
@@ -297,10 +353,11 @@ connection dropped, 6 deadline.exceeded or no reply in time, 7 auth.denied, 1 an
         out(Buffer.isBuffer(result) ? result.toString('hex') : (JSON.stringify(result, null, 2) ?? 'undefined'))
         return 0
       } catch (e) {
-        err(describeFailure(e, { credentials: user !== undefined }))
+        err(describeFailure(e, { credentials: user !== undefined, secure: secure !== undefined }))
         return protocol === 'pcr1' && isPolyCallError(e) ? pcr1ExitCode(e.code) : 1
       } finally {
         client.destroy()
+        secure?.identity?.destroy()
       }
     },
   },
@@ -376,6 +433,39 @@ Exits 0 for a valid frame, 2 when the frame has problems (listed), 1 when it can
       if (i.trailing > 0) out(`trailing  ${i.trailing} bytes after the frame`)
       for (const p of i.problems) out(`problem   ${p.code}: ${p.message}`)
       return i.problems.length === 0 ? 0 : 2
+    },
+  },
+
+  keygen: {
+    summary: 'create an identity for secure sessions and print its public key',
+    usage: 'polycall keygen [--out FILE] [--force]',
+    details: `Writes a new identity file (mode 0600: it holds the secret seed) and prints its public
+key on stdout, the x25519:... text clients pass as --server-key or list as allowed clients. The
+signing key (for snapshot signatures) goes to stderr with the file name.
+
+  --out FILE           where to write the identity (default polycall.key)
+  --force              replace an existing file`,
+    positionals: false,
+    options: {
+      out: { type: 'string', default: 'polycall.key' },
+      force: { type: 'boolean', default: false },
+    },
+    async run(values) {
+      const file = stringOption(values, 'out')!
+      if (file.length === 0) throw new UsageError('--out needs a file name')
+      const { Identity } = await import('./secure/identity.js')
+      using identity = Identity.generate()
+      try {
+        identity.save(file, { overwrite: values['force'] === true })
+      } catch (e) {
+        if (isPolyCallError(e) && e.code === ErrorCode.IDENTITY_FILE && !values['force']) {
+          throw new UsageError(`--out ${file}: ${e.message} (pass --force to replace it)`)
+        }
+        throw e
+      }
+      out(identity.toString())
+      err(`wrote ${file} (mode 0600); signing key ${identity.toJSON().signingKey}`)
+      return 0
     },
   },
 }

@@ -17,6 +17,8 @@ export type { Handler, MethodHandlers, RouteInfo, RouteMatch, RouteOptions } fro
 export { PolyCallServer } from './server/server.js'
 export type { Authenticator, Credentials, ServerCloseOptions, ServerEvents, ServerOptions, ServerStats } from './server/options.js'
 export type { Middleware, PeerCertificateInfo, PeerInfo, RequestContext } from './server/context.js'
+export { requirePrincipal, requireScope } from './server/authorize.js'
+export type { PrincipalCheck, ScopeOptions } from './server/authorize.js'
 export { PolyCallClient } from './client/client.js'
 export type {
   ClientBaseOptions,
@@ -44,6 +46,8 @@ export type {
   NodeStateJson,
   RestoreOptions,
   SnapshotFormat,
+  SnapshotOptions,
+  VerifyOptions,
   StateDiagnostics,
   StateMachineEvents,
   StateMachineOptions,
@@ -70,6 +74,8 @@ export type { SchemaRoute } from './server/schema-route.js'
 export type { ContractClient, ControlOptions } from './client/client.js'
 export { Context, createContext } from './context.js'
 export { Identity, parsePublicKey } from './secure/identity.js'
+export { signSnapshot, verifySnapshot } from './secure/signature.js'
+export type { SignedSnapshot, SnapshotSignature } from './secure/signature.js'
 export type { IdentitySaveOptions } from './secure/identity.js'
 export type {
   ClientKeyCheck,

@@ -33,6 +33,7 @@ import { pcr1ClientProtocol } from '../pcr1/client-protocol.js'
 import { MAX_PAYLOAD } from '../protocol/constants.js'
 import type { CallInput, CallOutput, Contract } from '../core/contract.js'
 import { validate } from '../core/schema.js'
+import { resolveClientSecure, type SecureClientOptions } from '../secure/options.js'
 import { SessionState } from '../state/session.js'
 import { EndpointPool, IDEMPOTENCY_KEY, newKey, type EndpointStats, type MultiEndpointOptions } from './pool.js'
 import { v1ClientProtocol, type ClientProtocol, type ClientSetup, type PendingCall } from './protocol.js'
@@ -77,6 +78,14 @@ export interface ClientBaseOptions {
   protocol?: 'v1' | 'pcr1' | undefined
   /** Connect with TLS; certificate validation is on unless `rejectUnauthorized: false`. */
   tls?: ClientTlsOptions | boolean | undefined
+  /**
+   * Run a secure session (v1 only; docs/security.md): the server is authenticated by its public
+   * key and every frame after the handshake is sealed. A server that offers none fails with
+   * `ERR_POLYCALL_INSECURE_PEER`, one whose key differs with `ERR_POLYCALL_HANDSHAKE_FAILED`;
+   * neither is retried. Composes with `tls`.
+   * @defaultValue none
+   */
+  secure?: SecureClientOptions | undefined
   /** Default per-request timeout in ms (`Infinity` for none). @defaultValue 5000 */
   timeout?: number | undefined
   /** Bound of one connection attempt, TCP + TLS + handshake + AUTH. @defaultValue 10000 */
@@ -126,6 +135,7 @@ const CLIENT_OPTION_KEYS = optionKeys<ClientOptions>()([
   'port',
   'protocol',
   'tls',
+  'secure',
   'timeout',
   'connectTimeout',
   'credentials',
@@ -150,6 +160,7 @@ const MULTI_OPTION_KEYS = optionKeys<MultiEndpointOptions>()([
   'maxAttempts',
   'protocol',
   'tls',
+  'secure',
   'timeout',
   'connectTimeout',
   'credentials',
@@ -421,6 +432,13 @@ async function awaitedHere<T>(p: Promise<T>): Promise<T> {
 
 const NO_OPTIONS: RequestOptions = Object.freeze({})
 
+/** A secure session's own failures keep their code (they are not plain protocol breaks). */
+const SECURE_FAILURES: ReadonlySet<string> = new Set([
+  ErrorCode.TAMPERED,
+  ErrorCode.DECOMPRESSION_LIMIT,
+  ErrorCode.DECOMPRESSION_FAILED,
+  ErrorCode.HANDSHAKE_FAILED,
+])
 
 function spkiHash(socket: TLSSocket): string {
   const raw = socket.getPeerCertificate(true).raw
@@ -548,6 +566,9 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
     if (!Number.isInteger(maxInFlight) || maxInFlight < 1) throw invalidArgument('maxInFlight must be an integer ≥ 1')
     if (protocol === 'pcr1' && options.credentials !== undefined) throw invalidArgument('PCR1 has no authentication step; credentials apply to v1')
     if (options.codec !== undefined && options.codec !== 'msgpack' && options.codec !== 'json') throw invalidArgument('codec must be msgpack or json')
+    if (options.secure !== undefined && protocol === 'pcr1') throw invalidArgument('PCR1 has no secure sessions; use TLS')
+    if (options.secure !== undefined && options.legacy === true) throw invalidArgument('a legacy client cannot run a secure session')
+    const secure = options.secure === undefined ? undefined : resolveClientSecure(options.secure)
     this.#customDial = options.dial
     this.#callerStacks = options.callerStacks === true
     this.#setup = {
@@ -558,6 +579,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
       legacyOnly: options.legacy === true,
       msgpack: options.codec !== 'json',
       sequenceStart: options.sequenceStart,
+      secure,
     }
     this.#pool = multi ? new EndpointPool(this, options as MultiEndpointOptions, (o) => new PolyCallClient(o)) : undefined
     if (this.#pool) {
@@ -1182,8 +1204,14 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
   }
 
   #connectFailed(err: PolyCallError): void {
+    // A refusal says something about the server or this client, not the network: asking again
+    // gets the same answer.
     const permanent =
-      err.code === ErrorCode.UNAUTHENTICATED || err.code === ErrorCode.TLS_PIN_MISMATCH || err.code === ErrorCode.PROTOCOL
+      err.code === ErrorCode.UNAUTHENTICATED ||
+      err.code === ErrorCode.TLS_PIN_MISMATCH ||
+      err.code === ErrorCode.PROTOCOL ||
+      err.code === ErrorCode.HANDSHAKE_FAILED ||
+      err.code === ErrorCode.INSECURE_PEER
     const policy = this.#reconnect
     this.#attempt++
     this.#lastFailure = err
@@ -1223,7 +1251,10 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
       'client',
       {
         frame: (f) => this.#frame(conn, f),
-        decodeError: (e) => conn.destroy(new PolyCallError(ErrorCode.PROTOCOL, `the server sent an invalid frame: ${e.message}`, { cause: e })),
+        decodeError: (e) =>
+          conn.destroy(
+            SECURE_FAILURES.has(e.code) ? e : new PolyCallError(ErrorCode.PROTOCOL, `the server sent an invalid frame: ${e.message}`, { cause: e }),
+          ),
         end: () => conn.end(),
         close: (e) => this.#lost(conn, e),
       },

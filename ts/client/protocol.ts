@@ -19,6 +19,9 @@ import {
   jsonCodec,
   msgpackCodec,
 } from '../protocol/payload.js'
+import { SecureChannel } from '../secure/channel.js'
+import { Identity, publicKeyText } from '../secure/identity.js'
+import type { ResolvedClientSecure } from '../secure/options.js'
 import { SessionState } from '../state/session.js'
 import type { TraceContext } from '../core/trace.js'
 import type { CommandExt } from '../protocol/msgpack-scalar.js'
@@ -66,6 +69,8 @@ export interface ClientSetup {
   /** Offer msgpack payloads (otherwise JSON with the other extensions). */
   readonly msgpack: boolean
   readonly sequenceStart: number | undefined
+  /** The checked `secure` option: run a secure session, or fail. */
+  readonly secure: ResolvedClientSecure | undefined
 }
 
 /** A reply's outcome. @internal */
@@ -99,11 +104,82 @@ const answersHello = (f: WireFrame): boolean =>
   f.type === MessageType.Response || f.type === MessageType.Error || f.type === MessageType.Handshake
 const answersAuth = (f: WireFrame): boolean => f.type === MessageType.Response || f.type === MessageType.Error || f.type === MessageType.Auth
 
+const handshakeFailed = (message: string, cause?: unknown) =>
+  new PolyCallError(ErrorCode.HANDSHAKE_FAILED, message, cause === undefined ? undefined : { cause })
+
+/**
+ * The secure handshake (docs/protocol-extensions.md, "Secure sessions"): message 1 in the hello,
+ * message 2 in the RESPONSE, XX's message 3 in a second HANDSHAKE followed at once by sealed
+ * frames. Anything but a secure answer fails: a plaintext or legacy server is
+ * `ERR_POLYCALL_INSECURE_PEER`, an impostor or an altered handshake `ERR_POLYCALL_HANDSHAKE_FAILED`,
+ * and an ERROR carries the server's refusal.
+ */
+async function secureSetup(conn: Connection, setup: ClientSetup, secure: ResolvedClientSecure): Promise<number> {
+  const offer = (setup.msgpack ? SUPPORTED_CAPABILITIES : SUPPORTED_CAPABILITIES & ~Capability.Msgpack) | (secure.compress ? Capability.Compression : 0)
+  if (setup.sequenceStart !== undefined) conn.startSequence(setup.sequenceStart)
+  const { pattern } = secure
+  // An XX client without an identity of its own gets a one-off key for this connection only.
+  const oneOff = pattern === 'XX' && secure.identity === undefined ? Identity.generate() : undefined
+  let start: { channel: SecureChannel; hello: Buffer }
+  try {
+    start = SecureChannel.initiator({
+      pattern,
+      identity: pattern === 'NK' ? undefined : (secure.identity ?? oneOff),
+      serverKey: secure.serverKey,
+      flags: offer,
+      ...secure.limits,
+    })
+  } finally {
+    oneOff?.destroy()
+  }
+  const { channel } = start
+  conn.secure(channel)
+  conn.session.to(SessionState.Handshake)
+  // The channel holds after the answer: this step, not the connection, decides how to read on.
+  const answer = await setup.exchange(conn, MessageType.Handshake, start.hello, (f) => {
+    if (!answersHello(f)) return false
+    conn.claimStep()
+    return true
+  })
+  if (answer.type === MessageType.Error) {
+    const { code, message } = jsonCodec.decodeError(answer.payload)
+    throw new PolyCallError(code === ErrorCode.REMOTE ? ErrorCode.HANDSHAKE_FAILED : code, `secure handshake refused: ${message}`)
+  }
+  if (answer.type === MessageType.Handshake) {
+    throw new PolyCallError(ErrorCode.INSECURE_PEER, 'the peer answered the hello with a HANDSHAKE: it speaks no secure session')
+  }
+  const reply = channel.readReply(answer.payload)
+  if (!reply.established) {
+    const key = publicKeyText(reply.serverKey)
+    let accepted: unknown
+    try {
+      accepted = await secure.check!(key)
+    } catch (e) {
+      throw handshakeFailed(`the server key check threw for ${key}`, e)
+    }
+    if (accepted !== true) throw handshakeFailed(`the server key ${key} was not accepted`)
+    if (conn.closed) throw new PolyCallError(ErrorCode.CONNECT_FAILED, 'the server closed the connection during the secure handshake')
+    conn.send(MessageType.Handshake, conn.nextSequence(), channel.finish())
+  }
+  conn.seal()
+  conn.stepDone()
+  const caps = reply.flags & (offer | Capability.Secure)
+  conn.capabilities = caps
+  conn.legacy = false
+  conn.codec = caps & Capability.Msgpack ? msgpackCodec : jsonCodec
+  conn.session.to(SessionState.Auth)
+  if (setup.credentials !== undefined) await v1ClientProtocol.authenticate(conn, setup)
+  else conn.session.to(SessionState.Ready)
+  if (caps & Capability.Heartbeat) conn.startHeartbeat(setup.heartbeatInterval, sendHeartbeat)
+  return reply.maxInFlight ? Math.min(setup.maxInFlight, reply.maxInFlight) : setup.maxInFlight
+}
+
 /** LibPolyCall v1: handshake with capability bits, JSON AUTH, COMMAND/RESPONSE/ERROR. @internal */
 export const v1ClientProtocol: ClientProtocol = {
   wire: v1Wire,
 
   async setup(conn, setup) {
+    if (setup.secure) return secureSetup(conn, setup, setup.secure)
     // Handshake (§4): long form with our capability bits. A RESPONSE or ERROR echoing the
     // sequence answers it, and so does a HANDSHAKE carrying the magic (what an echo peer sends
     // back); a HANDSHAKE without it is a broken answer. HEARTBEAT, COMMAND and AUTH frames never

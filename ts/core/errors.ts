@@ -60,6 +60,11 @@ export const ErrorCode = {
   PROTOCOL: 'ERR_POLYCALL_PROTOCOL',
   /** Authentication is required, or the credentials were refused. */
   UNAUTHENTICATED: 'ERR_POLYCALL_UNAUTHENTICATED',
+  /**
+   * The caller is known but not allowed: a `requirePrincipal` check said no, or the principal
+   * lacks a scope `requireScope` asks for.
+   */
+  FORBIDDEN: 'ERR_POLYCALL_FORBIDDEN',
   /** No route matches the command. */
   NOT_FOUND: 'ERR_POLYCALL_NOT_FOUND',
   /** A route registered twice: the same path shape and method (or every method). */

@@ -11,6 +11,13 @@
  * `drainTimeout` is destroyed; after `end()` a socket the peer does not close within
  * `lingerTimeout` is destroyed. While reading is paused for any reason, frames already decoded
  * from the last chunk wait (at most one chunk's worth) and are delivered on resume.
+ *
+ * Secure sessions ({@link Connection.secure}): the connection's decoder is the session's
+ * channel, which decodes and opens each socket chunk in one native call. While the channel
+ * holds at a handshake frame, the socket is paused and later bytes wait in the channel (at most
+ * 64 KiB) until the owner's handshake step is done; once the owner calls
+ * {@link Connection.seal}, every frame queued in a tick is sealed in one native call at flush
+ * time. A connection without a secure session does none of this work.
  * Internal module: not exported from the package entry points.
  * @packageDocumentation
  */
@@ -18,10 +25,12 @@ import type { Socket } from 'node:net'
 import { ErrorCode, PolyCallError, isPolyCallError } from '../core/errors.js'
 import { now, unrefTimer } from '../core/abort.js'
 import type { DecodeError } from '../protocol/codec.js'
+import { DEFAULT_FLAGS } from '../protocol/constants.js'
 import { jsonCodec, type PayloadCodec } from '../protocol/payload.js'
+import { SEAL_BATCH_FRAMES, type SecureChannel } from '../secure/channel.js'
 import { SessionMachine, type SessionRole } from '../state/session.js'
 import { every, stop, type Ticking } from './ticker.js'
-import { ARENA_FRAME_MAX, type Wire, type WireDecoder, type WireFrame } from './wire.js'
+import { ARENA_FRAME_MAX, SecureDecoder, type Wire, type WireDecoder, type WireFrame } from './wire.js'
 
 /** What the owner of a connection hears. */
 export interface ConnectionHooks {
@@ -105,6 +114,23 @@ interface Watch {
   heldError: DecodeError | undefined
 }
 
+/** A connection's secure session: its channel, the hold in progress and the frames to seal. */
+interface SecureLink {
+  readonly channel: SecureChannel
+  /** The frame the channel held after, until it has been delivered. */
+  holdFrame: WireFrame | undefined
+  /** The owner took the step of the held frame and will call {@link Connection.stepDone}. */
+  claimed: boolean
+  /** Three numbers per staged frame: `type | flags << 16`, sequence, payload length. */
+  words: number[]
+  /** The staged payloads, end to end (made on demand, dropped at each flush). */
+  stage: Buffer | undefined
+  pos: number
+  count: number
+  /** What the staged frames were counted as in `queuedBytes` (payloads plus 32 each). */
+  estimate: number
+}
+
 const EMPTY = Buffer.alloc(0)
 const wholeNow = (): number => Math.floor(now())
 const SOLO_SMALL = 1
@@ -118,6 +144,17 @@ const DELIVERING = 32
 const READ_PAUSED = 64
 /** The peer's side ended while frames were still held: its end comes after them. */
 const END_HELD = 128
+/** The secure channel holds at a handshake frame: the socket stays paused until the step is done. */
+const HOLDING = 256
+/** Outgoing frames are sealed. */
+const SEALING = 512
+/** First size of a secure connection's staging buffer (from Node's buffer pool). */
+const SEAL_STAGE = 2048
+/**
+ * A sealed tick writes what it queued once it reaches this much: one native call seals the
+ * whole batch, so batches go further than plaintext writes before they leave.
+ */
+const EARLY_SEAL = 16 * 1024
 const PAUSE_BIT: Record<PauseReason, number> = { dispatch: 1, drain: 2, owner: 4, replies: 8, write: 16 }
 const DISPATCH = PAUSE_BIT.dispatch
 const WRITE = PAUSE_BIT.write
@@ -151,7 +188,8 @@ export class Connection implements Ticking {
 
   readonly #hooks: ConnectionHooks
   readonly #wire: Wire
-  readonly #decoder: WireDecoder
+  #decoder: WireDecoder
+  #secure: SecureLink | undefined
   /** Frames waiting for the flush (created on demand: an idle connection holds none). */
   #queue: Buffer[] | undefined
   #queuedBytes = 0
@@ -301,6 +339,7 @@ export class Connection implements Ticking {
   send(type: number, sequence: number, payload?: Uint8Array, flags?: number): void {
     if (this.#closed || this.#ending) return
     const body = payload ?? EMPTY
+    if (this.#bits & SEALING) return this.#stageSealed(type, sequence, body, flags)
     const small = this.#wire.encodeInto !== undefined && !this.legacy && body.length + 16 <= ARENA_FRAME_MAX
     if (small && (this.#arena || this.#soloSmall)) {
       if (!this.#arena) {
@@ -333,6 +372,66 @@ export class Connection implements Ticking {
       this.#flushScheduled = true
       process.nextTick(() => this.#flush())
     }
+  }
+
+  /**
+   * Makes `channel` this connection's decoder: a secure session's channel, still handshaking.
+   * Call it before any byte arrives (right after construction, or before sending a hello).
+   */
+  secure(channel: SecureChannel): void {
+    this.#decoder.free()
+    this.#decoder = new SecureDecoder(channel)
+    this.#secure = { channel, holdFrame: undefined, claimed: false, words: [], stage: undefined, pos: 0, count: 0, estimate: 0 }
+  }
+
+  /** The secure session's channel, while the connection has one. */
+  get channel(): SecureChannel | undefined {
+    return this.#secure?.channel
+  }
+
+  /** True once outgoing frames are sealed. */
+  get sealing(): boolean {
+    return (this.#bits & SEALING) !== 0
+  }
+
+  /**
+   * From now on every frame sent is sealed: call it at the switch point (after writing the
+   * server's RESPONSE, after reading it on the client, after XX's third message). Frames queued
+   * before still leave first, as they are.
+   */
+  seal(): void {
+    if (this.#secure !== undefined) this.#bits |= SEALING
+  }
+
+  /**
+   * Called from the frame hook of a frame the channel held at: the owner's handshake step will
+   * finish later, with {@link Connection.stepDone}. A held frame nobody claims lets reading go
+   * on as soon as its hook returns.
+   */
+  claimStep(): void {
+    if (this.#secure !== undefined && (this.#bits & HOLDING) !== 0) this.#secure.claimed = true
+  }
+
+  /** The owner's handshake step is done: read what the channel held back, in the session's new mode. */
+  stepDone(): void {
+    const link = this.#secure
+    if (link !== undefined) link.claimed = false
+    this.#continue()
+  }
+
+  /**
+   * The peer speaks no secure hello: drop the channel and read on with the plain decoder (the
+   * bytes the channel held back go through it). Only at a hold, before any step was taken.
+   */
+  plain(): void {
+    const link = this.#secure
+    if (link === undefined) return
+    const chunks = link.channel.detach()
+    this.#secure = undefined
+    this.#bits &= ~(HOLDING | SEALING)
+    this.#decoder = this.#wire.decoder(this.#options.maxPayload)
+    for (const chunk of chunks) this.#take(chunk)
+    this.#readOn()
   }
 
   /**
@@ -397,15 +496,18 @@ export class Connection implements Ticking {
    * closed `linger` ms later (the peer neither reads nor closes) is destroyed.
    *
    * @param linger - ms; 0 waits for the peer however long it takes @defaultValue the `lingerTimeout` option
+   * @param error - why the connection ends, for the `close` hook @defaultValue none (a clean end)
    */
-  end(linger = this.#options.lingerTimeout ?? 0): void {
+  end(linger = this.#options.lingerTimeout ?? 0, error?: PolyCallError): void {
     if (this.#closed || this.#ending) return
+    if (error) this.#error ??= error
     // Even while waiting for 'drain': the socket buffers it, and nothing is written after end().
     this.#bits |= ENDING
     this.#flushScheduled = false
     this.#takeArena()
     this.#arena = undefined
     this.#soloSmall = false
+    if ((this.#bits & SEALING) !== 0 && !this.#sealStaged()) return
     this.#write()
     this.#stopHeartbeat()
     this.socket.end()
@@ -441,7 +543,70 @@ export class Connection implements Ticking {
     this.#takeArena()
     this.#arena = undefined
     this.#soloSmall = false
+    if ((this.#bits & SEALING) !== 0 && !this.#sealStaged()) return
     this.#write()
+  }
+
+  /** Stages one frame to seal at flush time (payloads copied, as the arena copies them). */
+  #stageSealed(type: number, sequence: number, body: Uint8Array, flags: number | undefined): void {
+    const link = this.#secure!
+    const len = body.length
+    let stage = link.stage
+    // Small frames start in a pooled 2 KiB buffer; large ones in one that holds a whole early batch.
+    if (stage === undefined) stage = link.stage = Buffer.allocUnsafe(len < SEAL_STAGE >>> 1 ? SEAL_STAGE : EARLY_SEAL + len)
+    else if (stage.length - link.pos < len) {
+      const grown = Buffer.allocUnsafe(Math.max(stage.length * 2, link.pos + len + EARLY_SEAL))
+      stage.copy(grown, 0, 0, link.pos)
+      stage = link.stage = grown
+    }
+    stage.set(body, link.pos)
+    link.pos += len
+    link.words.push(type | ((flags ?? DEFAULT_FLAGS[type]!) << 16), sequence, len)
+    link.count++
+    link.estimate += len + 32
+    this.#queuedBytes += len + 32
+    this.#queuedFrames++
+    if (link.count >= SEAL_BATCH_FRAMES || (this.#queuedBytes >= EARLY_SEAL && !this.#needDrain)) {
+      // The stage is reused for the rest of the tick; the flush lets it go.
+      if (!this.#sealStaged(true)) return
+      if (!this.#needDrain) this.#write()
+    }
+    const max = this.#options.maxWriteBuffer
+    if (max !== undefined && this.#queuedBytes + this.#backlog > max) this.#overfull()
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true
+      process.nextTick(() => this.#flush())
+    }
+  }
+
+  /**
+   * Seals the staged frames in one native call and queues the result behind what is queued
+   * already. A session that can no longer seal (it failed) destroys the connection.
+   */
+  #sealStaged(keepStage = false): boolean {
+    const link = this.#secure
+    if (link === undefined) return true
+    if (link.count === 0) {
+      if (!keepStage) link.stage = undefined
+      return true
+    }
+    const { count, words, pos, estimate } = link
+    const stage = link.stage!
+    link.words = []
+    if (!keepStage) link.stage = undefined
+    link.pos = link.count = link.estimate = 0
+    let bytes: Buffer
+    try {
+      bytes = link.channel.sealStaged(count, words, stage.subarray(0, pos))
+    } catch (e) {
+      this.#queuedBytes -= estimate
+      this.destroy(isPolyCallError(e) ? e : new PolyCallError(ErrorCode.INTERNAL, 'sealing failed', { cause: e }))
+      return false
+    }
+    this.#takeArena()
+    ;(this.#queue ??= []).push(bytes)
+    this.#queuedBytes += bytes.length - estimate
+    return true
   }
 
   #write(): void {
@@ -518,6 +683,11 @@ export class Connection implements Ticking {
   #onData(chunk: Buffer): void {
     this.lastReceived = wholeNow()
     this.bytesIn += chunk.length
+    this.#take(chunk)
+  }
+
+  /** Decodes one chunk and hands its frames on (or queues them behind frames still held). */
+  #take(chunk: Buffer): void {
     let frames: WireFrame[]
     let error: DecodeError | undefined
     try {
@@ -526,8 +696,59 @@ export class Connection implements Ticking {
       error = e as DecodeError
       frames = error.frames ?? []
     }
+    if (this.#secure !== undefined) this.#checkHold(frames)
     const watched = this.#options.stallTimeout || this.#options.frameTimeout
     if (error === undefined && watched) this.#watchRead(frames.length)
+    this.#enqueue(frames, error)
+  }
+
+  /** After a push or resume of the channel: a hold pauses the socket until its step is done. */
+  #checkHold(frames: WireFrame[]): void {
+    const link = this.#secure!
+    // A chunk that arrives during a hold only queues in the channel: the hold goes on.
+    if (!link.channel.held || (this.#bits & HOLDING) !== 0) return
+    this.#bits |= HOLDING
+    link.holdFrame = frames[frames.length - 1]
+    link.claimed = false
+    if ((this.#bits & READ_PAUSED) === 0 && !this.#closed) {
+      this.#bits |= READ_PAUSED
+      this.socket.pause()
+    }
+  }
+
+  /** Reads what the channel held back once the hold's step is done (or nobody took it). */
+  #continue(): void {
+    const link = this.#secure
+    this.#bits &= ~HOLDING
+    if (link !== undefined && !this.#closed) {
+      link.holdFrame = undefined
+      let frames: WireFrame[] = []
+      let error: DecodeError | undefined
+      if (!link.channel.destroyed) {
+        try {
+          frames = link.channel.resume()
+        } catch (e) {
+          error = e as DecodeError
+          frames = error.frames ?? []
+        }
+        this.#checkHold(frames)
+      }
+      this.#enqueue(frames, error)
+    }
+    this.#readOn()
+  }
+
+  /** Resumes the socket when nothing holds or pauses reading and no frame waits. */
+  #readOn(): void {
+    if (this.#held !== undefined || this.#closed || (this.#bits & (HOLDING | DELIVERING)) !== 0) return
+    if (this.#pauses === 0 && (this.#bits & READ_PAUSED) !== 0) {
+      this.#bits &= ~READ_PAUSED
+      this.socket.resume()
+    }
+  }
+
+  /** Hands decoded frames to the hooks, or queues them behind frames still held. */
+  #enqueue(frames: WireFrame[], error: DecodeError | undefined): void {
     if (this.#held !== undefined) {
       // A chunk the socket had read before it paused: its frames queue behind the held ones.
       if (this.#watch?.heldError === undefined) {
@@ -560,7 +781,9 @@ export class Connection implements Ticking {
           this.#heldAt = at + 1
           // Let go of the chunk before its last frame runs (nothing is left to hold).
           if (at + 1 === held.length && this.#watch?.heldError === undefined) this.#held = undefined
-          this.#hooks.frame(held[at]!)
+          const f = held[at]!
+          this.#hooks.frame(f)
+          if ((this.#bits & HOLDING) !== 0 && f === this.#secure?.holdFrame) this.#heldFrameDone()
         } else {
           const w = this.#w
           const error = w.heldError
@@ -576,10 +799,17 @@ export class Connection implements Ticking {
     if (this.#bits & END_HELD) {
       this.#bits &= ~END_HELD
       this.#onEnd()
-    } else if (this.#pauses === 0 && (this.#bits & READ_PAUSED) !== 0) {
+    } else if (this.#pauses === 0 && (this.#bits & (READ_PAUSED | HOLDING)) === READ_PAUSED) {
       this.#bits &= ~READ_PAUSED
       this.socket.resume()
     }
+  }
+
+  /** The held frame's hook returned: unless the owner took its step, read on now. */
+  #heldFrameDone(): void {
+    const link = this.#secure!
+    link.holdFrame = undefined
+    if (!link.claimed) this.#continue()
   }
 
   /**
@@ -663,6 +893,7 @@ export class Connection implements Ticking {
     this.#queuedBytes = 0
     this.#arena = undefined
     this.#decoder.free()
+    if (this.#secure !== undefined) this.#secure.stage = undefined
     this.#hooks.close(this.#error)
   }
 

@@ -8,6 +8,7 @@ import { FrameDecoder, encodeFrame } from '../protocol/codec.js'
 import { DEFAULT_FLAGS, HEADER_SIZE } from '../protocol/constants.js'
 import { JS_ENCODE_MAX, checksumJs, writeHeaderJs } from '../protocol/fast-path.js'
 import { Pcr1Decoder, encodePcr1Frame, writePcr1Header } from '../pcr1/frame.js'
+import type { SecureChannel } from '../secure/channel.js'
 
 /** A decoded frame of either format (`sequence` is PCR1's corr). */
 export interface WireFrame {
@@ -82,4 +83,29 @@ export const pcr1Wire: Wire = {
     target.set(payload, offset + HEADER_SIZE)
     return HEADER_SIZE + len
   },
+}
+
+/**
+ * @internal A connection's decoder while it has a secure session: the channel decodes and
+ * opens each socket chunk in one native call. Ending the input keeps the session, so replies
+ * to requests read before the peer's end can still be sealed.
+ */
+export class SecureDecoder implements WireDecoder {
+  constructor(readonly channel: SecureChannel) {}
+
+  get pending(): boolean {
+    return this.channel.partial
+  }
+
+  push(chunk: Uint8Array): WireFrame[] {
+    return this.channel.push(chunk)
+  }
+
+  end(): void {
+    this.channel.endInput()
+  }
+
+  free(): void {
+    this.channel.destroy()
+  }
 }

@@ -24,9 +24,12 @@ export const Capability = {
   Cancel: 0x0002,
   /** The peer sends heartbeats when idle, so silence means it is gone. */
   Heartbeat: 0x0004,
-  /** Secure sessions (docs/protocol-extensions.md#secure-sessions, `SecureChannel`). */
+  /**
+   * The hello carries a Noise handshake: every frame after it is sealed (docs/security.md). Only
+   * clients and servers configured with `secure` offer or accept it.
+   */
   Secure: 0x0008,
-  /** lz4-compressed frames (docs/protocol-extensions.md#compression). */
+  /** Payloads of a secure session above a threshold travel lz4-compressed (`secure.compress`). */
   Compression: 0x0010,
   /**
    * COMMAND may carry an idempotency key: the server answers a retried key with the first run's

@@ -147,9 +147,12 @@ const SEAL_WORDS = 3
 const META_FRAMES = 4096
 /** Frames per native seal call: the metadata array holds this many 3-word entries. */
 const SEAL_BATCH = Math.floor((META_FRAMES * OPEN_WORDS) / SEAL_WORDS)
+/** @internal Most frames one {@link SecureChannel.sealStaged} call takes. */
+export const SEAL_BATCH_FRAMES = SEAL_BATCH
 const OWNED = 0x80000000
 const MORE = 1 << 30
 const FAILED = 1 << 29
+const PARTIAL = 1 << 28
 const HELD = 1 << 27
 const COUNT = HELD - 1
 const FREED = -1
@@ -162,6 +165,20 @@ const META: Uint32Array = ((globalThis as Record<symbol, unknown>)[META_KEY] as 
   ((globalThis as Record<symbol, unknown>)[META_KEY] = new Uint32Array(META_FRAMES * OPEN_WORDS))
 native.secureSetMeta(META)
 
+/**
+ * Where {@link SecureChannel.seal} lays a batch's payloads end to end: one per thread, shared by
+ * every channel (sealing is synchronous), grown on demand; a batch over 1 MiB gets its own.
+ */
+let sharedStage = Buffer.allocUnsafe(16 * 1024)
+const STAGE_KEEP = 1024 * 1024
+
+function stageFor(bytes: number): Buffer {
+  if (bytes <= sharedStage.length) return sharedStage
+  const grown = Buffer.allocUnsafe(Math.max(bytes, Math.min(sharedStage.length * 2, STAGE_KEEP)))
+  if (grown.length <= STAGE_KEEP) sharedStage = grown
+  return grown
+}
+
 // Safety net only: channels are freed explicitly by destroy(), dispose, end() and errors.
 const finalizer = new FinalizationRegistry<number>((handle) => native.secureFree(handle))
 
@@ -169,7 +186,11 @@ function isInt(n: unknown, max: number): n is number {
   return typeof n === 'number' && Number.isInteger(n) && n >= 0 && n <= max
 }
 
-function limitsOf(o: SecureLimits): { maxPayload: number; rekeyFrames: number; rekeyBytes: number; compressThreshold: number } {
+/**
+ * @internal Checks and completes a limits object.
+ * @throws `ERR_POLYCALL_INVALID_ARGUMENT` for a limit out of range
+ */
+export function limitsOf(o: SecureLimits): { maxPayload: number; rekeyFrames: number; rekeyBytes: number; compressThreshold: number } {
   const maxPayload = o.maxPayload ?? MAX_PAYLOAD
   const rekeyFrames = o.rekeyFrames ?? DEFAULT_REKEY_FRAMES
   const rekeyBytes = o.rekeyBytes ?? DEFAULT_REKEY_BYTES
@@ -218,8 +239,9 @@ export class SecureChannel {
   #held = false
   #pending: Buffer[] = []
   #pendingBytes = 0
-  #stage: Buffer = Buffer.allocUnsafe(4096)
   #sealed = false
+  /** The last native push left an unfinished frame buffered. */
+  #partial = false
 
   private constructor(handle: number) {
     this.#handle = handle
@@ -383,6 +405,53 @@ export class SecureChannel {
     return this.#sealed
   }
 
+  /** True once the session was released (by {@link SecureChannel.destroy}, `end()` or a failure). */
+  get destroyed(): boolean {
+    return this.#handle === FREED
+  }
+
+  /** True while an unfinished frame is buffered (after the last push that reached native code). */
+  get partial(): boolean {
+    return this.#partial
+  }
+
+  /**
+   * Takes the bytes held back since the last hold and releases the session: for a connection
+   * whose peer turned out to speak no secure hello and that reads on with the plain decoder.
+   * Only right after a hold, where no unfinished frame is buffered.
+   *
+   * @returns the held chunks, in order
+   * @throws `ERR_POLYCALL_INVALID_ARGUMENT` when a frame is unfinished (not at a hold)
+   */
+  detach(): Buffer[] {
+    this.#live()
+    if (this.#partial) throw invalidArgument('detach() only at a hold, with no unfinished frame')
+    const pending = this.#pending
+    this.#pending = []
+    this.#pendingBytes = 0
+    this.destroy()
+    return pending
+  }
+
+  /**
+   * Declares the end of the incoming stream, keeping the session for what this side still sends
+   * (replies to requests read before the end).
+   *
+   * @throws `ERR_POLYCALL_TRUNCATED_HEADER` / `..._PAYLOAD` when a frame was cut short (the
+   *   session is then over), or the error that ended the session
+   */
+  endInput(): void {
+    const handle = this.#live()
+    if (this.#pendingBytes > 0) {
+      throw this.#fail([], new PolyCallError(ErrorCode.TRUNCATED_PAYLOAD, 'the stream ended while a handshake step was pending'))
+    }
+    try {
+      native.secureEnd(handle)
+    } catch (e) {
+      throw this.#fail([], fromNative(e))
+    }
+  }
+
   /**
    * Decodes a socket chunk, opening sealed frames in place, in one native call (more only for
    * over 4096 frames). Before the handshake completes the channel stops after each frame that
@@ -446,6 +515,7 @@ export class SecureChannel {
     const handle = this.#handle
     for (;;) {
       const status = native.securePush(handle, view)
+      this.#partial = (status & PARTIAL) !== 0
       const count = status & COUNT
       let owned: Buffer[] | undefined
       const ab = view.buffer
@@ -505,8 +575,7 @@ export class SecureChannel {
       }
       total += payload.length
     }
-    if (this.#stage.length < total) this.#stage = Buffer.allocUnsafe(Math.max(total, this.#stage.length * 2))
-    const stage = this.#stage
+    const stage = stageFor(total)
     let pos = 0
     for (let i = from, o = 0; i < to; i++, o += SEAL_WORDS) {
       const f = frames[i]!
@@ -521,6 +590,31 @@ export class SecureChannel {
     try {
       const n = native.secureSeal(this.#handle, to - from, stage.subarray(0, total), out)
       return out.subarray(0, n)
+    } catch (e) {
+      const err = fromNative(e)
+      if (err.code !== ErrorCode.INVALID_ARGUMENT && err.code !== ErrorCode.PAYLOAD_TOO_LARGE) throw this.#fail([], err)
+      throw err
+    }
+  }
+
+  /**
+   * @internal Seals a batch a connection staged itself, without per-frame checks (it only
+   * stages frames it built): `words` holds three numbers per frame (`type | flags << 16`,
+   * sequence, payload length) and `payloads` the payloads end to end. One native call.
+   *
+   * @param count - frames in the batch, at most {@link SEAL_BATCH_FRAMES}
+   * @param words - 3 × `count` numbers
+   * @param payloads - the payloads, end to end
+   * @returns the wire bytes
+   * @throws what {@link SecureChannel.seal} throws; any failure but an argument error ends the session
+   */
+  sealStaged(count: number, words: readonly number[], payloads: Buffer): Buffer {
+    const handle = this.#live()
+    for (let i = 0, n = count * SEAL_WORDS; i < n; i++) META[i] = words[i]!
+    const out = Buffer.allocUnsafe(count * 32 + payloads.length)
+    try {
+      const n = native.secureSeal(handle, count, payloads, out)
+      return n === out.length ? out : out.subarray(0, n)
     } catch (e) {
       const err = fromNative(e)
       if (err.code !== ErrorCode.INVALID_ARGUMENT && err.code !== ErrorCode.PAYLOAD_TOO_LARGE) throw this.#fail([], err)

@@ -242,6 +242,11 @@ export function toPublicKey(key: Uint8Array | string | Identity, what: string): 
   return Buffer.from(key)
 }
 
+/** @internal The `x25519:` text of 32 key bytes. */
+export function publicKeyText(key: Uint8Array): string {
+  return call(() => native.formatPublicKey(key))
+}
+
 /**
  * @internal Checks 32 bytes as an X25519 public key, including that it is not a low-order point
  * (for configuration time).

@@ -19,7 +19,10 @@ export interface SnapshotSignature {
 }
 
 /** A snapshot with its signature. */
-export type SignedSnapshot<T extends object> = Omit<T, 'signature'> & { signature: SnapshotSignature }
+export type SignedSnapshot<T extends object> = Omit<T, 'signature'> & {
+  /** The Ed25519 signature over the rest of the snapshot. */
+  signature: SnapshotSignature
+}
 
 function textOf(snapshot: unknown, what: string): string {
   if (typeof snapshot === 'string') return snapshot

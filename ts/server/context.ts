@@ -34,6 +34,16 @@ export interface PeerInfo {
   certificate?: PeerCertificateInfo | undefined
   /** True when the peer speaks the reference conventions (JSON, one frame per read). */
   legacy: boolean
+  /**
+   * The Noise pattern of the connection's secure session (`'IK'`, `'NK'` or `'XX'`), once its
+   * handshake completed; undefined for a plaintext connection.
+   */
+  secure?: 'IK' | 'NK' | 'XX' | undefined
+  /**
+   * The client's public key as `x25519:` text, verified by the secure handshake (IK and XX;
+   * an NK client has none).
+   */
+  publicKey?: string | undefined
 }
 
 /** The parts of a client certificate a server usually decides on. */
@@ -72,7 +82,10 @@ export interface RequestContext<Data = unknown> {
   readonly query: Record<string, string>
   /** The request's data. */
   readonly data: Data
-  /** What the server's `authenticate` returned for this connection (or the mTLS certificate). */
+  /**
+   * Who the connection is: what the server's `authenticate` returned, or what admitted its
+   * secure session's key (`secure.clients`), or the mTLS certificate.
+   */
   readonly principal: unknown
   /** Aborted when the caller cancels, the deadline passes, the connection drops, or the server is destroyed. */
   readonly signal: AbortSignal

@@ -8,6 +8,7 @@ import type { CallOptions } from '../core/abort.js'
 import type { PolyCallError } from '../core/errors.js'
 import { optionKeys } from '../core/options.js'
 import type { LatencySummary } from '../core/stats.js'
+import type { SecureServerOptions } from '../secure/options.js'
 import type { PeerInfo, RequestContext } from './context.js'
 import type { IdempotencyOptions } from './idempotency.js'
 
@@ -69,10 +70,10 @@ export interface ServerOptions {
    */
   authenticate?: Authenticator | undefined
   /**
-   * Refuse COMMAND until the connection authenticated: through `authenticate`, or with a client
-   * certificate the TLS layer verified (`tls.requestCert` with `rejectUnauthorized` not false).
-   * A server with neither cannot verify anyone and is refused at construction
-   * (`ERR_POLYCALL_INVALID_ARGUMENT`). Without `requireAuth`, COMMAND is served once the
+   * Refuse COMMAND until the connection authenticated: through `authenticate`, with a client
+   * certificate the TLS layer verified (`tls.requestCert` with `rejectUnauthorized` not false),
+   * or with a secure session key that `secure.clients` admitted. A server with none of these
+   * cannot verify anyone and is refused at construction (`ERR_POLYCALL_INVALID_ARGUMENT`). Without `requireAuth`, COMMAND is served once the
    * handshake is done (go-polycall clients never authenticate). @defaultValue false
    */
   requireAuth?: boolean | undefined
@@ -84,6 +85,14 @@ export interface ServerOptions {
   authTimeout?: number | undefined
   /** Serve TLS: node:tls options (`key`, `cert`, `ca`, `requestCert` for mutual TLS, ...). */
   tls?: TlsOptions | undefined
+  /**
+   * Secure sessions (v1 only): clients that offer one run a Noise handshake inside the v1
+   * handshake, and every later frame is sealed (docs/security.md). With `required`, peers that
+   * offer none get one ERROR `ERR_POLYCALL_INSECURE_PEER`; with `clients`, only the listed keys
+   * (or those the check admits) get in, authenticated by their key. Composes with `tls`.
+   * @defaultValue none (plaintext frames, or TLS alone)
+   */
+  secure?: SecureServerOptions<PeerInfo> | undefined
   /**
    * Connections beyond this get `ERR_POLYCALL_BUSY` and are closed. On a TLS server, connections
    * still in their TLS handshake count separately against the same number (past it they are
@@ -164,6 +173,7 @@ export const SERVER_OPTION_KEYS = optionKeys<ServerOptions>()([
   'authenticate',
   'requireAuth',
   'tls',
+  'secure',
   'maxConnections',
   'maxPayload',
   'maxInFlight',

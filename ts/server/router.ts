@@ -8,7 +8,7 @@
 import { METHODS } from 'node:http'
 import FindMyWay from 'find-my-way'
 import { ErrorCode, PolyCallError, invalidArgument } from '../core/errors.js'
-import type { RequestContext, RouteInfo } from './context.js'
+import { compose, type Middleware, type RequestContext, type RouteInfo } from './context.js'
 
 export type { RouteInfo } from './context.js'
 
@@ -31,6 +31,24 @@ export interface RouteOptions {
   inputHint?: string | undefined
   /** A hint of the output's shape, as JSON text (listed by PCR1 `describe`). @defaultValue '{}' */
   outputHint?: string | undefined
+  /**
+   * Middleware for this route only, run in order after the server's own middleware and before
+   * the handler (and before a schema route validates its input): for example
+   * `requireScope('orders:write')`.
+   * @defaultValue none
+   */
+  use?: Middleware | readonly Middleware[] | undefined
+}
+
+/** A handler behind a route's own middleware. */
+function guarded(use: readonly Middleware[], handler: Handler): Handler {
+  const run = compose(use, async (ctx) => {
+    ctx.result = await handler(ctx)
+  })
+  return async (ctx) => {
+    await run(ctx)
+    return ctx.result
+  }
 }
 
 /** The outcome of {@link Router.find}. */
@@ -133,6 +151,8 @@ export class Router {
           ? Object.entries(handler).map(([m, h]) => [m.toUpperCase(), h as Handler])
           : []
     if (entries.length === 0) throw invalidArgument(`route ${p}: handler must be a function or { METHOD: handler }`)
+    const use = options.use === undefined ? [] : typeof options.use === 'function' ? [options.use] : [...options.use]
+    if (!use.every((m) => typeof m === 'function')) throw invalidArgument(`route ${p}: use must be a middleware function or a list of them`)
     // Check everything before registering anything, so a refused call leaves the router as it was.
     const key = routeKey(p)
     const taken = this.#taken.get(key) ?? new Map<string, string>()
@@ -162,9 +182,10 @@ export class Router {
         inputHint: options.inputHint,
         outputHint: options.outputHint,
       }
+      const run = use.length === 0 ? h : guarded(use, h)
       try {
-        if (method === '*') this.#fmw.all(p, h as never, { route } satisfies Store)
-        else this.#fmw.on(method as FindMyWay.HTTPMethod, p, h as never, { route } satisfies Store)
+        if (method === '*') this.#fmw.all(p, run as never, { route } satisfies Store)
+        else this.#fmw.on(method as FindMyWay.HTTPMethod, p, run as never, { route } satisfies Store)
       } catch (cause) {
         throw new PolyCallError(ErrorCode.INVALID_ARGUMENT, `route ${method === '*' ? '' : `${method} `}${p}: ${(cause as Error).message}`, { cause })
       }

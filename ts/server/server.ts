@@ -30,6 +30,8 @@ import { v1ServerProtocol } from './v1.js'
 import { isSchemaRoute, schemaHandler, type ContractHandlers, type SchemaRoute } from './schema-route.js'
 import type { Contract } from '../core/contract.js'
 import type { StandardSchemaV1 } from '../core/schema.js'
+import { SecureChannel } from '../secure/channel.js'
+import { resolveServerSecure, type ResolvedServerSecure } from '../secure/options.js'
 
 function certificateOf(socket: Socket): PeerInfo['certificate'] {
   const tlsSocket = socket as TLSSocket
@@ -136,6 +138,7 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
   readonly protocol: 'v1' | 'pcr1'
   readonly #proto: ServerProtocol
   readonly #options: ServerOptions & ServerLimits
+  readonly #secure: ResolvedServerSecure<PeerInfo> | undefined
   readonly #middleware: Middleware[] = []
   #chain: ((ctx: RequestContext) => Promise<void>) | undefined
   readonly #net: NetServer
@@ -208,15 +211,17 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     if (options.authenticate !== undefined && typeof options.authenticate !== 'function') throw invalidArgument('authenticate must be a function')
     // A client certificate verifies someone only when the TLS layer refuses the ones it cannot verify.
     const enforcedCertificates = options.tls?.requestCert === true && options.tls.rejectUnauthorized !== false
-    if (options.requireAuth && !options.authenticate && !enforcedCertificates) {
+    const keyedClients = options.secure?.clients !== undefined
+    if (options.requireAuth && !options.authenticate && !enforcedCertificates && !keyedClients) {
       throw invalidArgument(
-        'requireAuth needs a way to verify peers: an authenticate function, or TLS client certificates ' +
-          'the server enforces (tls.requestCert without rejectUnauthorized: false)',
+        'requireAuth needs a way to verify peers: an authenticate function, TLS client certificates ' +
+          'the server enforces (tls.requestCert without rejectUnauthorized: false), or secure.clients',
       )
     }
     if (protocol === 'pcr1' && (options.requireAuth || options.authenticate)) {
       throw invalidArgument('PCR1 has no authentication step; use TLS client certificates or controlToken')
     }
+    if (protocol === 'pcr1' && options.secure !== undefined) throw invalidArgument('PCR1 has no secure sessions; use TLS')
     if (options.controlToken !== undefined && typeof options.controlToken !== 'string') throw invalidArgument('controlToken must be a string')
     this.#options = {
       ...options,
@@ -234,6 +239,7 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
       drainTimeout: checkLimit(options.drainTimeout, 'drainTimeout', 30_000),
     }
     if (this.#options.maxPayload > MAX_PAYLOAD) throw invalidArgument(`maxPayload must be at most ${MAX_PAYLOAD}`)
+    this.#secure = options.secure === undefined ? undefined : resolveServerSecure(options.secure, this.#options.maxPayload)
     checkTimeout(options.requestTimeout, 'requestTimeout')
     const idem = options.idempotency
     if (idem !== undefined && idem !== false && (idem === null || typeof idem !== 'object')) throw invalidArgument('idempotency must be an object or false')
@@ -256,6 +262,9 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
       },
       get closing() {
         return self.#closing
+      },
+      get secure() {
+        return self.#secure
       },
       capabilities,
       dispatch: (s, sequence, command, data, timeout, ext) => this.#dispatch(s, sequence, command, data, timeout, ext),
@@ -572,9 +581,23 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
       return
     }
     // The session is the connection's hooks object: no closures per connection.
+    const secure = this.#secure
+    let channel: SecureChannel | undefined
+    if (secure !== undefined) {
+      try {
+        channel = SecureChannel.responder({ identity: secure.identity, patterns: secure.patterns, ...secure.limits })
+      } catch (error) {
+        // The identity was destroyed after the server was made: nothing can be served securely.
+        this.#counters.rejected++
+        this.#report(error)
+        socket.destroy()
+        return
+      }
+    }
     const session = new ServerSession(this.#events)
     const conn = new Connection(socket, 'server', session, this.#connection)
     session.conn = conn
+    if (channel !== undefined) conn.secure(channel)
     const tls = 'encrypted' in socket
     const watched = this.listenerCount('connect') > 0 || this.listenerCount('disconnect') > 0
     // Read the peer now where it is needed now or may be needed after the socket is gone.
@@ -825,7 +848,7 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
       // A keyed run goes on: its retry is coming for the outcome.
       if (!(req.keyed && req.running)) req.abort(new PolyCallError(ErrorCode.CONNECTION_LOST, 'the connection failed', { cause: err }))
     }
-    conn.end(FAIL_LINGER_MS)
+    conn.end(FAIL_LINGER_MS, err)
   }
 
   #closed(s: ServerSession, error: PolyCallError | undefined): void {

@@ -16,6 +16,7 @@ import type { Connection, ConnectionHooks } from '../network/connection.js'
 import type { Wire, WireFrame } from '../network/wire.js'
 import type { PeerInfo, RequestContext } from './context.js'
 import type { ServerLimits, ServerOptions, ServerStats } from './options.js'
+import type { ResolvedServerSecure } from '../secure/options.js'
 
 /** One request being served. */
 export class ServerRequest implements RequestContext, Expiring {
@@ -176,6 +177,8 @@ function endIfQuiet(s: ServerSession): void {
 /** What the server core offers a protocol adapter. */
 export interface ServerHost {
   readonly options: ServerOptions & ServerLimits
+  /** The checked `secure` option (v1 servers), or undefined. */
+  readonly secure: ResolvedServerSecure<PeerInfo> | undefined
   readonly closing: boolean
   /** Capability bits this server offers. */
   readonly capabilities: number

@@ -18,7 +18,10 @@ import {
   jsonCodec,
   msgpackCodec,
 } from '../protocol/payload.js'
+import type { SecureChannel, SecureHello } from '../secure/channel.js'
+import { publicKeyText } from '../secure/identity.js'
 import { SessionState } from '../state/session.js'
+import type { PeerInfo } from './context.js'
 import type { Credentials } from './options.js'
 import type { ServerHost, ServerProtocol, ServerSession } from './session.js'
 
@@ -51,7 +54,17 @@ function sendError(s: ServerSession, sequence: number, err: PolyCallError): void
 
 function handshake(host: ServerHost, s: ServerSession, f: WireFrame): void {
   const { conn } = s
-  if (conn.session.state !== SessionState.Init) return sendError(s, f.sequence, notAllowed(s, f.type))
+  const channel = conn.channel
+  if (conn.session.state !== SessionState.Init) {
+    if (channel !== undefined && conn.session.accepts(MessageType.Handshake)) return secureFinish(host, s, f, channel)
+    return sendError(s, f.sequence, notAllowed(s, f.type))
+  }
+  if (channel !== undefined) return secureHello(host, s, f, channel)
+  plainHandshake(host, s, f)
+}
+
+function plainHandshake(host: ServerHost, s: ServerSession, f: WireFrame): void {
+  const { conn } = s
   let hello
   try {
     hello = parseHandshake(f.payload)
@@ -75,6 +88,147 @@ function handshake(host: ServerHost, s: ServerSession, f: WireFrame): void {
 }
 
 const unauthenticated = (message: string) => new PolyCallError(ErrorCode.UNAUTHENTICATED, message)
+
+/** What a secure server decided on a client's key: a principal, or a refusal. */
+const REFUSED = Symbol('refused')
+/** `secure.clients` is not set: any key gets in, none is authenticated by it. */
+const UNCHECKED = Symbol('unchecked')
+type Verdict = unknown
+
+/**
+ * The auth rule for keys: a listed key, or a truthy answer of the check, admits; an unlisted key,
+ * a falsy answer, a throw or a rejection refuses. Synchronous unless the check returns a promise.
+ */
+function admit(host: ServerHost, s: ServerSession, key: string | undefined): Verdict | Promise<Verdict> {
+  const clients = host.secure!.clients
+  if (clients === undefined) return UNCHECKED
+  if (typeof clients !== 'function') {
+    if (key === undefined || !clients.has(key)) return REFUSED
+    const cert = s.peer.certificate
+    return cert ? { publicKey: key, subject: cert.subject, fingerprint256: cert.fingerprint256 } : { publicKey: key }
+  }
+  let answer: unknown
+  try {
+    answer = clients(key, s.peer)
+  } catch {
+    return REFUSED
+  }
+  if (answer !== null && typeof answer === 'object' && typeof (answer as PromiseLike<unknown>).then === 'function') {
+    return Promise.resolve(answer as PromiseLike<unknown>).then(
+      (v) => (v ? v : REFUSED),
+      () => REFUSED,
+    )
+  }
+  return answer ? answer : REFUSED
+}
+
+/** Runs `then` with the verdict: now when it is known now, otherwise once it settles (the step is claimed meanwhile). */
+function withVerdict(s: ServerSession, verdict: Verdict | Promise<Verdict>, then: (v: Verdict) => void): void {
+  if (!(verdict instanceof Promise)) return then(verdict)
+  s.conn.claimStep()
+  verdict.then(
+    (v) => {
+      if (s.conn.closed) return
+      then(v)
+      s.conn.stepDone()
+    },
+    // admit() maps every failure to REFUSED; nothing else can reject.
+    () => {},
+  )
+}
+
+function refusedKey(key: string | undefined): PolyCallError {
+  return unauthenticated(key === undefined ? 'this server admits only clients with a known key' : `the key ${key} is not admitted`)
+}
+
+/** The session is established and its peer admitted: record who it is and go on to AUTH/READY. */
+function secureReady(host: ServerHost, s: ServerSession, pattern: PeerInfo['secure'], key: string | undefined, verdict: Verdict): void {
+  const { conn } = s
+  const peer = s.peer
+  peer.secure = pattern
+  peer.publicKey = key
+  if (verdict !== UNCHECKED) {
+    s.principal = verdict
+    s.authenticated = true
+    host.authenticated(s, true)
+  }
+  conn.session.to(SessionState.Auth)
+  if (!host.options.requireAuth || s.authenticated) conn.session.to(SessionState.Ready)
+  if (conn.capabilities & Capability.Heartbeat) conn.startHeartbeat(host.options.heartbeatInterval, sendHeartbeat)
+  host.established(s)
+}
+
+/**
+ * A HANDSHAKE on a secure server: a plaintext hello continues as on any server (unless
+ * `required`), a secure one runs message 1 and answers with message 2. IK and NK clients are
+ * admitted (or refused with one ERROR echoing the hello) before the answer; XX clients after
+ * their third message.
+ */
+function secureHello(host: ServerHost, s: ServerSession, f: WireFrame, channel: SecureChannel): void {
+  const { conn } = s
+  const secure = host.secure!
+  let hello: SecureHello
+  try {
+    hello = channel.readHello(f.payload)
+  } catch (e) {
+    return host.fail(s, e as PolyCallError, f.sequence)
+  }
+  if (!hello.secure) {
+    if (secure.required) {
+      return host.fail(s, new PolyCallError(ErrorCode.INSECURE_PEER, 'this server requires a secure session'), f.sequence)
+    }
+    conn.plain()
+    return plainHandshake(host, s, f)
+  }
+  conn.session.to(SessionState.Handshake)
+  const pattern = hello.pattern!
+  const caps = hello.flags & (host.capabilities | (secure.compress ? Capability.Compression : 0))
+  const answer = (): boolean => {
+    let reply: Buffer
+    try {
+      reply = channel.accept(caps, host.options.maxInFlight)
+    } catch (e) {
+      host.fail(s, e as PolyCallError, f.sequence)
+      return false
+    }
+    conn.capabilities = caps | Capability.Secure
+    conn.legacy = false
+    conn.codec = caps & Capability.Msgpack ? msgpackCodec : jsonCodec
+    s.settleLegacy()
+    conn.send(MessageType.Response, f.sequence, reply)
+    return true
+  }
+  if (pattern === 'XX') {
+    // The client's key comes with message 3: answer now, decide then.
+    if (answer()) conn.session.expectSecondHandshake()
+    return
+  }
+  const key = hello.clientKey === undefined ? undefined : publicKeyText(hello.clientKey)
+  withVerdict(s, admit(host, s, key), (verdict) => {
+    if (verdict === REFUSED) return host.fail(s, refusedKey(key), f.sequence)
+    if (!answer()) return
+    // IK and NK: every frame after the RESPONSE is sealed.
+    conn.seal()
+    secureReady(host, s, pattern, key, verdict)
+  })
+}
+
+/** XX's third message: the client's key, then the same decision as for IK. */
+function secureFinish(host: ServerHost, s: ServerSession, f: WireFrame, channel: SecureChannel): void {
+  const { conn } = s
+  let key: string
+  try {
+    key = publicKeyText(channel.readFinish(f.payload))
+  } catch (e) {
+    return host.fail(s, e as PolyCallError, 0)
+  }
+  // The client seals from its third message on; so does this side from here.
+  conn.seal()
+  withVerdict(s, admit(host, s, key), (verdict) => {
+    if (verdict === REFUSED) return host.fail(s, refusedKey(key), 0)
+    secureReady(host, s, 'XX', key, verdict)
+  })
+}
 
 /**
  * A refused AUTH: whoever the connection was before, it is nobody now (on a requireAuth server

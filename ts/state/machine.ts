@@ -21,6 +21,8 @@ import type { BindingStateInfo } from '../../binding.cjs'
 import { ErrorCode, PolyCallError, invalidArgument } from '../core/errors.js'
 import { checkOptionKeys, optionKeys } from '../core/options.js'
 import { fromNative, native } from '../native.js'
+import type { Identity } from '../secure/identity.js'
+import { signSnapshot, verifySnapshot } from '../secure/signature.js'
 import { type Deadline, MAX_DELAY, type WaitOptions, checkSignal, checkTimeout, deadline, raceDeadline } from './wait.js'
 
 /** Options of {@link StateMachine}. */
@@ -216,6 +218,28 @@ export interface RestoreOptions extends WaitOptions {
   legacy?: boolean | undefined
 }
 
+/** Options of {@link StateMachine.snapshot}. */
+export interface SnapshotOptions {
+  /**
+   * Sign the snapshot with this identity's Ed25519 key: a `signature` member is added
+   * (docs/security.md, "Snapshot signatures"). Checksums catch corruption; only a signature
+   * catches a deliberate edit.
+   * @defaultValue unsigned
+   */
+  sign?: Identity | undefined
+}
+
+/** Options of {@link StateMachine.restore} about signatures. */
+export interface VerifyOptions {
+  /**
+   * Restore only a snapshot signed by this key (an identity, its `signingKey` bytes or the
+   * `ed25519:` text): an unsigned, altered or otherwise signed snapshot is refused with
+   * `ERR_POLYCALL_BAD_SIGNATURE` before anything changes.
+   * @defaultValue none: a signature is neither needed nor checked
+   */
+  verify?: Identity | Uint8Array | string | undefined
+}
+
 /** Which layout a restored snapshot had. */
 export type SnapshotFormat = 'polycall' | 'node-polycall'
 
@@ -331,6 +355,20 @@ async function runHook(hook: TransitionHook | undefined, ctx: TransitionContext,
       cause: e,
     })
   }
+}
+
+/**
+ * A machine snapshot's text for the core: with `verify`, only once its signature holds; the
+ * `signature` member (which no checksum covers) is taken off either way.
+ */
+function unsigned(snapshot: unknown, verify: Identity | Uint8Array | string | undefined): string {
+  if (verify !== undefined) return JSON.stringify(verifySnapshot(snapshot as object, verify))
+  const text = snapshotText(snapshot)
+  if (!text.includes('"signature"')) return text
+  const parsed = JSON.parse(text) as { signature?: unknown } | null
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed) || !('signature' in parsed)) return text
+  const { signature: _signature, ...rest } = parsed
+  return JSON.stringify(rest)
 }
 
 /** A snapshot's JSON text: strings pass through unchanged, objects go through JSON.stringify. */
@@ -858,14 +896,19 @@ export class StateMachine extends EventEmitter<StateMachineEvents> {
   /**
    * The machine snapshot: plain JSON-serialisable data (see {@link StateMachineSnapshot}).
    *
+   * @param options - `sign` to add an Ed25519 signature
+   * @returns the snapshot
+   * @throws `ERR_POLYCALL_CLOSED` after {@link StateMachine.free} or for a destroyed identity
    * @example
    * ```ts
    * await store.put('sm', JSON.stringify(sm.snapshot()))
+   * const signed = sm.snapshot({ sign: identity }) // restore(signed, { verify: identity.signingKey })
    * ```
    */
-  snapshot(): StateMachineSnapshot {
+  snapshot(options: SnapshotOptions = {}): StateMachineSnapshot {
     const handle = this.#live()
-    return JSON.parse(call(() => native.smSnapshot(handle, Date.now()))) as StateMachineSnapshot
+    const snap = JSON.parse(call(() => native.smSnapshot(handle, Date.now()))) as StateMachineSnapshot
+    return options.sign === undefined ? snap : signSnapshot(snap, options.sign)
   }
 
   /**
@@ -887,9 +930,11 @@ export class StateMachine extends EventEmitter<StateMachineEvents> {
    * nothing; unlock first. The snapshot's own locks come back with it.
    *
    * @param snapshot - the snapshot, or its JSON text
-   * @param options - `legacy` (also accept node-polycall's layout), `signal`, `timeout`
+   * @param options - `legacy` (also accept node-polycall's layout), `verify` (the signer's key),
+   *   `signal`, `timeout`
    * @returns the layout the snapshot had
-   * @throws (rejects with) `ERR_POLYCALL_INTEGRITY_CHECK_FAILED` (errno 7) for a checksum that
+   * @throws `ERR_POLYCALL_BAD_SIGNATURE` with `verify`, for an unsigned, altered or otherwise
+   *   signed snapshot; (rejects with) `ERR_POLYCALL_INTEGRITY_CHECK_FAILED` (errno 7) for a checksum that
    *   does not match, `ERR_POLYCALL_INVALID_SNAPSHOT` for a malformed or inconsistent one (or
    *   node-polycall's layout without `legacy`), `ERR_POLYCALL_STATE_LOCKED` (8) while a live state
    *   is locked, `ERR_POLYCALL_MAX_STATES_REACHED` (3), `ERR_POLYCALL_MAX_TRANSITIONS_REACHED` (4),
@@ -901,8 +946,8 @@ export class StateMachine extends EventEmitter<StateMachineEvents> {
    * await imported.restore(nodePolycallSnapshot, { legacy: true })
    * ```
    */
-  async restore(snapshot: StateMachineSnapshot | string, options: RestoreOptions = {}): Promise<SnapshotFormat> {
-    const text = snapshotText(snapshot)
+  async restore(snapshot: StateMachineSnapshot | string, options: RestoreOptions & VerifyOptions = {}): Promise<SnapshotFormat> {
+    const text = unsigned(snapshot, options.verify)
     const legacy = options.legacy ?? false
     if (typeof legacy !== 'boolean') throw invalidArgument('legacy must be a boolean')
     const d = deadline(options)

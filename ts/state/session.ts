@@ -6,6 +6,11 @@
  * Besides the C table (INIT→HANDSHAKE, HANDSHAKE→AUTH, AUTH→READY, READY→ERROR|CLOSED,
  * ERROR→CLOSED), a connection may fail (→ ERROR) or close (→ CLOSED) from any state before CLOSED:
  * a handshake can time out and a peer can send garbage before it is ready.
+ *
+ * A secure session of the Noise XX pattern takes three handshake messages, the third in a second
+ * client HANDSHAKE: a server that answered the first with XX's second message calls
+ * {@link SessionMachine.expectSecondHandshake}, and HANDSHAKE is accepted once more in the
+ * HANDSHAKE state.
  */
 import { ErrorCode, PolyCallError, invalidArgument } from '../core/errors.js'
 import { native } from '../native.js'
@@ -35,6 +40,7 @@ export type SessionRole = 'client' | 'server'
 // Layout: 6 edge masks (1 << state), then 6 server and 6 client accepted-frame masks
 // (1 << message type), each indexed by state.
 const TABLES = native.sessionTables()
+const HANDSHAKE = 1
 const EDGES: readonly number[] = TABLES.slice(0, 6)
 // Received frame types each state accepts, indexed by SessionState.
 const ACCEPTS: Record<SessionRole, readonly number[]> = {
@@ -59,6 +65,8 @@ const ACCEPTS: Record<SessionRole, readonly number[]> = {
  */
 export class SessionMachine {
   #state = SessionState.Init
+  /** A second client HANDSHAKE (XX's third message) is due. */
+  #secondHandshake = false
   /** The side this machine tracks. */
   readonly role: SessionRole
 
@@ -93,6 +101,22 @@ export class SessionMachine {
       )
     }
     this.#state = next
+    this.#secondHandshake = false
+  }
+
+  /**
+   * Server, in the HANDSHAKE state: the client's next HANDSHAKE (the Noise XX pattern's third
+   * message) is accepted, once, until the state moves on.
+   *
+   * @throws `ERR_POLYCALL_INVALID_TRANSITION` (errno 2) outside the HANDSHAKE state or on a client
+   */
+  expectSecondHandshake(): void {
+    if (this.role !== 'server' || this.#state !== SessionState.Handshake) {
+      throw new PolyCallError(ErrorCode.INVALID_TRANSITION, 'a second HANDSHAKE is only expected by a server in the HANDSHAKE state', {
+        errno: 2,
+      })
+    }
+    this.#secondHandshake = true
   }
 
   /**
@@ -103,7 +127,7 @@ export class SessionMachine {
    * @returns true when the frame may be processed; otherwise answer it with ERROR
    */
   accepts(type: MessageType): boolean {
-    return (ACCEPTS[this.role][this.#state]! & (1 << type)) !== 0
+    return (ACCEPTS[this.role][this.#state]! & (1 << type)) !== 0 || (this.#secondHandshake && type === HANDSHAKE)
   }
 
   /** HANDSHAKE ≤ state < ERROR (the C library's *connected*). */
