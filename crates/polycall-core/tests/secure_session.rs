@@ -748,18 +748,18 @@ fn session_reports_itself() {
 #[test]
 fn aesgcm_sessions_round_trip_and_refuse_tampering() {
     for pattern in Pattern::ALL {
-        let mut p = pair_with_cipher(pattern, Cipher::AesGcm, limits(), limits(), OFFER, OFFER);
-        let mut q = pair(pattern);
-        assert_ne!(p.client.handshake_hash(), q.client.handshake_hash());
+        let mut aes = pair_with_cipher(pattern, Cipher::AesGcm, limits(), limits(), OFFER, OFFER);
+        let mut chacha = pair(pattern);
+        assert_ne!(aes.client.handshake_hash(), chacha.client.handshake_hash());
         let payloads: Vec<Vec<u8>> = (0..20u32)
             .map(|i| vec![i as u8; (i as usize * 331) % 5000])
             .collect();
         let frames: Vec<(MessageType, u32, &[u8])> = payloads
             .iter()
             .enumerate()
-            .map(|(i, p)| (MessageType::Command, i as u32, p.as_slice()))
+            .map(|(i, body)| (MessageType::Command, i as u32, body.as_slice()))
             .collect();
-        let wire = seal(&mut p.client, &frames);
+        let wire = seal(&mut aes.client, &frames);
         assert!(
             wire.windows(8).all(|w| w != [7u8; 8]),
             "no plaintext run on the wire"
@@ -767,16 +767,16 @@ fn aesgcm_sessions_round_trip_and_refuse_tampering() {
         let (a, b) = wire.split_at(wire.len() / 3);
         let mut got = Vec::new();
         for piece in a.chunks(7).chain(b.chunks(1500)) {
-            got.extend(push_ok(&mut p.server, piece));
+            got.extend(push_ok(&mut aes.server, piece));
         }
         let opened: Vec<Vec<u8>> = got.into_iter().map(|(_, payload)| payload).collect();
         assert_eq!(opened, payloads);
-        let back = seal(&mut p.server, &[(MessageType::Response, 3, b"reply")]);
-        assert_eq!(push_ok(&mut p.client, &back)[0].1, b"reply");
+        let back = seal(&mut aes.server, &[(MessageType::Response, 3, b"reply")]);
+        assert_eq!(push_ok(&mut aes.client, &back)[0].1, b"reply");
 
         // Any flipped bit, in the header's authenticated bytes or the body, is refused.
         let frame = seal(
-            &mut p.client,
+            &mut aes.client,
             &[(MessageType::Command, 9, b"sealed with aes")],
         );
         for at in [1usize, 2, 4, 20, frame.len() - 1] {
@@ -792,13 +792,16 @@ fn aesgcm_sessions_round_trip_and_refuse_tampering() {
             assert_eq!(pushed.result.unwrap_err().code(), "TAMPERED", "byte {at}");
         }
         // A frame of a ChaChaPoly session does not open in an AESGCM one, nor the reverse.
-        let chacha = seal(&mut q.client, &[(MessageType::Command, 1, b"x")]);
+        let chacha_frame = seal(&mut chacha.client, &[(MessageType::Command, 1, b"x")]);
         assert_eq!(
-            push(&mut p.server, &chacha).result.unwrap_err().code(),
+            push(&mut aes.server, &chacha_frame)
+                .result
+                .unwrap_err()
+                .code(),
             "TAMPERED"
         );
         assert_eq!(
-            push(&mut q.server, &frame).result.unwrap_err().code(),
+            push(&mut chacha.server, &frame).result.unwrap_err().code(),
             "TAMPERED"
         );
     }

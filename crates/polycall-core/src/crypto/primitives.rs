@@ -128,7 +128,7 @@ impl Cipher {
 
     /// Whether this CPU runs the cipher with dedicated instructions: always for `ChaChaPoly`
     /// (it needs none); for `AESGCM`, AES and carry-less multiplication (x86-64 `aes` and
-    /// `pclmulqdq`, AArch64 `aes` and `pmull`), detected at run time.
+    /// `pclmulqdq`; 64-bit Arm `aes` and `pmull`), detected at run time.
     pub fn is_fast_here(self) -> bool {
         match self {
             Self::ChaChaPoly => true,
