@@ -70,13 +70,53 @@ pub fn dh(k: &[u8; KEY_LEN], public: &[u8; KEY_LEN]) -> Result<Secret> {
     Ok(Zeroizing::new(shared.to_bytes()))
 }
 
+/// The u-coordinates (little-endian, bit 255 clear) of the points whose order divides 8, on the
+/// curve and on its twist: 0 (order 2; also the ladder's image of the point at infinity), 1 and
+/// p - 1 (order 4), the two points of order 8, and the non-canonical encodings p and p + 1 of 0
+/// and 1. X25519 with a clamped scalar (a multiple of the cofactor 8) maps exactly these to zero.
+const LOW_ORDER: [[u8; KEY_LEN]; 7] = [
+    [0; KEY_LEN],
+    [
+        1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0,
+    ],
+    [
+        0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f, 0xc4,
+        0x6a, 0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49,
+        0xb8, 0x00,
+    ],
+    [
+        0x5f, 0x9c, 0x95, 0xbc, 0xa3, 0x50, 0x8c, 0x24, 0xb1, 0xd0, 0xb1, 0x55, 0x9c, 0x83, 0xef,
+        0x5b, 0x04, 0x44, 0x5c, 0xc4, 0x58, 0x1c, 0x8e, 0x86, 0xd8, 0x22, 0x4e, 0xdd, 0xd0, 0x9f,
+        0x11, 0x57,
+    ],
+    [
+        0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0x7f,
+    ],
+    [
+        0xed, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0x7f,
+    ],
+    [
+        0xee, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0x7f,
+    ],
+];
+
 /// Whether `public` is a usable X25519 public key: not one of the low-order points, whose
-/// Diffie-Hellman output is zero whatever the secret.
+/// Diffie-Hellman output is zero whatever the secret. A comparison with the seven encodings of
+/// such points (bit 255 ignored, as X25519 ignores it), with no scalar multiplication; the
+/// handshake's Diffie-Hellman refuses a zero result as well.
 pub fn is_valid_x25519_public(public: &[u8; KEY_LEN]) -> bool {
-    // Clamped scalars are multiples of the cofactor 8, so a low-order point gives zero for
-    // every secret; one fixed scalar decides it.
-    let probe = [0x55u8; KEY_LEN];
-    x25519(&probe, public).iter().any(|&b| b != 0)
+    let mut u = *public;
+    if let Some(top) = u.last_mut() {
+        *top &= 0x7f;
+    }
+    !LOW_ORDER.contains(&u)
 }
 
 /// A Noise cipher function (Noise rev 34 §12.3, §12.4): the AEAD of handshake messages and
@@ -383,6 +423,31 @@ mod tests {
         assert!(!aead.open(3, b"AD", &mut buf, &tag));
         assert!(aead.open(3, b"ad", &mut buf, &tag));
         assert_eq!(&buf, b"sixteen byte msg");
+    }
+
+    #[test]
+    fn the_low_order_list_is_what_x25519_maps_to_zero() {
+        // The definition the list stands for: a clamped scalar times the point is zero.
+        let by_multiplication =
+            |u: &[u8; KEY_LEN]| x25519(&[0x55; KEY_LEN], u).iter().any(|&b| b != 0);
+        for point in LOW_ORDER {
+            assert!(!by_multiplication(&point), "{point:02x?}");
+            let mut high = point;
+            high[31] |= 0x80;
+            assert!(!by_multiplication(&high) && !is_valid_x25519_public(&high));
+        }
+        for i in 0..200u32 {
+            let mut k = [0u8; KEY_LEN];
+            k[..4].copy_from_slice(&i.to_le_bytes());
+            let public = if i % 2 == 0 {
+                x25519_public(&k)
+            } else {
+                let mut u = *random::<KEY_LEN>().unwrap();
+                u[0] = u8::try_from(i % 256).unwrap_or(0);
+                u
+            };
+            assert_eq!(is_valid_x25519_public(&public), by_multiplication(&public));
+        }
     }
 
     #[test]
