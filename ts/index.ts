@@ -74,11 +74,13 @@ export type { SchemaRoute } from './server/schema-route.js'
 export type { ContractClient, ControlOptions } from './client/client.js'
 export { Context, createContext } from './context.js'
 export { Identity, parsePublicKey } from './secure/identity.js'
+export { preferredCipher } from './secure/channel.js'
 export { signSnapshot, verifySnapshot } from './secure/signature.js'
 export type { SignedSnapshot, SnapshotSignature } from './secure/signature.js'
 export type { IdentitySaveOptions } from './secure/identity.js'
 export type {
   ClientKeyCheck,
+  SecureCipher,
   SecureClientOptions,
   SecureLimits,
   SecurePattern,
