@@ -125,7 +125,7 @@ test('every invalid-frame vector fails with its code in the callback form, after
 test('a failed decoder stays failed: later callback pushes throw the same error and deliver nothing', (t) => {
   const d = new FrameDecoder()
   const bad = Buffer.from(encodeFrame({ type: MessageType.Command, sequence: 1, payload: Buffer.from('abc') }))
-  bad[16] ^= 1
+  bad[16]! ^= 1
   const first = t.throws(() => d.push(bad, () => t.fail('no frame')))
   t.is((first as unknown as { code: string }).code, ErrorCode.CHECKSUM_MISMATCH)
   const again = t.throws(() => d.push(encodeFrame({ type: MessageType.Heartbeat, sequence: 2 }), () => t.fail('no frame')))
