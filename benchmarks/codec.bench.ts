@@ -46,7 +46,7 @@ const npSkip = 'module' in np ? undefined : np.reason
 async function measure(tasks: [string, () => unknown][]): Promise<Record<string, number>> {
   const sums: Record<string, number> = {}
   for (const round of [tasks, [...tasks].reverse()]) {
-    const bench = new Bench({ time: TIME, warmup: true, warmupTime: WARMUP })
+    const bench = new Bench({ time: TIME, iterations: 5, warmup: true, warmupTime: WARMUP, warmupIterations: 3 })
     for (const [name, fn] of round) bench.add(name, fn)
     await bench.run()
     for (const task of bench.tasks) {
