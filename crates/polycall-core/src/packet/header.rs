@@ -187,6 +187,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn parse_accepts_exactly_what_decode_accepts() {
+        // Every version and type byte, with lengths around two limits: the fast check and the
+        // one that names the error must never disagree.
+        let mut bytes = [0u8; HEADER_SIZE];
+        let mut fill = 0u8;
+        for b in bytes.iter_mut().skip(2) {
+            fill = fill.wrapping_add(37);
+            *b = fill;
+        }
+        for version in 0..=255u8 {
+            for kind in 0..=255u8 {
+                for (length, max) in [
+                    (0u32, 0u32),
+                    (5, 4),
+                    (4, 4),
+                    (1 << 20, 1 << 20),
+                    (u32::MAX, 1 << 20),
+                ] {
+                    bytes[0] = version;
+                    bytes[1] = kind;
+                    bytes[8..12].copy_from_slice(&length.to_le_bytes());
+                    assert_eq!(Header::parse(&bytes, max), Header::decode(&bytes, max).ok());
+                }
+            }
+        }
+    }
+
+    #[test]
     fn roundtrip_and_field_order() {
         let h = Header {
             kind: MessageType::Auth,
