@@ -239,7 +239,8 @@ export declare function decoderRaise(handle: number): void
 
 /**
  * Registers the metadata array that `decoder_push` writes into (shared by all decoders of
- * this thread; each push is read out before the next one).
+ * this thread; each push is read out before the next one): `META_WORDS` words per frame
+ * slot, then `TAIL_WORDS` words (the consumed bytes).
  */
 export declare function decoderSetMeta(meta: Uint32Array): void
 
