@@ -30,7 +30,8 @@ import { LatencyHistogram, type LatencySummary } from '../core/stats.js'
 import { Connection } from '../network/connection.js'
 import type { WireFrame } from '../network/wire.js'
 import { pcr1ClientProtocol } from '../pcr1/client-protocol.js'
-import { MAX_PAYLOAD } from '../protocol/constants.js'
+import { MAX_PAYLOAD, MessageType } from '../protocol/constants.js'
+import { writeCommandAt } from '../protocol/msgpack-scalar.js'
 import type { CallInput, CallOutput, Contract } from '../core/contract.js'
 import { validate } from '../core/schema.js'
 import { resolveClientSecure, type SecureClientOptions } from '../secure/options.js'
@@ -987,6 +988,16 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
   /** Encodes a call and puts it on the wire; `t` is the current monotonic time. */
   #start(conn: Connection, call: Call, t: number): void {
     const remaining = call.deadline - t
+    const bound = this.#proto.directBound?.(conn, call) ?? -1
+    if (bound >= 0) {
+      // A scalar request of a busy tick: written straight into the connection's arena.
+      call.sequence = conn.nextSequence(this.#inUse)
+      call.written = true
+      this.#pending.set(call.sequence, call)
+      const timeout = remaining === Infinity ? undefined : Math.max(0, Math.ceil(remaining))
+      conn.sendInto(MessageType.Command, call.sequence, bound, writeCommandAt, call.command, call.data, timeout)
+      return
+    }
     let frame: { type: number; payload: Buffer }
     try {
       frame = this.#proto.encode(conn, call, remaining === Infinity ? undefined : remaining)

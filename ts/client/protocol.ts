@@ -24,7 +24,7 @@ import { Identity, publicKeyText } from '../secure/identity.js'
 import type { ResolvedClientSecure } from '../secure/options.js'
 import { SessionState } from '../state/session.js'
 import type { TraceContext } from '../core/trace.js'
-import type { CommandExt } from '../protocol/msgpack-scalar.js'
+import { commandBound, type CommandExt } from '../protocol/msgpack-scalar.js'
 
 /** The parts of a call a protocol reads. @internal */
 export interface PendingCall {
@@ -93,6 +93,12 @@ export interface ClientProtocol {
   /** The code a server's "your deadline passed" verdict carries on this wire. */
   readonly deadlineCode: string
   outcome(conn: Connection, f: WireFrame, call: PendingCall): ReplyOutcome
+  /**
+   * The payload bound of a call that can go straight into the connection's write arena with
+   * {@link writeCommandAt} (a scalar request of a busy tick, without extensions), or -1 when it
+   * must go through `encode`.
+   */
+  directBound?(conn: Connection, call: PendingCall): number
   /** A connection-level notice (it fails every call on the connection), or undefined. */
   notice(conn: Connection, f: WireFrame): PolyCallError | undefined
   /** Tells the server a written call was abandoned, where the protocol can. */
@@ -245,6 +251,12 @@ export const v1ClientProtocol: ClientProtocol = {
     if (conn.legacy) return { type: MessageType.Command, payload: conn.codec.encodeCommand(call.command, call.data, undefined) }
     const ext = call.key === undefined && call.trace === undefined ? undefined : extOf(conn, call)
     return { type: MessageType.Command, payload: conn.codec.encodeCommand(call.command, call.data, remaining, ext) }
+  },
+
+  directBound(conn, call) {
+    if (call.kind !== 'request' || call.key !== undefined || call.trace !== undefined || conn.codec !== msgpackCodec || conn.legacy) return -1
+    const bound = commandBound(call.command, call.data)
+    return conn.canSendInto(bound) ? bound : -1
   },
 
   // A COMMAND is answered by RESPONSE or ERROR only (§5).
