@@ -37,7 +37,7 @@ import { validate } from '../core/schema.js'
 import { resolveClientSecure, type SecureClientOptions } from '../secure/options.js'
 import { SessionState } from '../state/session.js'
 import { EndpointPool, IDEMPOTENCY_KEY, newKey, type EndpointStats, type MultiEndpointOptions } from './pool.js'
-import { v1ClientProtocol, type ClientProtocol, type ClientSetup, type PendingCall } from './protocol.js'
+import { NOT_SUCCESS, v1ClientProtocol, type ClientProtocol, type ClientSetup, type PendingCall } from './protocol.js'
 
 /** TLS options of the client: node:tls options plus certificate pinning. */
 export interface ClientTlsOptions extends TlsConnectionOptions {
@@ -1123,14 +1123,18 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
     }
     this.#pending.delete(f.sequence)
     let outcome
+    let value: unknown
     try {
-      outcome = this.#proto.outcome(conn, f, call)
+      // A plain success (the common case) comes without an outcome object.
+      value = this.#proto.successValue === undefined ? NOT_SUCCESS : this.#proto.successValue(conn, f)
+      if (value === NOT_SUCCESS) outcome = this.#proto.outcome(conn, f, call)
     } catch (e) {
       this.#settle(call, new PolyCallError(ErrorCode.PROTOCOL, 'the reply payload could not be decoded', { cause: e }))
       this.#pump()
       return
     }
-    if (outcome.ok) this.#settle(call, undefined, outcome.value)
+    if (outcome === undefined) this.#settle(call, undefined, value)
+    else if (outcome.ok) this.#settle(call, undefined, outcome.value)
     else {
       const err = new PolyCallError(outcome.code, outcome.message) as PolyCallError & { remote: boolean; data?: unknown; issues?: unknown }
       err.remote = true

@@ -74,6 +74,9 @@ export interface ClientSetup {
 }
 
 /** A reply's outcome. @internal */
+/** Returned by {@link ClientProtocol.successValue} when the reply is not a plain success. */
+export const NOT_SUCCESS: unique symbol = Symbol('not a success')
+
 export type ReplyOutcome = { ok: true; value: unknown } | { ok: false; code: string; message: string; data?: unknown }
 
 /** A wire protocol as the client drives it. @internal */
@@ -93,6 +96,12 @@ export interface ClientProtocol {
   /** The code a server's "your deadline passed" verdict carries on this wire. */
   readonly deadlineCode: string
   outcome(conn: Connection, f: WireFrame, call: PendingCall): ReplyOutcome
+  /**
+   * The value of a reply that is a success without a {@link ReplyOutcome} in between, or
+   * {@link NOT_SUCCESS} when `outcome` must decide (an ERROR, or anything this shortcut does not
+   * read). Throws as `outcome` does for a payload that cannot be decoded.
+   */
+  successValue?(conn: Connection, f: WireFrame): unknown
   /**
    * The payload bound of a call that can go straight into the connection's write arena with
    * {@link writeCommandAt} (a scalar request of a busy tick, without extensions), or -1 when it
@@ -263,6 +272,8 @@ export const v1ClientProtocol: ClientProtocol = {
   isReply: (f) => (f.type === MessageType.Response || f.type === MessageType.Error) && f.sequence !== 0,
 
   deadlineCode: ErrorCode.DEADLINE_EXCEEDED,
+
+  successValue: (conn, f) => (f.type === MessageType.Response ? conn.codec.decodeValue(f.payload) : NOT_SUCCESS),
 
   outcome(conn, f) {
     if (f.type === MessageType.Response) return { ok: true, value: conn.codec.decodeValue(f.payload) }
