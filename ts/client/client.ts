@@ -995,7 +995,9 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
       call.written = true
       this.#pending.set(call.sequence, call)
       const timeout = remaining === Infinity ? undefined : Math.max(0, Math.ceil(remaining))
-      conn.sendInto(MessageType.Command, call.sequence, bound, writeCommandAt, call.command, call.data, timeout)
+      if (!conn.sendInto(MessageType.Command, call.sequence, bound, writeCommandAt, call.command, call.data, timeout)) {
+        conn.send(MessageType.Command, call.sequence, conn.codec.encodeCommand(call.command, call.data, timeout))
+      }
       return
     }
     let frame: { type: number; payload: Buffer }
