@@ -359,6 +359,17 @@ class Call implements PendingCall, Expiring {
   ) {}
 }
 
+const noop = (): void => {}
+
+/** What {@link capture} took from the promise made last (read and reset right after it). */
+const captured: { resolve: (value: unknown) => void; reject: (error: PolyCallError) => void } = { resolve: noop, reject: noop }
+
+/** The executor of every call's promise: no closure per call. */
+function capture(resolve: (value: unknown) => void, reject: (error: PolyCallError) => void): void {
+  captured.resolve = resolve
+  captured.reject = reject
+}
+
 const DEFAULT_TIMEOUT = 5000
 
 /**
@@ -814,7 +825,11 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
       // for the next attempt of the background retry.
       return Promise.reject(this.#connectError(this.#lastFailure!, this.#retryAt - now()))
     }
-    return new Promise<unknown>((resolve, reject) => {
+    // One shared executor instead of a closure per call: it hands over the promise's functions.
+    const promise = new Promise<unknown>(capture)
+    const { resolve, reject } = captured
+    captured.resolve = captured.reject = noop
+    try {
       // The exact clock here: a deadline must not start from a reading taken before a long
       // synchronous stretch of the caller's code.
       const started = now()
@@ -833,7 +848,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
       call.trace = trace
       if (propagated && deadline <= started) {
         reject(propagatedError(call))
-        return
+        return promise
       }
       if (!this.#busy) this.#keepAlive(true)
       this.#deadlines.add(call, call.deadline)
@@ -860,7 +875,11 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
         this.#waiting.push(call)
         this.#pump()
       }
-    })
+    } catch (e) {
+      // As a throw inside a promise executor would.
+      reject(e as PolyCallError)
+    }
+    return promise
   }
 
   /**
