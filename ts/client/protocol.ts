@@ -73,10 +73,10 @@ export interface ClientSetup {
   readonly secure: ResolvedClientSecure | undefined
 }
 
-/** A reply's outcome. @internal */
-/** Returned by {@link ClientProtocol.successValue} when the reply is not a plain success. */
+/** Returned by {@link ClientProtocol.successValue} when the reply is not a plain success. @internal */
 export const NOT_SUCCESS: unique symbol = Symbol('not a success')
 
+/** A reply's outcome. @internal */
 export type ReplyOutcome = { ok: true; value: unknown } | { ok: false; code: string; message: string; data?: unknown }
 
 /** A wire protocol as the client drives it. @internal */

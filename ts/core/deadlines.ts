@@ -111,7 +111,6 @@ export class Deadlines<T extends Expiring> {
       if (this.#buckets.get(bucket)!.length > 0) h[n++] = bucket
       else this.#drop(bucket)
     }
-
     h.length = n
     for (let i = (n >> 1) - 1; i >= 0; i--) this.#siftDown(i, h[i]!)
     this.#sweepAt = Math.max(EMPTY_BUCKETS, 2 * n)
@@ -120,7 +119,6 @@ export class Deadlines<T extends Expiring> {
   #fire = (): void => {
     this.#timer = undefined
     this.#armedFor = Infinity
-
     const current = Math.floor(now() / GRANULARITY_MS)
     while (this.#heap.length > 0 && this.#heap[0]! <= current) {
       const bucket = this.#pop()

@@ -376,6 +376,12 @@ export class Connection implements Ticking {
    * path, so a lone frame is written as by {@link Connection.send}. Returns false, having queued
    * nothing, when the frame must go through `send` instead: no arena yet, too large, a legacy
    * peer, a sealed session, or a wire without {@link Wire.headerInto}.
+   *
+   * @param type - the frame type
+   * @param sequence - the frame's sequence number
+   * @param bound - the most bytes `write` writes (-1: it cannot write this payload)
+   * @param write - writes the payload from `a`, `b`, `c` at `offset`; returns the offset after it
+   * @returns whether the frame was queued
    */
   sendInto<A, B, C>(
     type: number,
@@ -408,6 +414,9 @@ export class Connection implements Ticking {
   /**
    * Whether {@link Connection.sendInto} would take a frame whose payload is at most `bound`
    * bytes now (-1: never). True only between the first small frame of a tick and its flush.
+   *
+   * @param bound - the payload's largest size
+   * @returns whether `sendInto` would queue it now
    */
   canSendInto(bound: number): boolean {
     return (
