@@ -143,3 +143,26 @@ test('property: sweeps never lose or duplicate an item (random adds and deletes 
   )
   t.pass()
 })
+
+test('items added from an expiry callback into a bucket that is firing still fire', async (t) => {
+  const fired: number[] = []
+  let done!: () => void
+  const all = new Promise<void>((r) => (done = r))
+  const past = now() - 10
+  const d = new Deadlines<Item>((item) => {
+    fired.push(item.id)
+    // Each expiry schedules the next item into the same past bucket: the bucket has already left
+    // the schedule, so the next add must start a new one.
+    if (item.id < 20) d.add({ id: item.id + 1, due: past, deadlineBucket: -1 }, past)
+    else done()
+  })
+  d.add({ id: 0, due: past, deadlineBucket: -1 }, past)
+  const guard = setTimeout(() => done(), 5000)
+  await all
+  clearTimeout(guard)
+  t.deepEqual(
+    fired,
+    Array.from({ length: 21 }, (_, i) => i),
+  )
+  t.is(d.size, 0)
+})

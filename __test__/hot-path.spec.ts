@@ -6,7 +6,18 @@ import test from 'ava'
 import fc from 'fast-check'
 import { Packr, Unpackr } from 'msgpackr'
 import { SequenceTable } from '../ts/core/sequence-table.js'
-import { NOT_SCALAR, packCommand, packScalar, readScalar, scalarEnd } from '../ts/protocol/msgpack-scalar.js'
+import {
+  NOT_SCALAR,
+  commandBound,
+  packCommand,
+  packScalar,
+  readCommandName,
+  readScalar,
+  scalarEnd,
+  valueBound,
+  writeCommandAt,
+  writeValueAt,
+} from '../ts/protocol/msgpack-scalar.js'
 import { msgpackCodec } from '../ts/protocol/payload.js'
 
 const packr = new Packr({ useRecords: false, moreTypes: false })
@@ -166,6 +177,52 @@ test('COMMAND payloads: scalar and generic paths read the same on both sides', (
     { numRuns: 1000, seed: 9 },
   )
   t.pass()
+})
+
+test('writeValueAt and writeCommandAt write the bytes of packScalar and packCommand, within their bounds', (t) => {
+  const names = fc.oneof(fc.constantFrom('echo', 'echo', 'echO', 'users.get', ''), fc.string({ maxLength: 40 }), fc.string({ unit: 'grapheme', maxLength: 20 }))
+  fc.assert(
+    fc.property(names, scalar, fc.option(fc.integer({ min: 0, max: 2 ** 31 }), { nil: undefined }), fc.integer({ min: 0, max: 64 }), (command, data, timeout, at) => {
+      const vb = valueBound(data)
+      const packed = packScalar(data)
+      if ((vb < 0) !== (packed === undefined)) return false
+      if (packed) {
+        const out = Buffer.alloc(at + vb + 8, 0xee)
+        const end = writeValueAt(out, at, data)
+        if (end - at > vb || !out.subarray(at, end).equals(packed) || out[end] !== 0xee) return false
+      }
+      const cb = commandBound(command, data)
+      const cmd = packCommand(command, data, timeout)
+      if ((cb < 0) !== (cmd === undefined)) return false
+      if (cmd) {
+        const out = Buffer.alloc(at + cb + 8, 0xee)
+        const end = writeCommandAt(out, at, command, data, timeout)
+        if (end - at > cb || !out.subarray(at, end).equals(cmd) || out[end] !== 0xee) return false
+      }
+      return true
+    }),
+    { numRuns: 2000, seed: 13 },
+  )
+  t.pass()
+})
+
+test('readCommandName reads what readScalar reads, through repeats and names of the same length', (t) => {
+  fc.assert(
+    fc.property(fc.array(fc.oneof(fc.constantFrom('echo', 'echO', 'ohce', 'echo'), fc.string({ maxLength: 40 }), fc.string({ unit: 'grapheme', maxLength: 12 })), { maxLength: 30 }), (list) => {
+      for (const name of list) {
+        const bytes = Buffer.concat([Buffer.from([0x00]), packr.pack(name), Buffer.from([0xc0])])
+        const expected = readScalar(bytes, 1)
+        const expectedEnd = scalarEnd
+        if (readCommandName(bytes, 1) !== expected || scalarEnd !== expectedEnd) return false
+      }
+      return true
+    }),
+    { numRuns: 500, seed: 17 },
+  )
+  const cut = packr.pack('echo').subarray(0, 3)
+  readCommandName(packr.pack('echo'), 0)
+  t.is(readCommandName(cut, 0), NOT_SCALAR, 'a truncated repeat is not read from the cache')
+  t.is(readCommandName(Buffer.from([0x05]), 0), 5, 'a value that is no string reads as readScalar reads it')
 })
 
 test('COMMAND shapes outside the fast path still decode, or fail with BAD_REQUEST', (t) => {

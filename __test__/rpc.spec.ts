@@ -122,6 +122,54 @@ test('10,000 pipelined requests at 128 in flight: every response matches its req
   t.true(peak <= 128)
 })
 
+test('scalar requests and replies of busy ticks (written in place in the write arena) arrive intact', async (t) => {
+  const { port, server } = await startServer(t, { maxInFlight: 256 }, (s) => {
+    s.route('echo', (ctx) => ctx.data)
+    s.route('echO', (ctx) => ctx.data)
+    s.route('échø', (ctx) => ctx.data)
+  })
+  const client = newClient(t, port, { maxInFlight: 256 })
+  await client.connect()
+  const value = (n: number): unknown => {
+    switch (n % 9) {
+      case 0:
+        return Buffer.from(`bytes ${n}`.repeat(1 + (n % 7)))
+      case 1:
+        return `text ${n} ✓`.repeat(1 + (n % 5))
+      case 2:
+        return n
+      case 3:
+        return -n - 0.5
+      case 4:
+        return n % 2 === 0
+      case 5:
+        return null
+      case 6:
+        return undefined
+      case 7:
+        return 2 ** 40 + n
+      default:
+        return new Uint8Array(1500).fill(n & 0xff)
+    }
+  }
+  const names = ['echo', 'echO', 'échø', 'echo']
+  let next = 0
+  let mismatches = 0
+  const worker = async () => {
+    while (next < 4000) {
+      const n = next++
+      const sent = value(n)
+      const got = await client.request(names[n % names.length]!, sent, { timeout: 10_000 })
+      const same =
+        sent instanceof Uint8Array ? got instanceof Uint8Array && Buffer.from(got).equals(sent) : Object.is(got, sent)
+      if (!same) mismatches++
+    }
+  }
+  await Promise.all(Array.from({ length: 128 }, worker))
+  t.is(mismatches, 0)
+  t.is(server.stats().requests.succeeded, 4000)
+})
+
 test('responses complete out of order when slow and fast handlers interleave', async (t) => {
   // Each handler waits on a gate the test opens, so the completion order is chosen, not timed.
   const gates = new Map<string, () => void>()

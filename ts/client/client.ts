@@ -30,13 +30,14 @@ import { LatencyHistogram, type LatencySummary } from '../core/stats.js'
 import { Connection } from '../network/connection.js'
 import type { WireFrame } from '../network/wire.js'
 import { pcr1ClientProtocol } from '../pcr1/client-protocol.js'
-import { MAX_PAYLOAD } from '../protocol/constants.js'
+import { MAX_PAYLOAD, MessageType } from '../protocol/constants.js'
+import { writeCommandAt } from '../protocol/msgpack-scalar.js'
 import type { CallInput, CallOutput, Contract } from '../core/contract.js'
 import { validate } from '../core/schema.js'
 import { resolveClientSecure, type SecureClientOptions } from '../secure/options.js'
 import { SessionState } from '../state/session.js'
 import { EndpointPool, IDEMPOTENCY_KEY, newKey, type EndpointStats, type MultiEndpointOptions } from './pool.js'
-import { v1ClientProtocol, type ClientProtocol, type ClientSetup, type PendingCall } from './protocol.js'
+import { NOT_SUCCESS, v1ClientProtocol, type ClientProtocol, type ClientSetup, type PendingCall } from './protocol.js'
 
 /** TLS options of the client: node:tls options plus certificate pinning. */
 export interface ClientTlsOptions extends TlsConnectionOptions {
@@ -356,6 +357,17 @@ class Call implements PendingCall, Expiring {
     readonly resolve: (value: unknown) => void,
     readonly reject: (error: PolyCallError) => void,
   ) {}
+}
+
+const noop = (): void => {}
+
+/** What {@link capture} took from the promise made last (read and reset right after it). */
+const captured: { resolve: (value: unknown) => void; reject: (error: PolyCallError) => void } = { resolve: noop, reject: noop }
+
+/** The executor of every call's promise: no closure per call. */
+function capture(resolve: (value: unknown) => void, reject: (error: PolyCallError) => void): void {
+  captured.resolve = resolve
+  captured.reject = reject
 }
 
 const DEFAULT_TIMEOUT = 5000
@@ -813,7 +825,11 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
       // for the next attempt of the background retry.
       return Promise.reject(this.#connectError(this.#lastFailure!, this.#retryAt - now()))
     }
-    return new Promise<unknown>((resolve, reject) => {
+    // One shared executor instead of a closure per call: it hands over the promise's functions.
+    const promise = new Promise<unknown>(capture)
+    const { resolve, reject } = captured
+    captured.resolve = captured.reject = noop
+    try {
       // The exact clock here: a deadline must not start from a reading taken before a long
       // synchronous stretch of the caller's code.
       const started = now()
@@ -832,7 +848,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
       call.trace = trace
       if (propagated && deadline <= started) {
         reject(propagatedError(call))
-        return
+        return promise
       }
       if (!this.#busy) this.#keepAlive(true)
       this.#deadlines.add(call, call.deadline)
@@ -859,7 +875,11 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
         this.#waiting.push(call)
         this.#pump()
       }
-    })
+    } catch (e) {
+      // As a throw inside a promise executor would.
+      reject(e as PolyCallError)
+    }
+    return promise
   }
 
   /**
@@ -987,6 +1007,18 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
   /** Encodes a call and puts it on the wire; `t` is the current monotonic time. */
   #start(conn: Connection, call: Call, t: number): void {
     const remaining = call.deadline - t
+    const bound = this.#proto.directBound?.(conn, call) ?? -1
+    if (bound >= 0) {
+      // A scalar request of a busy tick: written straight into the connection's arena.
+      call.sequence = conn.nextSequence(this.#inUse)
+      call.written = true
+      this.#pending.set(call.sequence, call)
+      const timeout = remaining === Infinity ? undefined : Math.max(0, Math.ceil(remaining))
+      if (!conn.sendInto(MessageType.Command, call.sequence, bound, writeCommandAt, call.command, call.data, timeout)) {
+        conn.send(MessageType.Command, call.sequence, conn.codec.encodeCommand(call.command, call.data, timeout))
+      }
+      return
+    }
     let frame: { type: number; payload: Buffer }
     try {
       frame = this.#proto.encode(conn, call, remaining === Infinity ? undefined : remaining)
@@ -1112,14 +1144,18 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
     }
     this.#pending.delete(f.sequence)
     let outcome
+    let value: unknown
     try {
-      outcome = this.#proto.outcome(conn, f, call)
+      // A plain success (the common case) comes without an outcome object.
+      value = this.#proto.successValue === undefined ? NOT_SUCCESS : this.#proto.successValue(conn, f)
+      if (value === NOT_SUCCESS) outcome = this.#proto.outcome(conn, f, call)
     } catch (e) {
       this.#settle(call, new PolyCallError(ErrorCode.PROTOCOL, 'the reply payload could not be decoded', { cause: e }))
       this.#pump()
       return
     }
-    if (outcome.ok) this.#settle(call, undefined, outcome.value)
+    if (outcome === undefined) this.#settle(call, undefined, value)
+    else if (outcome.ok) this.#settle(call, undefined, outcome.value)
     else {
       const err = new PolyCallError(outcome.code, outcome.message) as PolyCallError & { remote: boolean; data?: unknown; issues?: unknown }
       err.remote = true

@@ -24,7 +24,7 @@ import { Identity, publicKeyText } from '../secure/identity.js'
 import type { ResolvedClientSecure } from '../secure/options.js'
 import { SessionState } from '../state/session.js'
 import type { TraceContext } from '../core/trace.js'
-import type { CommandExt } from '../protocol/msgpack-scalar.js'
+import { commandBound, type CommandExt } from '../protocol/msgpack-scalar.js'
 
 /** The parts of a call a protocol reads. @internal */
 export interface PendingCall {
@@ -73,6 +73,9 @@ export interface ClientSetup {
   readonly secure: ResolvedClientSecure | undefined
 }
 
+/** Returned by {@link ClientProtocol.successValue} when the reply is not a plain success. @internal */
+export const NOT_SUCCESS: unique symbol = Symbol('not a success')
+
 /** A reply's outcome. @internal */
 export type ReplyOutcome = { ok: true; value: unknown } | { ok: false; code: string; message: string; data?: unknown }
 
@@ -93,6 +96,18 @@ export interface ClientProtocol {
   /** The code a server's "your deadline passed" verdict carries on this wire. */
   readonly deadlineCode: string
   outcome(conn: Connection, f: WireFrame, call: PendingCall): ReplyOutcome
+  /**
+   * The value of a reply that is a success without a {@link ReplyOutcome} in between, or
+   * {@link NOT_SUCCESS} when `outcome` must decide (an ERROR, or anything this shortcut does not
+   * read). Throws as `outcome` does for a payload that cannot be decoded.
+   */
+  successValue?(conn: Connection, f: WireFrame): unknown
+  /**
+   * The payload bound of a call that can go straight into the connection's write arena with
+   * {@link writeCommandAt} (a scalar request of a busy tick, without extensions), or -1 when it
+   * must go through `encode`.
+   */
+  directBound?(conn: Connection, call: PendingCall): number
   /** A connection-level notice (it fails every call on the connection), or undefined. */
   notice(conn: Connection, f: WireFrame): PolyCallError | undefined
   /** Tells the server a written call was abandoned, where the protocol can. */
@@ -247,10 +262,18 @@ export const v1ClientProtocol: ClientProtocol = {
     return { type: MessageType.Command, payload: conn.codec.encodeCommand(call.command, call.data, remaining, ext) }
   },
 
+  directBound(conn, call) {
+    if (call.kind !== 'request' || call.key !== undefined || call.trace !== undefined || conn.codec !== msgpackCodec || conn.legacy) return -1
+    const bound = commandBound(call.command, call.data)
+    return conn.canSendInto(bound) ? bound : -1
+  },
+
   // A COMMAND is answered by RESPONSE or ERROR only (§5).
   isReply: (f) => (f.type === MessageType.Response || f.type === MessageType.Error) && f.sequence !== 0,
 
   deadlineCode: ErrorCode.DEADLINE_EXCEEDED,
+
+  successValue: (conn, f) => (f.type === MessageType.Response ? conn.codec.decodeValue(f.payload) : NOT_SUCCESS),
 
   outcome(conn, f) {
     if (f.type === MessageType.Response) return { ok: true, value: conn.codec.decodeValue(f.payload) }

@@ -43,6 +43,10 @@ export class Deadlines<T extends Expiring> {
   #sweepAt = EMPTY_BUCKETS
   #timer: NodeJS.Timeout | undefined
   #armedFor = Infinity
+  // The bucket used last and its list: consecutive requests mostly share one, so most adds and
+  // deletes skip the map lookup. Forgotten whenever that bucket leaves the map.
+  #lastBucket = NaN
+  #lastList: T[] | undefined
 
   /** @param onExpire - called once for each item whose deadline passed */
   constructor(onExpire: (item: T) => void) {
@@ -56,7 +60,7 @@ export class Deadlines<T extends Expiring> {
       return
     }
     const bucket = Math.ceil(deadline / GRANULARITY_MS)
-    let list = this.#buckets.get(bucket)
+    let list = bucket === this.#lastBucket ? this.#lastList : this.#buckets.get(bucket)
     if (!list) {
       if (this.#heap.length >= this.#sweepAt) this.#sweep()
       list = []
@@ -64,6 +68,8 @@ export class Deadlines<T extends Expiring> {
       this.#push(bucket)
       if (bucket < this.#armedFor) this.#arm(bucket)
     }
+    this.#lastBucket = bucket
+    this.#lastList = list
     item.deadlineSlot = list.length
     list.push(item)
     item.deadlineBucket = bucket
@@ -74,7 +80,7 @@ export class Deadlines<T extends Expiring> {
     const bucket = item.deadlineBucket
     if (bucket < 0) return
     item.deadlineBucket = -1
-    const list = this.#buckets.get(bucket)
+    const list = bucket === this.#lastBucket ? this.#lastList : this.#buckets.get(bucket)
     if (!list) return
     const slot = item.deadlineSlot!
     const last = list.pop()!
@@ -103,7 +109,7 @@ export class Deadlines<T extends Expiring> {
     for (let i = 0; i < h.length; i++) {
       const bucket = h[i]!
       if (this.#buckets.get(bucket)!.length > 0) h[n++] = bucket
-      else this.#buckets.delete(bucket)
+      else this.#drop(bucket)
     }
     h.length = n
     for (let i = (n >> 1) - 1; i >= 0; i--) this.#siftDown(i, h[i]!)
@@ -118,7 +124,7 @@ export class Deadlines<T extends Expiring> {
       const bucket = this.#pop()
       const list = this.#buckets.get(bucket)
       if (!list) continue
-      this.#buckets.delete(bucket)
+      this.#drop(bucket)
       for (const item of list) {
         // An earlier callback may have settled (and unscheduled) a later item of this bucket.
         if (item.deadlineBucket !== bucket) continue
@@ -127,8 +133,17 @@ export class Deadlines<T extends Expiring> {
       }
     }
     // Drop emptied buckets from the front, so the timer waits for a bucket with items in it.
-    while (this.#heap.length > 0 && this.#buckets.get(this.#heap[0]!)!.length === 0) this.#buckets.delete(this.#pop())
+    while (this.#heap.length > 0 && this.#buckets.get(this.#heap[0]!)!.length === 0) this.#drop(this.#pop())
     if (this.#heap.length > 0) this.#arm(this.#heap[0]!)
+  }
+
+  /** Removes a bucket from the map (and from the cache of the last one used). */
+  #drop(bucket: number): void {
+    this.#buckets.delete(bucket)
+    if (bucket === this.#lastBucket) {
+      this.#lastBucket = NaN
+      this.#lastList = undefined
+    }
   }
 
   #arm(bucket: number): void {

@@ -98,6 +98,9 @@ function onDrain(this: OwnedSocket): void {
 function onReadTimer(c: Connection): void {
   Connection.listeners.readTimer(c)
 }
+function flushOf(c: Connection): void {
+  Connection.listeners.flush(c)
+}
 
 /**
  * What a connection needs only in the middle of a frame or under pressure: made on first use, so
@@ -295,6 +298,9 @@ export class Connection implements Ticking {
     readTimer(c: Connection): void {
       c.#onReadTimer()
     },
+    flush(c: Connection): void {
+      c.#flush()
+    },
   }
 
   /** True once the socket closed or was destroyed. */
@@ -351,12 +357,7 @@ export class Connection implements Ticking {
         this.#soloSmall = false
       } else if (this.#arena.length - this.#arenaPos < ARENA_FRAME_MAX) this.#newArena()
       const written = this.#wire.encodeInto!(this.#arena!, this.#arenaPos, type, sequence, body, flags)
-      this.#arenaPos += written
-      this.#queuedBytes += written
-      if (this.#queuedBytes >= EARLY_WRITE && !this.#needDrain) {
-        this.#takeArena()
-        this.#write()
-      }
+      this.#arenaWritten(written)
     } else {
       this.#takeArena()
       const bytes = this.#wire.encode(type, sequence, payload, flags)
@@ -365,12 +366,87 @@ export class Connection implements Ticking {
       this.#queuedBytes += bytes.length
       this.#soloSmall = small && queue.length === 1
     }
+    this.#queued()
+  }
+
+  /**
+   * Queues one frame whose payload `write(target, offset, a, b, c)` writes straight into the
+   * write arena (at most `bound` bytes; it returns the offset after them), with no payload buffer
+   * in between. Only a tick that already has an arena (its second small frame on) takes this
+   * path, so a lone frame is written as by {@link Connection.send}. Returns false, having queued
+   * nothing, when the frame must go through `send` instead: no arena yet, too large, a legacy
+   * peer, a sealed session, or a wire without {@link Wire.headerInto}.
+   *
+   * @param type - the frame type
+   * @param sequence - the frame's sequence number
+   * @param bound - the most bytes `write` writes (-1: it cannot write this payload)
+   * @param write - writes the payload from `a`, `b`, `c` at `offset`; returns the offset after it
+   * @returns whether the frame was queued
+   */
+  sendInto<A, B, C>(
+    type: number,
+    sequence: number,
+    bound: number,
+    write: (target: Buffer, offset: number, a: A, b: B, c: C) => number,
+    a: A,
+    b: B,
+    c: C,
+  ): boolean {
+    if (!this.canSendInto(bound)) return false
+    const header = this.#wire.headerInto!
+    if (!this.#arena) {
+      // A second small frame in this tick: move the first into a fresh arena.
+      const first = this.#queue!.pop()!
+      this.#newArena()
+      this.#arena!.set(first, 0)
+      this.#arenaPos = first.length
+      this.#soloSmall = false
+    } else if (this.#arena.length - this.#arenaPos < ARENA_FRAME_MAX) this.#newArena()
+    const arena = this.#arena!
+    const at = this.#arenaPos
+    const end = write(arena, at + 16, a, b, c)
+    header(arena, at, type, sequence, end - at - 16)
+    this.#arenaWritten(end - at)
+    this.#queued()
+    return true
+  }
+
+  /**
+   * Whether {@link Connection.sendInto} would take a frame whose payload is at most `bound`
+   * bytes now (-1: never). True only between the first small frame of a tick and its flush.
+   *
+   * @param bound - the payload's largest size
+   * @returns whether `sendInto` would queue it now
+   */
+  canSendInto(bound: number): boolean {
+    return (
+      bound >= 0 &&
+      bound + 16 <= ARENA_FRAME_MAX &&
+      (this.#arena !== undefined || (this.#bits & SOLO_SMALL) !== 0) &&
+      (this.#bits & (SEALING | CLOSED | ENDING)) === 0 &&
+      !this.legacy &&
+      this.#wire.headerInto !== undefined
+    )
+  }
+
+  /** A frame of `written` bytes went into the arena: early write once a tick reaches {@link EARLY_WRITE}. */
+  #arenaWritten(written: number): void {
+    this.#arenaPos += written
+    this.#queuedBytes += written
+    if (this.#queuedBytes >= EARLY_WRITE && !this.#needDrain) {
+      this.#takeArena()
+      this.#write()
+    }
+  }
+
+  /** A frame was queued: bounds, and the flush at the end of the tick. */
+  #queued(): void {
     this.#queuedFrames++
     const max = this.#options.maxWriteBuffer
     if (max !== undefined && this.#queuedBytes + this.#backlog > max) this.#overfull()
     if (!this.#flushScheduled) {
       this.#flushScheduled = true
-      process.nextTick(() => this.#flush())
+      process.nextTick(flushOf, this)
     }
   }
 

@@ -47,6 +47,12 @@ export interface Wire {
    * caller guarantees room for {@link ARENA_FRAME_MAX} bytes.
    */
   encodeInto?(target: Buffer, offset: number, type: number, sequence: number, payload: Uint8Array, flags: number | undefined): number
+  /**
+   * Writes the header of a frame whose `length` payload bytes are already in place at
+   * `target[offset + 16..]` (the connection's write arena), with the type's default flags.
+   * Only frames the connection built itself come here: type, sequence and length are valid.
+   */
+  headerInto?(target: Buffer, offset: number, type: number, sequence: number, length: number): void
 }
 
 /** @internal Largest frame written into a connection's arena; larger frames get their own buffer. */
@@ -65,6 +71,10 @@ export const v1Wire: Wire = {
     writeHeaderJs(target, type, flags ?? DEFAULT_FLAGS[type]!, sequence, len, checksumJs(payload, 0, len, 0), offset)
     target.set(payload, offset + HEADER_SIZE)
     return HEADER_SIZE + len
+  },
+  headerInto(target, offset, type, sequence, length) {
+    const start = offset + HEADER_SIZE
+    writeHeaderJs(target, type, DEFAULT_FLAGS[type]!, sequence, length, checksumJs(target, start, start + length, 0), offset)
   },
 }
 

@@ -184,6 +184,61 @@ export function packCommand(command: string, data: unknown, timeout: number | un
   return b.subarray(start, o)
 }
 
+/**
+ * Upper bound of {@link writeValueAt}'s output for `value`, or -1 when `value` needs the
+ * generic encoder.
+ */
+export function valueBound(value: unknown): number {
+  return scalarBound(value)
+}
+
+/**
+ * Writes a value accepted by {@link valueBound} at `b[o..]` (the caller made room for the
+ * bound) and returns the offset after it: the same bytes as {@link packScalar}, without a slab
+ * view in between.
+ */
+export function writeValueAt(b: Buffer, o: number, value: unknown): number {
+  return writeScalar(b, o, value)
+}
+
+/**
+ * Upper bound of {@link writeCommandAt}'s output, or -1 when the COMMAND needs the generic
+ * encoder (the same shapes as {@link packCommand}).
+ */
+export function commandBound(command: string, data: unknown): number {
+  const bound = scalarBound(data)
+  return bound < 0 || command.length > MAX_STRING ? -1 : 1 + 3 + 3 * command.length + bound + 9
+}
+
+// The last command name written, and its encoded form (header included): a client sends the
+// same few names over and over, and a copy of a few bytes is cheaper than encoding them again.
+let lastName = ''
+let lastNameBytes = Buffer.alloc(0)
+
+/**
+ * Writes the COMMAND payload `[command, data]` or `[command, data, timeout]` at `b[o..]` (the
+ * caller made room for {@link commandBound}) and returns the offset after it: the same bytes as
+ * {@link packCommand}, without a slab view in between.
+ */
+export function writeCommandAt(b: Buffer, o: number, command: string, data: unknown, timeout: number | undefined): number {
+  b[o] = timeout === undefined ? 0x92 : 0x93
+  let at: number
+  if (command === lastName) {
+    const n = lastNameBytes.length
+    for (let i = 0; i < n; i++) b[o + 1 + i] = lastNameBytes[i]!
+    at = o + 1 + n
+  } else {
+    at = writeString(b, o + 1, command)
+    if (at - o - 1 <= 64) {
+      lastName = command
+      lastNameBytes = Buffer.from(b.subarray(o + 1, at))
+    }
+  }
+  at = writeScalar(b, at, data)
+  if (timeout !== undefined) at = writeNumber(b, at, timeout)
+  return at
+}
+
 /** The extension fields of a COMMAND (docs/protocol-extensions.md): all optional. */
 export interface CommandExt {
   /** The idempotency key (capability 0x0020): 16 to 64 bytes. */
@@ -339,4 +394,36 @@ function readString(b: Buffer, o: number, n: number): unknown {
   if (o + n > b.length) return NOT_SCALAR
   scalarEnd = o + n
   return b.toString('utf8', o, o + n)
+}
+
+// The last command name read and its UTF-8 bytes: a server reads the same few names over and
+// over, and comparing a few bytes is cheaper than decoding them into a new string.
+let readName = ''
+let readNameBytes = new Uint8Array(0)
+
+/**
+ * Reads the fixstr at `o` like {@link readScalar} (setting {@link scalarEnd}), or returns
+ * {@link NOT_SCALAR} when there is none; a repeat of the previous name comes back without being
+ * decoded again.
+ */
+export function readCommandName(b: Buffer, o: number): unknown {
+  const t = b[o]
+  if (t === undefined || (t & 0xe0) !== 0xa0) return readScalar(b, o)
+  const n = t & 0x1f
+  const start = o + 1
+  if (start + n > b.length) return NOT_SCALAR
+  const cached = readNameBytes
+  if (cached.length === n) {
+    let i = 0
+    while (i < n && b[start + i] === cached[i]) i++
+    if (i === n) {
+      scalarEnd = start + n
+      return readName
+    }
+  }
+  const name = b.toString('utf8', start, start + n)
+  scalarEnd = start + n
+  readName = name
+  readNameBytes = Uint8Array.prototype.slice.call(b, start, start + n)
+  return name
 }

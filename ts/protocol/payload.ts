@@ -12,7 +12,7 @@
 import { Packr, Unpackr } from 'msgpackr'
 import { ErrorCode, PolyCallError } from '../core/errors.js'
 import { MessageType, ProtocolFlag } from './constants.js'
-import { NOT_SCALAR, packCommand, packCommandExt, packScalar, readScalar, scalarEnd, type CommandExt } from './msgpack-scalar.js'
+import { NOT_SCALAR, packCommand, packCommandExt, packScalar, readCommandName, readScalar, scalarEnd, type CommandExt } from './msgpack-scalar.js'
 
 export type { CommandExt } from './msgpack-scalar.js'
 
@@ -96,7 +96,7 @@ const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true })
 function readCommand(payload: Buffer): CommandPayload | undefined {
   const head = payload[0]
   if (head !== 0x92 && head !== 0x93 && head !== 0x94) return undefined
-  const command = readScalar(payload, 1)
+  const command = readCommandName(payload, 1)
   if (typeof command !== 'string') return undefined
   const data = readScalar(payload, scalarEnd)
   if (data === NOT_SCALAR) return undefined

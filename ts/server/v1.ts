@@ -18,6 +18,7 @@ import {
   jsonCodec,
   msgpackCodec,
 } from '../protocol/payload.js'
+import { valueBound, writeValueAt } from '../protocol/msgpack-scalar.js'
 import type { SecureChannel, SecureHello } from '../secure/channel.js'
 import { publicKeyText } from '../secure/identity.js'
 import { SessionState } from '../state/session.js'
@@ -328,7 +329,11 @@ export const v1ServerProtocol: ServerProtocol = {
 
   respond(_host, s, req, failure) {
     if (failure) return sendError(s, req.sequence, failure)
-    s.conn.send(MessageType.Response, req.sequence, s.conn.codec.encodeValue(req.result))
+    const conn = s.conn
+    const value = req.result
+    // A scalar reply of a busy tick goes straight into the write arena.
+    if (conn.codec === msgpackCodec && conn.sendInto(MessageType.Response, req.sequence, valueBound(value), writeValueAt, value, 0, 0)) return
+    conn.send(MessageType.Response, req.sequence, conn.codec.encodeValue(value))
   },
 
   refuse(_host, s, sequence, err) {
