@@ -396,8 +396,12 @@ export declare function smRecordIntegrityFailure(handle: number, id: number): vo
  */
 export declare function smRestore(handle: number, text: string, legacy: boolean): string
 
-/** Restores a compact machine snapshot; returns the restored state names in id order. */
-export declare function smRestoreBytes(handle: number, bytes: Uint8Array): Array<string>
+/**
+ * Restores a compact machine snapshot; returns the restored state names in id order, joined
+ * by NUL characters into one string when none contains one and there is at least one (one JS
+ * string costs far less to create than one per state), else as a list.
+ */
+export declare function smRestoreBytes(handle: number, bytes: Uint8Array): string | Array<string>
 
 /** Restores one state from its snapshot's JSON text; returns the state's id. */
 export declare function smRestoreState(handle: number, text: string): number
@@ -414,7 +418,12 @@ export declare function smSetMetadata(handle: number, id: number, key: string, v
 /** The machine snapshot, as JSON text. */
 export declare function smSnapshot(handle: number, now: number): string
 
-/** The compact machine snapshot (`polycall_core::state` `snapshot_bytes`). */
+/**
+ * The compact machine snapshot (`polycall_core::state` `snapshot_bytes`).
+ *
+ * The bytes are copied into a new Buffer, which costs less than handing the `Vec` over as an
+ * external buffer (whose finaliser the garbage collector then has to run).
+ */
 export declare function smSnapshotBytes(handle: number, now: number): Buffer
 
 /** Name, flags, metadata, targets, checksums and counters of state `id`. */

@@ -10,7 +10,8 @@
  * `src/modules/StateMachine.js`); without it the node-polycall rows are skipped, saying why.
  *
  * Run: `POLYCALL_BENCH_NODE_POLYCALL=../node-polycall node --import tsx benchmarks/state-vs-node-polycall.ts`
- * (`--quick` for a smoke run, `--runs N`, `--only snapshot|transition`, `--clock cpu|wall`). Profiling one case:
+ * (`--quick` for a smoke run, `--runs N`, `--only snapshot|transition`, `--clock cpu|wall`; `--write`
+ * writes benchmarks/results/state-vs-node-polycall.md, never from a `--quick` run). Profiling one case:
  * `--profile <case>` runs only that case's loop for a few seconds (combine with `--cpu-prof`).
  */
 import { strictEqual } from 'node:assert'
@@ -19,7 +20,7 @@ import { createRequire } from 'node:module'
 import { loadavg } from 'node:os'
 import { join, resolve } from 'node:path'
 import { StateMachine, type StateMachineSnapshot } from '../ts/index.js'
-import { fmt, machine, table } from './common.js'
+import { fmt, machine, table, writeResult } from './common.js'
 
 const argv = process.argv.slice(2)
 const arg = (name: string): string | undefined => {
@@ -288,6 +289,32 @@ async function transitionCases(): Promise<Case[]> {
   return cases
 }
 
+const HEADER = `# polycall's StateMachine against node-polycall's
+
+\`POLYCALL_BENCH_NODE_POLYCALL=<node-polycall checkout> node --import tsx benchmarks/state-vs-node-polycall.ts\`.
+Both machines live in the same process and are built the same way: 32 states, each with
+transitions to the next and the fifth next (64), metadata on 4 of them, 150 moves (so 100
+history entries), 4 locked. Every case runs ${RUNS} times, the sides interleaved and their order
+rotated each run; each figure is the median with the min-max over the runs, and each ratio the
+ratio of the medians with the range of the per-run ratios (above 1: polycall is faster). Times
+are ${CPU_CLOCK ? "the process's CPU time per call (user + system, GC threads included), which the load of a shared machine disturbs far less than wall time" : 'wall time per call'}.
+`
+
+const SNAPSHOT_NOTE = `
+What each snapshot carries, so that the comparison is stated fairly: node-polycall's
+\`createSnapshot()\` gives the time, the current state's name, each state's JSON with its
+checksum, and a copy of the history; \`restoreFromSnapshot()\` checks each state's checksum,
+rebuilds the states and takes the history array as it is (no transitions are restored, the
+history is not checked). polycall's JSON snapshot carries the same members (node-polycall can
+restore it) plus \`format\`, the transition table and a machine checksum over all of it, and
+\`restore()\` checks the machine checksum, every state checksum, names, limits, references,
+that the history is a walk ending in the current state, and that no live state is locked,
+before it changes anything; the restored machine can transition at once. The compact form
+(\`snapshotBytes()\`) carries the same content under a CRC-32 and is restored with the same
+checks (each state checksum recomputed). Each polycall case also creates and frees the new
+machine (node-polycall's case creates one too).
+`
+
 if (profile !== undefined) {
   const cases = [...(await snapshotCases()), ...(await transitionCases())]
   const c = cases.find((x) => x.name.includes(profile))
@@ -301,7 +328,7 @@ if (profile !== undefined) {
   console.log(`${c.name}: ${n} calls, ${fmt((4000 * 1e6) / (n * c.inner))} ns each`)
 } else {
   const load = loadavg().map((x) => x.toFixed(2))
-  const sections: string[] = [machine(), `- Load average before: ${load.join(' ')}`]
+  const sections: string[] = [HEADER, machine(), `- Load average before: ${load.join(' ')}`]
   if (!np.ctor) console.log(`node-polycall rows skipped: ${np.reason}`)
   const us = (ns: number) => fmt(ns / 1000)
   const ns1 = (ns: number) => fmt(ns)
@@ -322,5 +349,8 @@ if (profile !== undefined) {
   sections.push(
     `\n- Load average after: ${loadavg().map((x) => x.toFixed(2)).join(' ')}; ${RUNS} runs of ${WINDOW} ms per case, ${CPU_CLOCK ? 'process CPU time' : 'wall time'} per call`,
   )
-  console.log(sections.join('\n'))
+  sections.push(SNAPSHOT_NOTE)
+  const md = `${sections.join('\n')}\n`
+  console.log(md)
+  console.log(writeResult('state-vs-node-polycall.md', md))
 }

@@ -1022,7 +1022,8 @@ export class StateMachine extends EventEmitter<StateMachineEvents> {
         return format
       }
       const bytes = input
-      this.#sync(call(() => native.smRestoreBytes(handle, bytes)))
+      const names = call(() => native.smRestoreBytes(handle, bytes))
+      this.#sync(typeof names === 'string' ? names.split('\0') : names)
       return 'polycall'
     } finally {
       this.#release()

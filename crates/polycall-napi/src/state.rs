@@ -22,7 +22,7 @@
 
 use std::cell::RefCell;
 
-use napi::bindgen_prelude::{Buffer, Float64Array, Uint32Array};
+use napi::bindgen_prelude::{BufferSlice, Either, Float64Array, Uint32Array};
 use napi::{Env, Result};
 use napi_derive::napi;
 use polycall_core::state::{
@@ -379,17 +379,33 @@ pub fn sm_snapshot(handle: u32, now: f64) -> Result<String, String> {
 }
 
 /// The compact machine snapshot (`polycall_core::state` `snapshot_bytes`).
+///
+/// The bytes are copied into a new Buffer, which costs less than handing the `Vec` over as an
+/// external buffer (whose finaliser the garbage collector then has to run).
 #[napi]
-pub fn sm_snapshot_bytes(handle: u32, now: f64) -> Result<Buffer, String> {
-    with(handle, |e| Buffer::from(e.machine.snapshot_bytes(millis(now))))
+pub fn sm_snapshot_bytes(env: &Env, handle: u32, now: f64) -> Result<BufferSlice<'_>, String> {
+    let bytes = with(handle, |e| e.machine.snapshot_bytes(millis(now)))?;
+    BufferSlice::copy_from(env, bytes).map_err(|e| invalid(e.reason.clone()))
 }
 
-/// Restores a compact machine snapshot; returns the restored state names in id order.
+/// Restores a compact machine snapshot; returns the restored state names in id order, joined
+/// by NUL characters into one string when none contains one and there is at least one (one JS
+/// string costs far less to create than one per state), else as a list.
 #[napi]
-pub fn sm_restore_bytes(handle: u32, bytes: &[u8]) -> Result<Vec<String>, String> {
+pub fn sm_restore_bytes(handle: u32, bytes: &[u8]) -> Result<Either<String, Vec<String>>, String> {
     with_machine(handle, |m| {
         m.restore_bytes(bytes)?;
-        Ok(m.names().map(str::to_owned).collect())
+        if m.is_empty() || m.names().any(|n| n.contains('\0')) {
+            return Ok(Either::B(m.names().map(str::to_owned).collect()));
+        }
+        let mut joined = String::with_capacity(m.names().map(|n| n.len() + 1).sum());
+        for (i, n) in m.names().enumerate() {
+            if i > 0 {
+                joined.push('\0');
+            }
+            joined.push_str(n);
+        }
+        Ok(Either::A(joined))
     })
 }
 
