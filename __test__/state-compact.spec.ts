@@ -209,3 +209,31 @@ test('verify refuses compact bytes, which carry no signature; signed JSON snapsh
   t.is(await target.restore(sm.snapshot({ sign: id }), { verify: id }), 'polycall')
   t.is(target.current, 'B')
 })
+
+test('two copies of the module in one process each fire their own transitions', async (t) => {
+  const copy = (await import(`../ts/state/machine.js?copy=${Date.now()}`)) as typeof import('../ts/state/machine.js')
+  t.not(copy.StateMachine, StateMachine)
+  const a = new StateMachine()
+  const b = new copy.StateMachine()
+  t.teardown(() => {
+    a.free()
+    b.free()
+  })
+  for (const m of [a, b]) {
+    m.addState('X')
+    m.addState('Y')
+    m.addState('Z')
+    m.addTransition('X', 'Y')
+    m.addTransition('Y', 'Z')
+    m.addTransition('Z', 'X')
+  }
+  await a.transition('Y')
+  await b.transition('Y')
+  await b.transition('Z')
+  await a.transition('Z')
+  await a.transition('X')
+  t.is(a.current, 'X')
+  t.is(b.current, 'Z')
+  t.deepEqual(a.history().map((h) => h.to), ['Y', 'Z', 'X'])
+  t.deepEqual(b.history().map((h) => h.to), ['Y', 'Z'])
+})

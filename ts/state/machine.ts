@@ -318,9 +318,13 @@ const LONE_SURROGATE = /\p{Cs}/u
 
 /**
  * The transition mailbox shared with the addon (`sm_step`): `[handle, target id]`, written just
- * before each call, so the hot call takes no arguments.
+ * before each call, so the hot call takes no arguments. The addon keeps one mailbox per thread,
+ * so every copy of this module in the thread (a process that loads both the sources and the
+ * build, say) shares one array, kept under a registered symbol: a second copy registering its
+ * own would leave the first one's writes unread.
  */
-const MAILBOX = new Float64Array(2)
+const MAILBOX_KEY = Symbol.for('polycall.state.mailbox')
+const MAILBOX = ((globalThis as { [MAILBOX_KEY]?: Float64Array })[MAILBOX_KEY] ??= new Float64Array(2))
 native.smSetMailbox(MAILBOX)
 
 // Safety net only: machines are freed explicitly by free() and dispose.
