@@ -481,4 +481,3 @@ pub fn session_tables() -> Vec<u32> {
         .map(|m| u32::from(*m))
         .collect()
 }
-

@@ -17,8 +17,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use polycall_core::state::{
-    COMPACT_HEADER_BYTES, Config, RestoreOptions, SnapshotFormat, StateMachine, StateOptions,
-    crc32,
+    COMPACT_HEADER_BYTES, Config, RestoreOptions, SnapshotFormat, StateMachine, StateOptions, crc32,
 };
 
 const T0: u64 = 1_700_000_000_000;
@@ -108,7 +107,11 @@ fn check_invariants(m: &mut StateMachine) {
     }
     for h in &history {
         assert!(h.from < len && h.to < len);
-        assert_eq!(m.is_final(h.from), Some(false), "no step leaves a final state");
+        assert_eq!(
+            m.is_final(h.from),
+            Some(false),
+            "no step leaves a final state"
+        );
     }
     if let Some(last) = history.last() {
         assert_eq!(m.current(), Some(last.to));

@@ -60,7 +60,10 @@ impl JavaHash {
     pub(crate) fn update(mut self, text: &str) -> Self {
         let mut rest = text;
         while !rest.is_empty() {
-            let ascii = rest.bytes().position(|b| !b.is_ascii()).unwrap_or(rest.len());
+            let ascii = rest
+                .bytes()
+                .position(|b| !b.is_ascii())
+                .unwrap_or(rest.len());
             let (run, tail) = rest.split_at(ascii);
             self.ascii(run.as_bytes());
             let mut chars = tail.chars();
@@ -78,10 +81,9 @@ impl JavaHash {
     fn ascii(&mut self, bytes: &[u8]) {
         let mut blocks = bytes.chunks_exact(8);
         for block in &mut blocks {
-            let sum = block
-                .iter()
-                .zip(POW)
-                .fold(0u32, |acc, (b, p)| acc.wrapping_add(u32::from(*b).wrapping_mul(p)));
+            let sum = block.iter().zip(POW).fold(0u32, |acc, (b, p)| {
+                acc.wrapping_add(u32::from(*b).wrapping_mul(p))
+            });
             self.0 = self.0.wrapping_mul(POW8).wrapping_add(sum);
         }
         for b in blocks.remainder() {
@@ -203,7 +205,10 @@ mod tests {
             // Any split gives the hash of the whole.
             for cut in (0..=text.len()).filter(|i| text.is_char_boundary(*i)) {
                 let (a, b) = text.split_at(cut);
-                assert_eq!(JavaHash::default().update(a).update(b).finish(), reference(text));
+                assert_eq!(
+                    JavaHash::default().update(a).update(b).finish(),
+                    reference(text)
+                );
             }
         }
     }

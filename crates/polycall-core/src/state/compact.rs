@@ -399,7 +399,9 @@ impl StateMachine {
         let endpoint = r.str("an endpoint")?;
         let flags = r.u8("a state's flags")?;
         if flags & !(LOCKED | FINAL) != 0 {
-            return Err(invalid(format!("state {name:?} has unknown flags {flags:#04x}")));
+            return Err(invalid(format!(
+                "state {name:?} has unknown flags {flags:#04x}"
+            )));
         }
         let checksum = r.take(4, "a state checksum")?;
         let checksum = u32::from_le_bytes([
@@ -427,9 +429,7 @@ impl StateMachine {
                     match json::parse(raw) {
                         Ok(node) if node.raw.len() == raw.len() => MetaValue::Raw(raw.to_owned()),
                         _ => {
-                            return Err(invalid(format!(
-                                "metadata {key:?} is not one JSON value"
-                            )));
+                            return Err(invalid(format!("metadata {key:?} is not one JSON value")));
                         }
                     }
                 }
@@ -647,7 +647,11 @@ mod tests {
             }
         }
         for cut in 0..bytes.len() {
-            assert_eq!(code(&mut live, &bytes[..cut]), "INVALID_SNAPSHOT", "cut {cut}");
+            assert_eq!(
+                code(&mut live, &bytes[..cut]),
+                "INVALID_SNAPSHOT",
+                "cut {cut}"
+            );
         }
         let mut longer = bytes.clone();
         longer.push(0);
@@ -725,7 +729,10 @@ mod tests {
         assert_eq!((e.code(), e.errno()), ("STATE_LOCKED", Some(8)));
         assert_eq!(m.is_locked(0), Some(true));
         // A bad snapshot reports its own error first.
-        assert_eq!(m.restore_bytes(b"PCSM").unwrap_err().code(), "INVALID_SNAPSHOT");
+        assert_eq!(
+            m.restore_bytes(b"PCSM").unwrap_err().code(),
+            "INVALID_SNAPSHOT"
+        );
         m.unlock(0).unwrap();
         m.restore_bytes(&bytes).unwrap();
         assert_eq!(m.is_locked(0), Some(true));

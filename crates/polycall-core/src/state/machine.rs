@@ -687,10 +687,7 @@ pub(super) fn write_state_json(out: &mut String, s: &StateRecord, states: &[Stat
         if i > 0 {
             out.push(',');
         }
-        write_str(
-            out,
-            states.get(*t as usize).map_or("", |t| t.name.as_str()),
-        );
+        write_str(out, states.get(*t as usize).map_or("", |t| t.name.as_str()));
     }
     out.push_str("]}");
 }
