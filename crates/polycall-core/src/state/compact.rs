@@ -45,8 +45,8 @@ use std::collections::{HashMap, VecDeque};
 
 use super::json;
 use super::machine::{
-    Counters, HistoryEntry, MetaValue, RESERVED_METADATA_KEYS, StateId, StateMachine, StateRecord,
-    state_checksum,
+    Counters, HistoryEntry, MetaKey, MetaValue, RESERVED_METADATA_KEYS, StateId, StateMachine,
+    StateRecord, meta_key, state_checksum,
 };
 use super::snapshot::{Checksums, Restored, SnapshotFormat, invalid};
 use crate::error::{Error, Result};
@@ -415,7 +415,7 @@ impl StateMachine {
         }
         // An entry takes at least 3 bytes: a key length, a kind, a value.
         let entries = r.count("a metadata count", 3)?;
-        let mut metadata: Vec<(String, MetaValue)> = Vec::with_capacity(entries);
+        let mut metadata: Vec<(MetaKey, MetaValue)> = Vec::with_capacity(entries);
         for _ in 0..entries {
             let key = r.str("a metadata key")?;
             if metadata.iter().any(|(k, _)| k == key) {
@@ -442,7 +442,7 @@ impl StateMachine {
                     return Err(invalid(format!("metadata {key:?} must be JSON text")));
                 }
             };
-            metadata.push((key.to_owned(), value));
+            metadata.push((meta_key(key), value));
         }
         for key in ["createdAt", "version", "lastModified"] {
             if !metadata.iter().any(|(k, _)| k == key) {

@@ -20,6 +20,7 @@
 //! Time comes from the caller (`now`, milliseconds since the Unix epoch): the core reads no
 //! clock, which keeps it deterministic under test.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 
 use super::checksum::{c_state_checksum, endpoint_for, node_state_checksum};
@@ -110,7 +111,7 @@ pub(super) struct StateRecord {
     pub endpoint: String,
     pub is_final: bool,
     pub locked: bool,
-    pub metadata: Vec<(String, MetaValue)>,
+    pub metadata: Vec<(MetaKey, MetaValue)>,
     /// Outgoing transitions, in the order they were added.
     pub targets: Vec<StateId>,
     /// The node-polycall checksum as of the last change made through the machine.
@@ -130,9 +131,20 @@ impl StateRecord {
         if let Some(slot) = self.metadata.iter_mut().find(|(k, _)| k == key) {
             slot.1 = value;
         } else {
-            self.metadata.push((key.to_owned(), value));
+            self.metadata.push((meta_key(key), value));
         }
     }
+}
+
+/// A metadata key: the machine's own keys are borrowed, so a state costs no allocation for them.
+pub(super) type MetaKey = Cow<'static, str>;
+
+/// `key` as a [`MetaKey`], borrowed when it is one of [`RESERVED_METADATA_KEYS`].
+pub(super) fn meta_key(key: &str) -> MetaKey {
+    RESERVED_METADATA_KEYS
+        .iter()
+        .find(|k| **k == key)
+        .map_or_else(|| MetaKey::Owned(key.to_owned()), |k| MetaKey::Borrowed(k))
 }
 
 /// One completed transition.
@@ -327,16 +339,16 @@ impl StateMachine {
             });
         }
         let mut metadata = vec![
-            ("createdAt".to_owned(), MetaValue::Int(now)),
-            ("version".to_owned(), MetaValue::Int(1)),
-            ("lastModified".to_owned(), MetaValue::Int(now)),
+            (MetaKey::Borrowed("createdAt"), MetaValue::Int(now)),
+            (MetaKey::Borrowed("version"), MetaValue::Int(1)),
+            (MetaKey::Borrowed("lastModified"), MetaValue::Int(now)),
         ];
         for (key, raw) in options.metadata {
             let value = user_value(&key, &raw)?;
             if let Some(slot) = metadata.iter_mut().find(|(k, _)| *k == key) {
                 slot.1 = value;
             } else {
-                metadata.push((key, value));
+                metadata.push((MetaKey::Owned(key), value));
             }
         }
         let id = StateId::try_from(self.states.len()).map_err(|_| Error::MaxStatesReached {
@@ -703,8 +715,8 @@ pub(super) fn state_checksum(scratch: &mut String, s: &StateRecord, states: &[St
 /// ascending order, then the other keys in insertion order. That is the order `JSON.parse`
 /// gives the object back in, so a snapshot stays byte-identical (and its checksums valid) when
 /// it travels as a parsed object and is serialised again.
-pub(super) fn write_metadata(out: &mut String, metadata: &[(String, MetaValue)]) {
-    let entry = |out: &mut String, i: usize, (k, v): &(String, MetaValue)| {
+pub(super) fn write_metadata(out: &mut String, metadata: &[(MetaKey, MetaValue)]) {
+    let entry = |out: &mut String, i: usize, (k, v): &(MetaKey, MetaValue)| {
         if i > 0 {
             out.push(',');
         }
@@ -714,7 +726,7 @@ pub(super) fn write_metadata(out: &mut String, metadata: &[(String, MetaValue)])
     };
     out.push('{');
     if metadata.iter().any(|e| array_index(&e.0).is_some()) {
-        let mut indexed: Vec<(u32, &(String, MetaValue))> = metadata
+        let mut indexed: Vec<(u32, &(MetaKey, MetaValue))> = metadata
             .iter()
             .filter_map(|e| array_index(&e.0).map(|i| (i, e)))
             .collect();

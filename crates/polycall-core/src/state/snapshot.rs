@@ -45,8 +45,8 @@ use std::collections::{HashMap, VecDeque};
 use super::checksum::{JavaHash, node_state_checksum};
 use super::json::{self, Node, write_str, write_u64};
 use super::machine::{
-    Counters, HistoryEntry, MetaValue, RESERVED_METADATA_KEYS, StateId, StateMachine, StateRecord,
-    write_state_json,
+    Counters, HistoryEntry, MetaKey, MetaValue, RESERVED_METADATA_KEYS, StateId, StateMachine,
+    StateRecord, meta_key, write_state_json,
 };
 use crate::error::{Error, Result};
 
@@ -133,7 +133,7 @@ fn parse_state_snapshot(node: &Node<'_>) -> Result<ParsedState> {
     let meta_members = field("metadata")?
         .members()
         .ok_or_else(|| invalid("\"metadata\" must be an object"))?;
-    let mut metadata: Vec<(String, MetaValue)> = Vec::with_capacity(meta_members.len());
+    let mut metadata: Vec<(MetaKey, MetaValue)> = Vec::with_capacity(meta_members.len());
     for m in meta_members {
         let key = m.key.as_str();
         if metadata.iter().any(|(k, _)| k == key) {
@@ -149,7 +149,7 @@ fn parse_state_snapshot(node: &Node<'_>) -> Result<ParsedState> {
         } else {
             MetaValue::Raw(m.node.raw.to_owned())
         };
-        metadata.push((key.to_owned(), value));
+        metadata.push((meta_key(key), value));
     }
     for key in ["createdAt", "version", "lastModified"] {
         if !metadata.iter().any(|(k, _)| k == key) {
