@@ -939,8 +939,8 @@ export class StateMachine extends EventEmitter<StateMachineEvents> {
    * @throws `ERR_POLYCALL_CLOSED` after {@link StateMachine.free}
    * @example
    * ```ts
-   * await redis.set('sm', sm.snapshotBytes())
-   * await other.restore(await redis.getBuffer('sm'))
+   * await writeFile('machine.bin', sm.snapshotBytes())
+   * await other.restore(await readFile('machine.bin'))
    * ```
    */
   snapshotBytes(): Buffer {
