@@ -868,6 +868,7 @@ module.exports.secureFinish = nativeBinding.secureFinish
 module.exports.secureFree = nativeBinding.secureFree
 module.exports.secureInitiator = nativeBinding.secureInitiator
 module.exports.securePlain = nativeBinding.securePlain
+module.exports.securePreferredCipher = nativeBinding.securePreferredCipher
 module.exports.securePush = nativeBinding.securePush
 module.exports.secureRaise = nativeBinding.secureRaise
 module.exports.secureReadFinish = nativeBinding.secureReadFinish

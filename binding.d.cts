@@ -83,6 +83,8 @@ export interface BindingSecureHello {
   secure: boolean
   /** The offered pattern. */
   pattern?: string
+  /** The client's cipher. */
+  cipher?: string
   /** IK: the client's authenticated public key. */
   clientKey?: Buffer
 }
@@ -125,6 +127,8 @@ export interface BindingSecureState {
   mode: string
   /** `'IK'`, `'NK'` or `'XX'`, once known. */
   pattern?: string
+  /** `'AESGCM'` or `'ChaChaPoly'`, once known. */
+  cipher?: string
   /** The peer's public key, once known. */
   remoteKey?: Buffer
   /** The handshake hash (unique to the session), once established. */
@@ -235,7 +239,8 @@ export declare function decoderRaise(handle: number): void
 
 /**
  * Registers the metadata array that `decoder_push` writes into (shared by all decoders of
- * this thread; each push is read out before the next one).
+ * this thread; each push is read out before the next one): `META_WORDS` words per frame
+ * slot, then `TAIL_WORDS` words (the consumed bytes).
  */
 export declare function decoderSetMeta(meta: Uint32Array): void
 
@@ -293,11 +298,20 @@ export declare function secureFinish(handle: number): Buffer
 /** Releases a session (zeroing its keys). Freeing twice, or a stale handle, does nothing. */
 export declare function secureFree(handle: number): void
 
-/** Starts a client session. `pattern` is `'IK'`, `'NK'` or `'XX'`. */
-export declare function secureInitiator(patternName: string, identity: BindingIdentity | undefined | null, serverKey: Uint8Array | undefined | null, flags: number, maxInFlight: number, sessionLimits: BindingSecureLimits): BindingSecureStart
+/**
+ * Starts a client session. `pattern` is `'IK'`, `'NK'` or `'XX'`; `cipher` `'AESGCM'` or
+ * `'ChaChaPoly'` (default: `secure_preferred_cipher()`).
+ */
+export declare function secureInitiator(patternName: string, identity: BindingIdentity | undefined | null, serverKey: Uint8Array | undefined | null, flags: number, maxInFlight: number, sessionLimits: BindingSecureLimits, cipherName?: string | undefined | null): BindingSecureStart
 
 /** Continues without a secure session (plain frames in both directions). */
 export declare function securePlain(handle: number): void
+
+/**
+ * The cipher a client chooses by default on this machine: `'AESGCM'` where the CPU has AES
+ * and carry-less multiplication instructions (detected at run time), `'ChaChaPoly'` elsewhere.
+ */
+export declare function securePreferredCipher(): string
 
 /**
  * Decodes `chunk`, opening sealed frames in place, into the registered metadata array.
@@ -317,8 +331,8 @@ export declare function secureReadHello(handle: number, payload: Uint8Array): Bi
 /** Client: reads the server's RESPONSE payload (handshake message 2). */
 export declare function secureReadReply(handle: number, payload: Uint8Array): BindingSecureReply
 
-/** Starts a server session that accepts the given patterns. */
-export declare function secureResponder(identity: BindingIdentity, patterns: Array<string>, sessionLimits: BindingSecureLimits): number
+/** Starts a server session that accepts the given patterns and ciphers (default: both). */
+export declare function secureResponder(identity: BindingIdentity, patterns: Array<string>, sessionLimits: BindingSecureLimits, ciphers?: Array<string> | undefined | null): number
 
 /**
  * Seals (or, in a plain session, encodes) `count` frames described in the metadata array,

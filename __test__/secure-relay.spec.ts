@@ -4,7 +4,7 @@
 // compression (its round trip and a decompression bomb). Each asserts the codes and that the
 // server keeps serving its other clients.
 import test, { type ExecutionContext } from 'ava'
-import { ErrorCode, ProtocolFlag, type SecureClientOptions, type SecurePattern } from '../ts/index.js'
+import { ErrorCode, ProtocolFlag, preferredCipher, type SecureCipher, type SecureClientOptions, type SecurePattern } from '../ts/index.js'
 import { refreshChecksum, startRelay, type Rewrite } from './helpers/relay.js'
 import { identity, newClient, nextDisconnect, rejection, startServer } from './helpers/secure.js'
 
@@ -195,6 +195,47 @@ for (const [what, direction, flip, code] of DOWNGRADES) {
     })
   }
 }
+
+/** Byte 15 of the hello payload (frame offset 31): the client's cipher, 1 AESGCM, 0 ChaChaPoly. */
+const CIPHER_AT = 31
+const CIPHER_ID: Record<SecureCipher, number> = { AESGCM: 1, ChaChaPoly: 0 }
+
+for (const cipher of ['AESGCM', 'ChaChaPoly'] as SecureCipher[]) {
+  for (const pattern of ['IK', 'NK', 'XX'] as SecurePattern[]) {
+    test(`${pattern}, ${cipher}: the hello names the cipher, which works; rewritten on the way it fails the handshake (ERR_POLYCALL_HANDSHAKE_FAILED)`, async (t) => {
+      const clientId = identity(t)
+      const seen: number[] = []
+      const { port, relay, secure, serverId } = await setup(t, {
+        // The first connection passes unchanged, the second has its cipher byte rewritten.
+        toServer: (f, i, link) => {
+          if (i !== 0) return undefined
+          seen.push(f[CIPHER_AT]!)
+          return link.id === 0 ? undefined : edit(f, CIPHER_AT, (b) => b ^ 1)
+        },
+      })
+      const options: SecureClientOptions =
+        pattern === 'IK'
+          ? { ...secure, identity: clientId, cipher }
+          : pattern === 'NK'
+            ? { ...secure, cipher }
+            : { serverKey: (key) => key === serverId.toString(), cipher }
+      t.is(await newClient(t, relay.port, { secure: options }).request('echo', 'through'), 'through')
+      const client = newClient(t, relay.port, { secure: options, reconnect: { initialDelay: 10 } })
+      t.is((await rejection(client.connect())).code, ErrorCode.HANDSHAKE_FAILED)
+      t.is(client.stats().reconnects, 0)
+      t.deepEqual(seen, [CIPHER_ID[cipher], CIPHER_ID[cipher]])
+      await stillServes(t, port, secure)
+    })
+  }
+}
+
+test('a client that states no cipher offers this machine\'s preferred one', async (t) => {
+  const seen: number[] = []
+  const { relay, secure } = await setup(t, { toServer: (f, i) => (i === 0 ? (seen.push(f[CIPHER_AT]!), undefined) : undefined) })
+  t.is(await newClient(t, relay.port, { secure }).request('echo', 1), 1)
+  t.is(await newClient(t, relay.port, { secure: { ...secure, cipher: 'auto' } }).request('echo', 2), 2)
+  t.deepEqual(seen, [CIPHER_ID[preferredCipher()], CIPHER_ID[preferredCipher()]])
+})
 
 test('secure.required: a hello whose Secure bit was stripped on the way gets ERR_POLYCALL_INSECURE_PEER', async (t) => {
   const { server, port, relay, secure } = await setup(t, { toServer: (f, i) => (i === 0 ? edit(f, 22, (b) => b & ~SECURE) : undefined) }, { required: true })

@@ -10,6 +10,8 @@ import {
   PolyCallClient,
   PolyCallServer,
   type PeerInfo,
+  preferredCipher,
+  type SecureCipher,
   type SecureClientOptions,
   type SecurePattern,
 } from '../ts/index.js'
@@ -297,6 +299,34 @@ test('options: unknown keys in secure are refused by name; PCR1, legacy and miss
   const destroyed = Identity.generate()
   destroyed.destroy()
   code(() => new PolyCallServer({ secure: { identity: destroyed } }))
+})
+
+test('ciphers: a client of either cipher is served; a server ciphers list refuses the other with ERR_POLYCALL_HANDSHAKE_FAILED', async (t) => {
+  const serverId = identity(t)
+  const clientId = identity(t)
+  t.true(['AESGCM', 'ChaChaPoly'].includes(preferredCipher()))
+  const { port } = await startServer(t, { secure: { identity: serverId } })
+  const big = Buffer.alloc(70_000, 3)
+  for (const cipher of ['AESGCM', 'ChaChaPoly'] as SecureCipher[]) {
+    for (const pattern of PATTERNS) {
+      const client = newClient(t, port, { secure: { ...clientSecure(pattern, serverId, clientId), cipher } })
+      t.is(await client.request('echo', `${pattern} ${cipher}`), `${pattern} ${cipher}`)
+      t.true(Buffer.from((await client.request('echo', big)) as Uint8Array).equals(big))
+    }
+    const other: SecureCipher = cipher === 'AESGCM' ? 'ChaChaPoly' : 'AESGCM'
+    const { port: strict } = await startServer(t, { secure: { identity: serverId, ciphers: [other] } })
+    for (const pattern of PATTERNS) {
+      const refused = newClient(t, strict, { secure: { ...clientSecure(pattern, serverId, clientId), cipher }, reconnect: { initialDelay: 10 } })
+      t.is((await rejection(refused.connect())).code, ErrorCode.HANDSHAKE_FAILED)
+      t.is(refused.stats().reconnects, 0)
+    }
+    t.is(await newClient(t, strict, { secure: { serverKey: serverId.toString(), cipher: other } }).request('echo', 1), 1)
+  }
+  const code = (f: () => unknown) => t.is((t.throws(f) as { code?: string } | undefined)?.code, ErrorCode.INVALID_ARGUMENT)
+  code(() => new PolyCallClient({ port: 1, secure: { serverKey: serverId.toString(), cipher: 'AES' as never } }))
+  code(() => new PolyCallServer({ secure: { identity: serverId, ciphers: [] } }))
+  code(() => new PolyCallServer({ secure: { identity: serverId, ciphers: ['chacha' as never] } }))
+  code(() => new PolyCallServer({ secure: { identity: serverId, ciphers: 'AESGCM' as never } }))
 })
 
 test('a server patterns list refuses other patterns with ERR_POLYCALL_HANDSHAKE_FAILED in the handshake', async (t) => {

@@ -406,9 +406,20 @@ async function sealedServer(): Promise<ServerHandle> {
 }
 
 const clientIdentity = Identity.generate()
+/**
+ * The sealed client's cipher: this machine's preferred one, unless POLYCALL_BENCH_CIPHER
+ * (inherited by the child processes) names `AESGCM` or `ChaChaPoly`, to compare the two.
+ */
+const sealedCipher = (process.env.POLYCALL_BENCH_CIPHER ?? 'auto') as 'auto' | 'AESGCM' | 'ChaChaPoly'
 
 async function sealedClient(port: number, key: string): Promise<ClientHandle> {
-  const client = new PolyCallClient({ host: '127.0.0.1', port, maxInFlight: 1024, reconnect: false, secure: { serverKey: key, identity: clientIdentity } })
+  const client = new PolyCallClient({
+    host: '127.0.0.1',
+    port,
+    maxInFlight: 1024,
+    reconnect: false,
+    secure: { serverKey: key, identity: clientIdentity, cipher: sealedCipher },
+  })
   await client.connect({ timeout: 10_000 })
   return {
     call: (payload) => client.request<Uint8Array>('echo', payload, { timeout: REQUEST_TIMEOUT }),
@@ -618,7 +629,7 @@ async function handshakeOnce(system: System, port: number, key: string): Promise
         host: '127.0.0.1',
         port,
         reconnect: false,
-        ...(system === 'sealed' ? { secure: { serverKey: key, identity: clientIdentity } } : {}),
+        ...(system === 'sealed' ? { secure: { serverKey: key, identity: clientIdentity, cipher: sealedCipher } } : {}),
         ...(system === 'tls' ? { tls: { ca: fixture('ca.crt'), servername: 'localhost' } } : {}),
       })
       await client.connect({ timeout: 10_000 })

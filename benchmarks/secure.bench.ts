@@ -1,7 +1,8 @@
 /**
  * Secure-channel micro benchmark, in process:
  *  1. seal and open throughput per frame, 64 B and 4 KiB payloads, batches of 1, 16 and 128
- *     frames (one native call per batch each way), against node:crypto's chacha20-poly1305 in
+ *     frames (one native call per batch each way), for each cipher (AESGCM, ChaChaPoly), against
+ *     node:crypto's chacha20-poly1305 in
  *     a careful TS loop doing the same work per frame (header as associated data, counter
  *     nonce, v1 checksum over the sealed bytes; opening checks the checksum and the tag);
  *  2. handshakes per second for IK, NK and XX, both sides in this process;
@@ -17,7 +18,7 @@ import { createCipheriv, createDecipheriv, randomBytes as cryptoRandom } from 'n
 import { deepStrictEqual, ok } from 'node:assert'
 import { FrameDecoder, Identity, MessageType, encodeFrame } from '../ts/index.js'
 import { checksumJs } from '../ts/protocol/fast-path.js'
-import { COMPRESSION_CAPABILITY, SecureChannel, type SealFrame, type SecurePattern } from '../ts/secure/channel.js'
+import { COMPRESSION_CAPABILITY, SecureChannel, type SealFrame, type SecureCipher, type SecurePattern } from '../ts/secure/channel.js'
 import { fmt, machine, randomBytes, table, writeResult } from './common.js'
 
 const quick = process.argv.includes('--quick')
@@ -44,7 +45,11 @@ function rate(ms: number, work: () => number): number {
   return units / spent
 }
 
-function established(pattern: SecurePattern, compress = false): { client: SecureChannel; server: SecureChannel; done: () => void } {
+function established(
+  pattern: SecurePattern,
+  compress = false,
+  cipher?: SecureCipher,
+): { client: SecureChannel; server: SecureChannel; done: () => void } {
   const serverId = Identity.generate()
   const clientId = Identity.generate()
   const flags = 0x0007 | (compress ? COMPRESSION_CAPABILITY : 0)
@@ -55,6 +60,7 @@ function established(pattern: SecurePattern, compress = false): { client: Secure
     flags,
     rekeyFrames: 0,
     rekeyBytes: 0,
+    cipher,
   })
   const server = SecureChannel.responder({ identity: serverId, rekeyFrames: 0, rekeyBytes: 0 })
   server.readHello(hello)
@@ -136,9 +142,10 @@ function frames(size: number, batch: number): SealFrame[] {
   return Array.from({ length: batch }, (_, i) => ({ type: MessageType.Command, sequence: i, flags: 8, payload }))
 }
 
-async function throughputRow(size: number, batch: number): Promise<Row> {
+async function throughputRow(size: number, batch: number, cipher: SecureCipher): Promise<Row> {
   const batchFrames = frames(size, batch)
-  const { client, server, done } = established('IK')
+  const { client, server, done } = established('IK', false, cipher)
+  ok(client.state.cipher === cipher && server.state.cipher === cipher)
   const sender = new NodeCryptoDirection()
   const receiver = new NodeCryptoDirection()
   // Check both sides before timing: round trips, and the same wire layout.
@@ -153,7 +160,7 @@ async function throughputRow(size: number, batch: number): Promise<Row> {
   deepStrictEqual(receiver.open(theirs, sender), batchFrames.map((f) => f.payload))
 
   // Sealing alone advances the sender's nonce past what the opener saw: time it on its own pair.
-  const sealer = established('IK')
+  const sealer = established('IK', false, cipher)
   const sealerNode = new NodeCryptoDirection()
   const sums = { sealOurs: 0, sealNode: 0, openOurs: 0, openNode: 0 }
   for (let round = 0; round < ROUNDS; round++) {
@@ -182,6 +189,7 @@ async function throughputRow(size: number, batch: number): Promise<Row> {
   sealer.done()
   const k = (n: number) => fmt(n / ROUNDS / 1000, 0)
   return [
+    cipher,
     `${size} B`,
     batch,
     k(sums.sealOurs),
@@ -263,7 +271,9 @@ async function main(): Promise<void> {
   // A smoke check that the plain codec and the channel agree on what a v1 frame is.
   ok(new FrameDecoder().push(encodeFrame({ type: 3, sequence: 1, payload: Buffer.from('x') })).length === 1)
   const throughput: Row[] = []
-  for (const size of [64, 4096]) for (const batch of [1, 16, 128]) throughput.push(await throughputRow(size, batch))
+  for (const cipher of ['AESGCM', 'ChaChaPoly'] as const) {
+    for (const size of [64, 4096]) for (const batch of [1, 16, 128]) throughput.push(await throughputRow(size, batch, cipher))
+  }
   const handshakes = (['IK', 'NK', 'XX'] as const).map(handshakeRow)
   const compression = compressionRows()
   const out = [
@@ -277,7 +287,7 @@ async function main(): Promise<void> {
     '',
     '## Seal and open',
     '',
-    table(['payload', 'batch', 'seal k/s', 'node:crypto seal k/s', 'ratio', 'open k/s', 'node:crypto open k/s', 'ratio'], throughput),
+    table(['cipher', 'payload', 'batch', 'seal k/s', 'node:crypto seal k/s', 'ratio', 'open k/s', 'node:crypto open k/s', 'ratio'], throughput),
     '',
     '## Handshakes (both sides in this process)',
     '',

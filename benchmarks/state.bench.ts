@@ -1,58 +1,74 @@
 /**
  * State-machine benchmark: polycall's StateMachine (rules, history and counters in the Rust
- * core) against a plain-TS implementation of the same rules (benchmarks/plain-ts-state.ts), in
- * the same run, rotated order, outputs asserted identical first. Every row runs in a fresh Node
- * process. Run: npm run bench:state (add --quick for a short smoke run); with --write (not with
- * --quick) it updates benchmarks/results/state.md.
+ * core) against a plain-TS implementation of the same rules (benchmarks/plain-ts-state.ts) and,
+ * where it applies, node-polycall's StateMachine, in the same run, outputs asserted identical
+ * first. Every row runs in a fresh Node process, three times (`--reps N` for more), the
+ * repetitions interleaved across the rows; inside a run the sides alternate (A B ... then ... B A).
+ * Tables give the median and the min-max of the runs. node-polycall rows need
+ * `POLYCALL_BENCH_NODE_POLYCALL` (the path of a node-polycall checkout) and are skipped, with the
+ * reason printed, without it.
+ * Run: npm run bench:state (add --quick for a short smoke run); with --write (not with --quick)
+ * it updates benchmarks/results/state.md.
  */
 import { deepStrictEqual, strictEqual } from 'node:assert'
-import { execFileSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { Bench } from 'tinybench'
 import { StateMachine, type StateMachineSnapshot } from '../ts/index.js'
 import { native } from '../ts/native.js'
-import { fmt, machine, table, writeResult } from './common.js'
+import { fmt, fmtSpread, loadNodePolycall, machine, repetitions, runRowsInterleaved, spreadOf, table, writeResult } from './common.js'
 import { PlainStateMachine } from './plain-ts-state.js'
 
 const quick = process.argv.includes('--quick')
-const TIME = quick ? 60 : 500
+const TIME = quick ? 60 : 300
+const WARMUP = quick ? 20 : 100
 /** Transitions per timed task call: even, so each batch ends where it started. */
 const BATCH = 1000
 /** The budget of the issue for one guard-less transition, in ns. */
 const BUDGET_NS = 2000
 
-interface Pair {
-  native: number // task calls per second
-  ts: number
+/** What a row process prints: nanoseconds per unit of work for every side. */
+interface RunResult {
+  ns: Record<string, number>
+  bytes?: number
 }
 
-async function run(tasks: [string, () => unknown][]): Promise<Record<string, number>> {
-  const bench = new Bench({ time: TIME, warmup: true, warmupTime: 100 })
-  // Declared, not detected: detection calls an async task once without awaiting it, which would
-  // overlap that call with the first measured one.
-  for (const [name, fn] of tasks) bench.add(name, fn, { async: fn.constructor.name === 'AsyncFunction' })
-  await bench.run()
-  const out: Record<string, number> = {}
-  for (const task of bench.tasks) {
-    const r = task.result as { period?: number; error?: unknown }
-    if (!r.period) throw new Error(`task ${task.name} did not complete`, { cause: r.error })
-    out[task.name] = 1000 / r.period
-  }
-  return out
+/** The part of node-polycall's StateMachine the rows use. */
+interface NodePolycallState {
+  lock(): void
+  setMetadata(key: string, value: unknown): NodePolycallState
 }
+interface NodePolycallMachine {
+  addState(name: string, options?: Record<string, unknown>): NodePolycallState
+  getState(name: string): NodePolycallState
+  addTransition(from: string, to: string, options?: Record<string, unknown>): unknown
+  executeTransition(to: string): Promise<boolean>
+  createSnapshot(): { currentState: string | null; states: unknown[]; history: { from: string; to: string }[] }
+  restoreFromSnapshot(snapshot: unknown): Promise<unknown>
+  getCurrentState(): { name: string } | null
+  getHistory(): { from: string; to: string }[]
+}
+const np = loadNodePolycall<new (options?: Record<string, unknown>) => NodePolycallMachine>('StateMachine')
+const npSkip = 'module' in np ? undefined : np.reason
 
-/** Runs both functions in alternating order (native first, then TS first) and averages. */
-async function pair(nativeFn: () => unknown, tsFn: () => unknown): Promise<Pair> {
-  const sums = { native: 0, ts: 0 }
-  const rounds = [0, 1, 0, 1]
-  for (const order of rounds) {
-    const n: [string, () => unknown] = ['native', nativeFn]
-    const t: [string, () => unknown] = ['ts', tsFn]
-    const r = await run(order === 0 ? [n, t] : [t, n])
-    sums.native += r['native']!
-    sums.ts += r['ts']!
+/**
+ * Times every task, in two rounds: the listed order, then reversed. Returns nanoseconds per call
+ * of each task (the mean of the two rounds).
+ */
+async function measure(tasks: [string, () => unknown][]): Promise<Record<string, number>> {
+  const sums: Record<string, number> = {}
+  for (const round of [tasks, [...tasks].reverse()]) {
+    const bench = new Bench({ time: TIME, iterations: 5, warmup: true, warmupTime: WARMUP, warmupIterations: 3 })
+    // Declared, not detected: detection calls an async task once without awaiting it, which would
+    // overlap that call with the first measured one.
+    for (const [name, fn] of round) bench.add(name, fn, { async: fn.constructor.name === 'AsyncFunction' })
+    await bench.run()
+    for (const task of bench.tasks) {
+      const r = task.result as { period?: number; error?: unknown }
+      if (!r.period) throw new Error(`task ${task.name} did not complete`, { cause: r.error })
+      sums[task.name] = (sums[task.name] ?? 0) + (r.period * 1e6) / 2
+    }
   }
-  return { native: sums.native / rounds.length, ts: sums.ts / rounds.length }
+  return sums
 }
 
 function twoStates(guard: boolean): { sm: StateMachine; plain: PlainStateMachine } {
@@ -68,9 +84,7 @@ function twoStates(guard: boolean): { sm: StateMachine; plain: PlainStateMachine
   return { sm, plain }
 }
 
-type Row = (string | number)[]
-
-async function transitionRow(guard: boolean): Promise<Row> {
+async function transitionRow(guard: boolean): Promise<RunResult> {
   const { sm, plain } = twoStates(guard)
   const batch = async (m: { transition(to: string): Promise<unknown> }) => {
     for (let i = 0; i < BATCH; i++) await m.transition(i & 1 ? 'A' : 'B')
@@ -83,18 +97,37 @@ async function transitionRow(guard: boolean): Promise<Row> {
     sm.history().map((h) => [h.from, h.to]),
     plain.history().map((h) => [h.from, h.to]),
   )
-  const r = await pair(
-    async () => batch(sm),
-    async () => batch(plain),
-  )
-  const ns = (ops: number) => 1e9 / (ops * BATCH)
-  const label = guard ? 'transition with an async guard (`await`ed)' : 'guard-less transition (`await`ed)'
-  const perSecond = (ops: number) => fmt((ops * BATCH) / 1e6, 2)
-  return [label, fmt(ns(r.native)), fmt(ns(r.ts)), perSecond(r.native), perSecond(r.ts), `**${fmt(r.native / r.ts, 2)}x**`]
+  const tasks: [string, () => unknown][] = [
+    ['polycall', async () => batch(sm)],
+    ['ts', async () => batch(plain)],
+  ]
+  if ('module' in np) {
+    // node-polycall's transitions always await a guard (a default one returning true), a before
+    // and an after hook; `guard` here adds the same async guard as on the other sides.
+    const m = new np.module({ maxHistoryLength: 100 })
+    m.addState('A')
+    m.addState('B')
+    const options = guard ? { guard: async () => true } : {}
+    m.addTransition('A', 'B', options)
+    m.addTransition('B', 'A', options)
+    const npBatch = async () => {
+      for (let i = 0; i < BATCH; i++) await m.executeTransition(i & 1 ? 'A' : 'B')
+    }
+    await npBatch()
+    strictEqual(m.getCurrentState()!.name, sm.current)
+    deepStrictEqual(
+      m.getHistory().map((h) => [h.from, h.to]),
+      sm.history().map((h) => [h.from, h.to]),
+    )
+    tasks.push(['np', npBatch])
+  }
+  const ns = await measure(tasks)
+  for (const k of Object.keys(ns)) ns[k]! /= BATCH
+  return { ns }
 }
 
 /** The crossing alone: the addon's transition call without the TS wrapper or a promise. */
-async function crossingRow(): Promise<Row> {
+async function crossingRow(): Promise<RunResult> {
   const raw = new StateMachine()
   raw.addState('A')
   raw.addState('B')
@@ -112,28 +145,37 @@ async function crossingRow(): Promise<Row> {
   const wrapped = () => {
     for (let i = 0; i < BATCH; i++) void raw.transition(i & 1 ? 'A' : 'B')
   }
-  let sums = { direct: 0, wrapped: 0 }
-  for (const order of [0, 1, 0, 1]) {
-    const d: [string, () => unknown] = ['direct', direct]
-    const w: [string, () => unknown] = ['wrapped', wrapped]
-    const r = await run(order === 0 ? [d, w] : [w, d])
-    sums = { direct: sums.direct + r['direct']!, wrapped: sums.wrapped + r['wrapped']! }
-  }
+  const ns = await measure([
+    ['direct', direct],
+    ['wrapped', wrapped],
+  ])
   native.smFree(h)
-  const ns = (ops: number) => fmt(1e9 / ((ops / 4) * BATCH))
-  return ['`StateMachine.transition()`, not awaited', ns(sums.wrapped), 'the addon call alone (`smTransition`, with `Date.now()`)', ns(sums.direct)]
+  for (const k of Object.keys(ns)) ns[k]! /= BATCH
+  return { ns }
 }
 
-async function snapshotRow(): Promise<Row> {
-  const sm = new StateMachine()
-  const names = Array.from({ length: 32 }, (_, i) => `S${String(i).padStart(2, '0')}`)
-  for (const [i, n] of names.entries()) sm.addState(n, i % 8 === 0 ? { metadata: { owner: 'ops', shard: i } } : {})
+const NAMES = Array.from({ length: 32 }, (_, i) => `S${String(i).padStart(2, '0')}`)
+
+/** Builds the 32-state, 64-transition machine with 150 moves made (100 kept) and 4 states locked. */
+async function build<M>(m: M, add: (m: M, name: string, i: number) => void, link: (m: M, from: string, to: string) => void, move: (m: M, to: string) => Promise<unknown>, lock: (m: M, name: string) => void): Promise<M> {
+  for (const [i, n] of NAMES.entries()) add(m, n, i)
   for (let i = 0; i < 32; i++) {
-    sm.addTransition(names[i]!, names[(i + 1) % 32]!)
-    sm.addTransition(names[i]!, names[(i + 5) % 32]!)
+    link(m, NAMES[i]!, NAMES[(i + 1) % 32]!)
+    link(m, NAMES[i]!, NAMES[(i + 5) % 32]!)
   }
-  for (let i = 0; i < 150; i++) await sm.transition(names[(i + 1) % 32]!)
-  for (const i of [3, 11, 19, 27]) sm.lock(names[i]!)
+  for (let i = 0; i < 150; i++) await move(m, NAMES[(i + 1) % 32]!)
+  for (const i of [3, 11, 19, 27]) lock(m, NAMES[i]!)
+  return m
+}
+
+async function snapshotRow(): Promise<RunResult> {
+  const sm = await build(
+    new StateMachine(),
+    (m, n, i) => m.addState(n, i % 8 === 0 ? { metadata: { owner: 'ops', shard: i } } : {}),
+    (m, a, b) => m.addTransition(a, b),
+    (m, to) => m.transition(to),
+    (m, n) => m.lock(n),
+  )
   const snap = sm.snapshot()
   // The plain implementation restores polycall's snapshot and writes the same text back.
   const plain = new PlainStateMachine()
@@ -144,22 +186,53 @@ async function snapshotRow(): Promise<Row> {
   strictEqual(check.current, sm.current)
   check.free()
   // Each side restores into a new machine: restoring over one with locked states is refused.
-  const r = await pair(
-    async () => {
-      const copy = new StateMachine()
-      await copy.restore(sm.snapshot())
-      copy.free()
-    },
-    () => {
-      new PlainStateMachine().restore(plain.snapshot())
-    },
-  )
-  const bytes = JSON.stringify(snap).length
-  const us = (ops: number) => fmt(1e6 / ops)
-  return [`snapshot() + restore(), 32 states, 64 transitions, 100 history entries (${fmt(bytes / 1024)} KiB JSON)`, us(r.native), us(r.ts), fmt(r.native, 0), fmt(r.ts, 0), `**${fmt(r.native / r.ts, 2)}x**`]
+  const tasks: [string, () => unknown][] = [
+    [
+      'polycall',
+      async () => {
+        const copy = new StateMachine()
+        await copy.restore(sm.snapshot())
+        copy.free()
+      },
+    ],
+    [
+      'ts',
+      () => {
+        new PlainStateMachine().restore(plain.snapshot())
+      },
+    ],
+  ]
+  if ('module' in np) {
+    // The same shape in node-polycall: metadata set through setMetadata, the same moves and locks.
+    const Machine = np.module
+    const m = await build(
+      new Machine({ maxHistoryLength: 100 }),
+      (m, n, i) => {
+        const state = m.addState(n)
+        if (i % 8 === 0) state.setMetadata('owner', 'ops').setMetadata('shard', i)
+      },
+      (m, a, b) => m.addTransition(a, b),
+      (m, to) => m.executeTransition(to),
+      (m, n) => m.getState(n).lock(),
+    )
+    const copy = new Machine()
+    await copy.restoreFromSnapshot(m.createSnapshot())
+    strictEqual(copy.getCurrentState()!.name, sm.current)
+    deepStrictEqual(
+      copy.getHistory().map((h) => [h.from, h.to]),
+      sm.history().map((h) => [h.from, h.to]),
+    )
+    tasks.push([
+      'np',
+      async () => {
+        await new Machine({ maxHistoryLength: 100 }).restoreFromSnapshot(m.createSnapshot())
+      },
+    ])
+  }
+  const ns = await measure(tasks)
+  return { ns, bytes: JSON.stringify(snap).length }
 }
-
-async function runRow(spec: string): Promise<Row> {
+async function runRow(spec: string): Promise<RunResult> {
   if (spec === 'transition') return transitionRow(false)
   if (spec === 'guarded') return transitionRow(true)
   if (spec === 'crossing') return crossingRow()
@@ -170,42 +243,64 @@ const rowArg = process.argv.indexOf('--row')
 if (rowArg > 0) {
   console.log(JSON.stringify(await runRow(process.argv[rowArg + 1]!)))
 } else {
-  const self = fileURLToPath(import.meta.url)
-  const exec = (spec: string): Row => {
-    const out = execFileSync(process.execPath, ['--import', 'tsx', self, '--row', spec, ...(quick ? ['--quick'] : [])], {
-      encoding: 'utf8',
-      maxBuffer: 1 << 20,
-    })
-    const row = JSON.parse(out.trim().split('\n').at(-1)!) as Row
-    console.log(`${spec.padEnd(12)} ${row.join(' | ')}`)
-    return row
-  }
-  const transitions = [exec('transition'), exec('guarded')]
-  const crossing = exec('crossing')
-  const snapshot = exec('snapshot')
-  const guardless = Number(String(transitions[0]![1]).replace(/,/g, ''))
+  if (npSkip) console.log(`node-polycall rows skipped: ${npSkip}`)
+  const reps = repetitions()
+  const runs = runRowsInterleaved<RunResult>(fileURLToPath(import.meta.url), ['transition', 'guarded', 'crossing', 'snapshot'], reps, quick ? ['--quick'] : [])
+  const of = (spec: string, k: string, scale = 1) => spreadOf(runs.get(spec)!.map((r) => (r.ns[k] ?? NaN) * scale))
+  const side = (spec: string, k: string, scale = 1, digits = 1) => fmtSpread(of(spec, k, scale), digits)
+  /** Median and range of `base / ours` over the runs (each run's own pair): above 1, ours is faster. */
+  const ratio = (spec: string, ours: string, base: string, bold = true) =>
+    fmtSpread(spreadOf(runs.get(spec)!.map((r) => (r.ns[base] ?? NaN) / (r.ns[ours] ?? NaN))), 2, 'x', bold)
+  const npCells = (spec: string, scale = 1) => (npSkip ? ['skipped', 'skipped'] : [side(spec, 'np', scale), ratio(spec, 'polycall', 'np')])
+  const transitions = (['transition', 'guarded'] as const).map((spec) => [
+    spec === 'guarded' ? 'transition with an async guard (`await`ed)' : 'guard-less transition (`await`ed)',
+    side(spec, 'polycall'),
+    side(spec, 'ts'),
+    ratio(spec, 'polycall', 'ts'),
+    ...npCells(spec),
+  ])
+  const crossing = [
+    ['`StateMachine.transition()`, not awaited', side('crossing', 'wrapped')],
+    ['the addon call alone (`smTransition`, with `Date.now()`)', side('crossing', 'direct')],
+  ]
+  const bytes = runs.get('snapshot')![0]!.bytes ?? 0
+  const snapshot = [
+    `snapshot() + restore(), 32 states, 64 transitions, 100 history entries (${fmt(bytes / 1024)} KiB JSON)`,
+    side('snapshot', 'polycall', 1e-3),
+    side('snapshot', 'ts', 1e-3),
+    ratio('snapshot', 'polycall', 'ts'),
+    ...npCells('snapshot', 1e-3),
+  ]
+  const guardless = of('transition', 'polycall').median
   const verdict =
     guardless < BUDGET_NS
-      ? `holds: ${transitions[0]![1]} ns per guard-less transition, against a budget of ${BUDGET_NS} ns`
-      : `is missed: ${transitions[0]![1]} ns per guard-less transition, against a budget of ${BUDGET_NS} ns`
+      ? `holds: ${fmt(guardless)} ns per guard-less transition (median), against a budget of ${BUDGET_NS} ns`
+      : `is missed: ${fmt(guardless)} ns per guard-less transition (median), against a budget of ${BUDGET_NS} ns`
+  const npLine = npSkip
+    ? `node-polycall columns: skipped (${npSkip}).`
+    : "node-polycall columns: its `StateMachine` (`executeTransition`, awaited; `createSnapshot` + `restoreFromSnapshot` into a new machine), loaded from `POLYCALL_BENCH_NODE_POLYCALL`, after its history and current state were asserted identical to polycall's."
 
   const md = `# State-machine benchmark
 
 \`npm run bench:state\` (benchmarks/state.bench.ts). polycall's \`StateMachine\`, whose rules,
 history, counters and checksums live in the Rust core, against a plain-TypeScript state machine
-with the same rules, error codes and snapshot format (benchmarks/plain-ts-state.ts), in the same
-run. Each row runs in its own Node process; within it both sides run four times with the order
-rotated, after their outputs were asserted identical (same history; the same snapshot text).
-Ratios above 1 mean polycall is faster.
+with the same rules, error codes and snapshot format (benchmarks/plain-ts-state.ts) and
+node-polycall's \`StateMachine\`, in the same run. Every row runs in its own Node process, ${reps}
+times, the runs of all rows interleaved; inside a run the sides alternate (listed order, then
+reversed), after their outputs were asserted identical (same history; the same snapshot text).
+Cells give the **median** of the runs and their min-max; a ratio is taken inside each run and
+then summarised the same way. Ratios above 1 mean polycall is faster.
+
+${npLine} Set it to a node-polycall checkout to include them (the package is never a dependency).
 
 ${machine()}
 
-## Transitions
+## Transitions, ns per transition
 
 Two states, A and B, with transitions both ways; each timed call runs ${BATCH} transitions in a
 row, each one \`await\`ed. No event listeners.
 
-${table(['scenario', 'polycall ns/transition', 'plain TS ns/transition', 'polycall M/s', 'plain TS M/s', 'ratio'], transitions)}
+${table(['scenario', 'polycall', 'plain TS', 'ratio', 'node-polycall', 'polycall / node-polycall'], transitions)}
 
 The budget of at most ${BUDGET_NS} ns for a guard-less transition ${verdict}.
 
@@ -213,26 +308,27 @@ A guard-less transition that finds the queue empty is one synchronous call into 
 core checks the rules, switches, appends to the history and counts, and \`transition()\` returns an
 already-settled promise. Nothing is cached in TypeScript: the core decides every transition. The
 plain-TS machine does the same work in the same JavaScript process without a boundary to cross,
-so the ratio is the price of keeping the core authoritative. Where that cost goes:
+so the ratio is the price of keeping the core authoritative. Where that cost goes (ns per
+transition):
 
-${table(['measure', 'ns per transition'], [crossing.slice(0, 2), crossing.slice(2, 4)])}
+${table(['measure', 'ns per transition'], crossing)}
 
 The rest of an \`await\`ed transition is the promise and the microtask turn, which both sides pay.
-The budget holds with a wide margin, so nothing is batched and no rule check is cached in
-TypeScript.
 
 A transition with a guard crosses twice: the core checks the rules before the guard runs (so a
 guard never runs for a transition the core would refuse, as in node-polycall's order) and commits
 after it, re-checking locks that may have changed while the guard awaited. Both sides also pay for
 the guard's promise and the FIFO queue, so the boundary cost weighs less.
 
-## Snapshot and restore
+## Snapshot and restore, µs
 
-${table(['scenario', 'polycall µs', 'plain TS µs', 'polycall ops/s', 'plain TS ops/s', 'ratio'], [snapshot])}
+${table(['scenario', 'polycall', 'plain TS', 'ratio', 'node-polycall', 'polycall / node-polycall'], [snapshot])}
 
 polycall serialises in Rust and hands one JSON string across; restore takes one string back and
 verifies the machine checksum, every state checksum, names, limits and references before it
-changes anything. The plain-TS side builds objects and checks only the checksums.
+changes anything. The plain-TS side builds objects and checks only the checksums. node-polycall's
+snapshot is an object graph (no transitions, no machine checksum) and its restore checks each
+state's checksum.
 `
-  console.log(`\n${writeResult('state.md', md)}`)
+  console.log(`\n${md}\n${writeResult('state.md', md)}`)
 }

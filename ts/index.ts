@@ -5,8 +5,8 @@
 export { ErrorCode, PolyCallError, isPolyCallError } from './core/errors.js'
 export type { PolyCallErrorCode, PolyCallErrorOptions } from './core/errors.js'
 export { HANDSHAKE_MAGIC, HEADER_SIZE, MAX_PAYLOAD, MessageType, PROTOCOL_VERSION, ProtocolFlag } from './protocol/constants.js'
-export { FrameDecoder, checksum, encodeFrame } from './protocol/codec.js'
-export type { DecodeError, Frame, FrameDecoderOptions, FrameInit, NativeStreamDecoder } from './protocol/codec.js'
+export { FrameDecoder, checksum, encodeFrame, encodeFrameInto } from './protocol/codec.js'
+export type { DecodeError, Frame, FrameDecoderOptions, FrameHandler, FrameInit, NativeStreamDecoder } from './protocol/codec.js'
 export { buildHandshake, parseHandshake } from './protocol/handshake.js'
 export type { HandshakeInfo, ParseHandshakeOptions } from './protocol/handshake.js'
 export { Capability } from './protocol/payload.js'
@@ -74,11 +74,13 @@ export type { SchemaRoute } from './server/schema-route.js'
 export type { ContractClient, ControlOptions } from './client/client.js'
 export { Context, createContext } from './context.js'
 export { Identity, parsePublicKey } from './secure/identity.js'
+export { preferredCipher } from './secure/channel.js'
 export { signSnapshot, verifySnapshot } from './secure/signature.js'
 export type { SignedSnapshot, SnapshotSignature } from './secure/signature.js'
 export type { IdentitySaveOptions } from './secure/identity.js'
 export type {
   ClientKeyCheck,
+  SecureCipher,
   SecureClientOptions,
   SecureLimits,
   SecurePattern,

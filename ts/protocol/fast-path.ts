@@ -20,6 +20,14 @@ export const JS_CHECKSUM_MAX = 2047
 export const JS_ENCODE_MAX = 2047
 /** Pushed chunks up to this many bytes are decoded in JS while no frame is pending natively. */
 export const JS_DECODE_MAX = 512
+/**
+ * The callback form of `FrameDecoder.push` reads frames with payloads up to this many bytes in
+ * JS at the start of a larger chunk: for them the header costs more than the checksum, and a
+ * JS loop reads a header faster than the native decoder reports one.
+ */
+export const JS_DECODE_TINY_PAYLOAD = 4
+/** ...but only in chunks of at least this many bytes, where a DataView pays for itself. */
+export const JS_DECODE_TINY_MIN_CHUNK = 4096
 
 /** Rotate-left-5-and-add over `data[start..end)`, continuing from `acc` (docs/protocol.md §2). */
 export function checksumJs(data: Uint8Array, start = 0, end = data.length, acc = 0): number {

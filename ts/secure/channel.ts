@@ -24,6 +24,39 @@ export type SecurePattern = 'IK' | 'NK' | 'XX'
 /** @internal Every pattern. */
 export const SECURE_PATTERNS: readonly SecurePattern[] = ['IK', 'NK', 'XX']
 
+/**
+ * The cipher of a secure session's handshake and sealed frames: `AESGCM` (AES-256-GCM, fastest
+ * on CPUs with AES and carry-less multiplication instructions) or `ChaChaPoly`
+ * (ChaCha20-Poly1305, fast everywhere in software). The client chooses; the server accepts it or
+ * refuses the handshake.
+ */
+export type SecureCipher = 'AESGCM' | 'ChaChaPoly'
+
+/** @internal Every cipher. */
+export const SECURE_CIPHERS: readonly SecureCipher[] = ['AESGCM', 'ChaChaPoly']
+
+let preferred: SecureCipher | undefined
+
+/**
+ * The cipher a client chooses when not told otherwise, on this machine: `AESGCM` where the CPU
+ * has AES and carry-less multiplication instructions (detected at run time), `ChaChaPoly`
+ * elsewhere.
+ *
+ * @returns `'AESGCM'` or `'ChaChaPoly'`
+ */
+export function preferredCipher(): SecureCipher {
+  return (preferred ??= native.securePreferredCipher() as SecureCipher)
+}
+
+/**
+ * @internal Checks a cipher name.
+ * @throws `ERR_POLYCALL_INVALID_ARGUMENT` for anything but `'AESGCM'` and `'ChaChaPoly'`
+ */
+export function cipherOf(c: unknown, name = 'cipher'): SecureCipher {
+  if (c === 'AESGCM' || c === 'ChaChaPoly') return c
+  throw invalidArgument(`${name} ${String(c)} is not one of 'AESGCM', 'ChaChaPoly'`)
+}
+
 /** Limits and intervals of a secure session. */
 export interface SecureLimits {
   /**
@@ -67,6 +100,11 @@ export interface InitiatorOptions extends SecureLimits {
    * @defaultValue 0
    */
   maxInFlight?: number | undefined
+  /**
+   * The cipher.
+   * @defaultValue {@link preferredCipher}()
+   */
+  cipher?: SecureCipher | undefined
 }
 
 /** @internal How a server channel waits for a hello. */
@@ -78,6 +116,11 @@ export interface ResponderOptions extends SecureLimits {
    * @defaultValue all of IK, NK and XX
    */
   patterns?: readonly SecurePattern[] | undefined
+  /**
+   * The ciphers the server accepts (the client chooses one).
+   * @defaultValue both, AESGCM and ChaChaPoly
+   */
+  ciphers?: readonly SecureCipher[] | undefined
 }
 
 /** @internal What a client's hello offered. */
@@ -90,6 +133,8 @@ export interface SecureHello {
   secure: boolean
   /** The offered pattern. */
   pattern?: SecurePattern
+  /** The client's cipher. */
+  cipher?: SecureCipher
   /** IK: the client's public key, already authenticated by message 1. */
   clientKey?: Buffer
 }
@@ -124,6 +169,8 @@ export interface SecureChannelState {
   mode: 'handshaking' | 'plain' | 'sealed'
   /** The pattern, once known. */
   pattern?: SecurePattern
+  /** The cipher, once known. */
+  cipher?: SecureCipher
   /** The peer's public key, once known (never for an NK client, on the server side). */
   remoteKey?: Buffer
   /** A value unique to this session, once established (channel binding). */
@@ -266,8 +313,9 @@ export class SecureChannel {
     const limits = limitsOf(options)
     const identity = options.identity === undefined ? undefined : Identity.bindingOf(options.identity)
     const serverKey = options.serverKey === undefined ? undefined : toPublicKey(options.serverKey, 'serverKey')
+    const cipher = options.cipher === undefined ? undefined : cipherOf(options.cipher)
     try {
-      const start = native.secureInitiator(pattern, identity, serverKey, flags, maxInFlight, limits)
+      const start = native.secureInitiator(pattern, identity, serverKey, flags, maxInFlight, limits, cipher)
       return { channel: new SecureChannel(start.handle), hello: start.hello }
     } catch (e) {
       throw fromNative(e)
@@ -277,17 +325,18 @@ export class SecureChannel {
   /**
    * Starts a server session waiting for a client's hello.
    *
-   * @param options - the server's identity, accepted patterns, limits
+   * @param options - the server's identity, accepted patterns and ciphers, limits
    * @returns the channel
-   * @throws `ERR_POLYCALL_INVALID_ARGUMENT` for no pattern or a limit out of range;
+   * @throws `ERR_POLYCALL_INVALID_ARGUMENT` for no pattern or cipher, or a limit out of range;
    *   `ERR_POLYCALL_CLOSED` for a destroyed identity
    */
   static responder(options: ResponderOptions): SecureChannel {
     const patterns = (options.patterns ?? SECURE_PATTERNS).map(patternOf)
+    const ciphers = options.ciphers?.map((c) => cipherOf(c))
     const limits = limitsOf(options)
     const identity = Identity.bindingOf(options.identity)
     try {
-      return new SecureChannel(native.secureResponder(identity, patterns, limits))
+      return new SecureChannel(native.secureResponder(identity, patterns, limits, ciphers))
     } catch (e) {
       throw fromNative(e)
     }
@@ -308,6 +357,7 @@ export class SecureChannel {
     const out: SecureHello = { flags: h.flags, secure: h.secure }
     if (h.maxInFlight != null) out.maxInFlight = h.maxInFlight
     if (h.pattern != null) out.pattern = h.pattern as SecurePattern
+    if (h.cipher != null) out.cipher = h.cipher as SecureCipher
     if (h.clientKey != null) out.clientKey = h.clientKey
     return out
   }
@@ -632,6 +682,7 @@ export class SecureChannel {
       rekeysReceived: s.rekeysReceived,
     }
     if (s.pattern != null) out.pattern = s.pattern as SecurePattern
+    if (s.cipher != null) out.cipher = s.cipher as SecureCipher
     if (s.remoteKey != null) out.remoteKey = s.remoteKey
     if (s.handshakeHash != null) out.handshakeHash = s.handshakeHash
     return out

@@ -6,10 +6,18 @@
 import { invalidArgument } from '../core/errors.js'
 import { checkOptionKeys, optionKeys } from '../core/options.js'
 import { MAX_PAYLOAD } from '../protocol/constants.js'
-import { SECURE_PATTERNS, limitsOf as checkLimits, type SecureLimits, type SecurePattern } from './channel.js'
+import {
+  SECURE_CIPHERS,
+  SECURE_PATTERNS,
+  cipherOf,
+  limitsOf as checkLimits,
+  type SecureCipher,
+  type SecureLimits,
+  type SecurePattern,
+} from './channel.js'
 import { Identity, checkPublicKey, publicKeyText, toPublicKey } from './identity.js'
 
-export type { SecureLimits, SecurePattern } from './channel.js'
+export type { SecureCipher, SecureLimits, SecurePattern } from './channel.js'
 
 /**
  * Decides on a server key the client did not know beforehand (the XX pattern), given as
@@ -40,6 +48,13 @@ export interface SecureClientOptions extends SecureLimits {
    * @defaultValue false
    */
   compress?: boolean | undefined
+  /**
+   * The cipher: `'auto'` picks `AESGCM` where this CPU has AES and carry-less multiplication
+   * instructions and `ChaChaPoly` elsewhere ({@link preferredCipher}). The server must accept it
+   * (`ERR_POLYCALL_HANDSHAKE_FAILED` otherwise).
+   * @defaultValue 'auto'
+   */
+  cipher?: SecureCipher | 'auto' | undefined
 }
 
 /**
@@ -82,21 +97,32 @@ export interface SecureServerOptions<Peer = unknown> extends SecureLimits {
    * @defaultValue false
    */
   compress?: boolean | undefined
+  /**
+   * The ciphers accepted; a client that chose another one is refused
+   * (`ERR_POLYCALL_HANDSHAKE_FAILED`).
+   * @defaultValue both, AESGCM and ChaChaPoly
+   */
+  ciphers?: readonly SecureCipher[] | undefined
 }
 
 const LIMIT_KEYS = ['maxPayload', 'rekeyFrames', 'rekeyBytes', 'compressThreshold'] as const
 
 /** @internal Every key of {@link SecureClientOptions}. */
-const SECURE_CLIENT_KEYS = optionKeys<SecureClientOptions>()(['serverKey', 'identity', 'compress', ...LIMIT_KEYS])
+const SECURE_CLIENT_KEYS = optionKeys<SecureClientOptions>()(['serverKey', 'identity', 'compress', 'cipher', ...LIMIT_KEYS])
 /** @internal Every key of {@link SecureServerOptions}. */
-const SECURE_SERVER_KEYS = optionKeys<SecureServerOptions>()(['identity', 'required', 'clients', 'patterns', 'compress', ...LIMIT_KEYS])
+const SECURE_SERVER_KEYS = optionKeys<SecureServerOptions>()(['identity', 'required', 'clients', 'patterns', 'compress', 'ciphers', ...LIMIT_KEYS])
 
-/** @internal Limits as the channel takes them, all set. */
+/**
+ * @internal Limits as the channel takes them, all set, with the cipher choice (a client's
+ * cipher, a server's accepted ciphers; undefined: the channel's default).
+ */
 export interface ResolvedLimits {
   maxPayload: number
   rekeyFrames: number
   rekeyBytes: number
   compressThreshold: number
+  cipher?: SecureCipher | undefined
+  ciphers?: readonly SecureCipher[] | undefined
 }
 
 /** @internal A client's secure options, checked. */
@@ -125,6 +151,16 @@ export interface ResolvedServerSecure<Peer = unknown> {
 function limitsOf(o: SecureLimits, maxPayload: number): ResolvedLimits {
   const l = checkLimits({ ...o, maxPayload: o.maxPayload ?? maxPayload })
   return { ...l, maxPayload: Math.min(l.maxPayload, maxPayload) }
+}
+
+function clientCipherOf(c: unknown): SecureCipher | undefined {
+  return c === undefined || c === 'auto' ? undefined : cipherOf(c, 'secure.cipher')
+}
+
+function serverCiphersOf(c: unknown): readonly SecureCipher[] | undefined {
+  if (c === undefined) return undefined
+  if (!Array.isArray(c) || c.length === 0) throw invalidArgument(`secure.ciphers must be a non-empty list of ${SECURE_CIPHERS.join(', ')}`)
+  return [...new Set(c.map((x) => cipherOf(x, 'secure.ciphers entry')))]
 }
 
 function booleanOf(v: unknown, name: string): boolean {
@@ -174,7 +210,7 @@ export function resolveClientSecure(options: SecureClientOptions): ResolvedClien
     serverKey,
     check,
     compress: booleanOf(options.compress, 'secure.compress'),
-    limits: limitsOf(options, MAX_PAYLOAD),
+    limits: { ...limitsOf(options, MAX_PAYLOAD), cipher: clientCipherOf(options.cipher) },
   }
 }
 
@@ -202,6 +238,6 @@ export function resolveServerSecure<Peer>(options: SecureServerOptions<Peer>, ma
     clients,
     patterns: [...new Set(patterns)],
     compress: booleanOf(options.compress, 'secure.compress'),
-    limits: limitsOf(options, maxPayload),
+    limits: { ...limitsOf(options, maxPayload), ciphers: serverCiphersOf(options.ciphers) },
   }
 }

@@ -44,10 +44,19 @@ pub fn checksum(data: &[u8]) -> u32 {
 
 /// Continues a checksum over more bytes: `update(update(0, a), b) == checksum(a ++ b)`.
 /// Lets a decoder verify a payload incrementally while it arrives in pieces.
+#[inline]
 pub fn update(acc: u32, data: &[u8]) -> u32 {
+    // Small payloads (most frames) take the serial loop inline; the parallel path stays out of
+    // line so callers in hot loops do not grow.
     if data.len() < PARALLEL_MIN {
-        return serial(acc, data);
+        serial(acc, data)
+    } else {
+        update_long(acc, data)
     }
+}
+
+#[inline(never)]
+fn update_long(acc: u32, data: &[u8]) -> u32 {
     let mut acc = acc;
     let mut cool_down = 0;
     let mut blocks = data.chunks_exact(BLOCK);

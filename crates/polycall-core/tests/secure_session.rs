@@ -18,7 +18,7 @@ use polycall_core::crypto::noise::Pattern;
 use polycall_core::crypto::session::{
     InitiatorConfig, Mode, OutFrame, ResponderConfig, SecureSession, SessionLimits,
 };
-use polycall_core::crypto::{Identity, RekeyPolicy};
+use polycall_core::crypto::{Cipher, Identity, RekeyPolicy};
 use polycall_core::packet::handshake;
 use polycall_core::{MessageType, encode_frame, flags};
 use secure_common::*;
@@ -276,6 +276,7 @@ fn plain_sessions_pass_frames_through_with_optional_compression() {
     let mut server = SecureSession::responder(&ResponderConfig {
         identity: &sid,
         patterns: &Pattern::ALL,
+        ciphers: &Cipher::ALL,
         limits: limits(),
         ephemeral: None,
     })
@@ -328,6 +329,7 @@ fn downgrades_and_altered_hellos_are_refused() {
         SecureSession::responder(&ResponderConfig {
             identity: sid,
             patterns: &Pattern::ALL,
+            ciphers: &Cipher::ALL,
             limits: limits(),
             ephemeral: None,
         })
@@ -432,6 +434,7 @@ fn men_in_the_middle_and_wrong_keys_fail() {
         let mut impostor = SecureSession::responder(&ResponderConfig {
             identity: &mallory,
             patterns: &Pattern::ALL,
+            ciphers: &Cipher::ALL,
             limits: limits(),
             ephemeral: None,
         })
@@ -451,6 +454,7 @@ fn men_in_the_middle_and_wrong_keys_fail() {
         let mut server = SecureSession::responder(&ResponderConfig {
             identity: &sid,
             patterns: &Pattern::ALL,
+            ciphers: &Cipher::ALL,
             limits: limits(),
             ephemeral: None,
         })
@@ -472,6 +476,7 @@ fn men_in_the_middle_and_wrong_keys_fail() {
     let mut impostor = SecureSession::responder(&ResponderConfig {
         identity: &mallory,
         patterns: &Pattern::ALL,
+        ciphers: &Cipher::ALL,
         limits: limits(),
         ephemeral: None,
     })
@@ -501,6 +506,7 @@ fn xx_server_holds_at_the_third_message_and_opens_what_follows() {
     let mut server = SecureSession::responder(&ResponderConfig {
         identity: &sid,
         patterns: &[Pattern::Xx],
+        ciphers: &Cipher::ALL,
         limits: limits(),
         ephemeral: None,
     })
@@ -547,6 +553,7 @@ fn handshake_bounds_and_refusals() {
     let mut server = SecureSession::responder(&ResponderConfig {
         identity: &sid,
         patterns: &only_ik,
+        ciphers: &Cipher::ALL,
         limits: limits(),
         ephemeral: None,
     })
@@ -569,13 +576,14 @@ fn handshake_bounds_and_refusals() {
         SecureSession::responder(&ResponderConfig {
             identity: &sid,
             patterns: &Pattern::ALL,
+            ciphers: &Cipher::ALL,
             limits: limits(),
             ephemeral: None,
         })
         .unwrap()
     };
     // An oversized hello is refused before any Noise work.
-    let mut huge = hello::build(0, 0, Pattern::Xx, 1, &[0; 1024]).unwrap();
+    let mut huge = hello::build(0, 0, Pattern::Xx, Cipher::ChaChaPoly, 1, &[0; 1024]).unwrap();
     huge.push(0);
     assert_eq!(
         responder().read_hello(&huge).unwrap_err().code(),
@@ -634,6 +642,7 @@ fn handshake_bounds_and_refusals() {
         SecureSession::responder(&ResponderConfig {
             identity: &sid,
             patterns: &[],
+            ciphers: &Cipher::ALL,
             limits: limits(),
             ephemeral: None,
         })
@@ -734,4 +743,147 @@ fn session_reports_itself() {
     assert!(push_ok(&mut q.server, head).is_empty());
     assert_eq!(push_ok(&mut q.server, tail)[0].1, body);
     assert!(q.server.end().is_ok());
+}
+
+#[test]
+fn aesgcm_sessions_round_trip_and_refuse_tampering() {
+    for pattern in Pattern::ALL {
+        let mut aes = pair_with_cipher(pattern, Cipher::AesGcm, limits(), limits(), OFFER, OFFER);
+        let mut chacha = pair(pattern);
+        assert_ne!(aes.client.handshake_hash(), chacha.client.handshake_hash());
+        let payloads: Vec<Vec<u8>> = (0..20u32)
+            .map(|i| vec![i as u8; (i as usize * 331) % 5000])
+            .collect();
+        let frames: Vec<(MessageType, u32, &[u8])> = payloads
+            .iter()
+            .enumerate()
+            .map(|(i, body)| (MessageType::Command, i as u32, body.as_slice()))
+            .collect();
+        let wire = seal(&mut aes.client, &frames);
+        assert!(
+            wire.windows(8).all(|w| w != [7u8; 8]),
+            "no plaintext run on the wire"
+        );
+        let (a, b) = wire.split_at(wire.len() / 3);
+        let mut got = Vec::new();
+        for piece in a.chunks(7).chain(b.chunks(1500)) {
+            got.extend(push_ok(&mut aes.server, piece));
+        }
+        let opened: Vec<Vec<u8>> = got.into_iter().map(|(_, payload)| payload).collect();
+        assert_eq!(opened, payloads);
+        let back = seal(&mut aes.server, &[(MessageType::Response, 3, b"reply")]);
+        assert_eq!(push_ok(&mut aes.client, &back)[0].1, b"reply");
+
+        // Any flipped bit, in the header's authenticated bytes or the body, is refused.
+        let frame = seal(
+            &mut aes.client,
+            &[(MessageType::Command, 9, b"sealed with aes")],
+        );
+        for at in [1usize, 2, 4, 20, frame.len() - 1] {
+            let mut p2 =
+                pair_with_cipher(pattern, Cipher::AesGcm, limits(), limits(), OFFER, OFFER);
+            let mut f = seal(
+                &mut p2.client,
+                &[(MessageType::Command, 9, b"sealed with aes")],
+            );
+            f[at] ^= 0x01;
+            let pushed = push(&mut p2.server, &f);
+            assert!(pushed.frames.is_empty());
+            assert_eq!(pushed.result.unwrap_err().code(), "TAMPERED", "byte {at}");
+        }
+        // A frame of a ChaChaPoly session does not open in an AESGCM one, nor the reverse.
+        let chacha_frame = seal(&mut chacha.client, &[(MessageType::Command, 1, b"x")]);
+        assert_eq!(
+            push(&mut aes.server, &chacha_frame)
+                .result
+                .unwrap_err()
+                .code(),
+            "TAMPERED"
+        );
+        assert_eq!(
+            push(&mut chacha.server, &frame).result.unwrap_err().code(),
+            "TAMPERED"
+        );
+    }
+}
+
+#[test]
+fn a_changed_cipher_offer_fails_the_handshake() {
+    let sid = server_identity();
+    let cid = client_identity();
+    let responder = |ciphers: &[Cipher]| {
+        SecureSession::responder(&ResponderConfig {
+            identity: &sid,
+            patterns: &Pattern::ALL,
+            ciphers,
+            limits: limits(),
+            ephemeral: None,
+        })
+        .unwrap()
+    };
+    for pattern in Pattern::ALL {
+        for cipher in Cipher::ALL {
+            let other = if cipher == Cipher::AesGcm {
+                Cipher::ChaChaPoly
+            } else {
+                Cipher::AesGcm
+            };
+            let mut config = client_config(pattern, &cid, sid.public_key(), limits());
+            config.cipher = cipher;
+            // A relay rewrites the hello's cipher byte: the server runs another protocol name
+            // and prologue, so IK and NK fail on message 1 and XX on message 2, whether or not
+            // the relay puts the byte back in the reply.
+            for restore in [false, true] {
+                let (mut client, hello_payload) = SecureSession::initiator(&config).unwrap();
+                assert_eq!(hello_payload[15], cipher.id());
+                let mut altered = hello_payload.clone();
+                altered[15] = other.id();
+                let mut server = responder(&Cipher::ALL);
+                match server.read_hello(&altered) {
+                    Err(e) => {
+                        assert_ne!(pattern, Pattern::Xx);
+                        assert_eq!(e.code(), "HANDSHAKE_FAILED");
+                    }
+                    Ok(h) => {
+                        assert_eq!(pattern, Pattern::Xx);
+                        assert_eq!(h.secure.unwrap().cipher, other);
+                        let mut reply = server.accept(OFFER, 256).unwrap();
+                        if restore {
+                            reply[15] = cipher.id();
+                        }
+                        assert_eq!(
+                            client.read_reply(&reply).unwrap_err().code(),
+                            "HANDSHAKE_FAILED"
+                        );
+                    }
+                }
+            }
+            // A reply that names another cipher than the hello is refused.
+            let (mut client, hello_payload) = SecureSession::initiator(&config).unwrap();
+            let mut server = responder(&Cipher::ALL);
+            server.read_hello(&hello_payload).unwrap();
+            let mut reply = server.accept(OFFER, 256).unwrap();
+            reply[15] = other.id();
+            assert_eq!(
+                client.read_reply(&reply).unwrap_err().code(),
+                "HANDSHAKE_FAILED"
+            );
+            // A server that does not accept the client's cipher refuses the hello.
+            let (_, hello_payload) = SecureSession::initiator(&config).unwrap();
+            let mut strict = responder(&[other]);
+            let e = strict.read_hello(&hello_payload).unwrap_err();
+            assert_eq!(e.code(), "HANDSHAKE_FAILED");
+            assert!(e.to_string().contains(cipher.name()), "{e}");
+        }
+    }
+    assert!(
+        SecureSession::responder(&ResponderConfig {
+            identity: &sid,
+            patterns: &Pattern::ALL,
+            ciphers: &[],
+            limits: limits(),
+            ephemeral: None,
+        })
+        .is_err()
+    );
 }

@@ -7,7 +7,7 @@ mod common;
 
 use common::hex;
 use polycall_core::crypto::noise::{CipherState, HandshakeKeys, HandshakeState, Pattern};
-use polycall_core::crypto::primitives::{self, Aead};
+use polycall_core::crypto::primitives::{self, Aead, Cipher};
 use serde_json::Value;
 
 fn h32(s: &str) -> [u8; 32] {
@@ -93,6 +93,71 @@ fn rfc8439_aead() {
 }
 
 #[test]
+fn gcm_spec_aes256_gcm() {
+    // The GCM specification's (McGrew and Viega, as NIST's CAVP) 256-bit test cases 13-16.
+    let k15 = "feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308";
+    let p15 = concat!(
+        "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72",
+        "1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b391aafd255"
+    );
+    let c15 = concat!(
+        "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa",
+        "8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662898015ad"
+    );
+    let zero = "0000000000000000000000000000000000000000000000000000000000000000";
+    let cases = [
+        (
+            zero,
+            "000000000000000000000000",
+            "",
+            "",
+            "",
+            "530f8afbc74536b9a963b4f1c4cb738b",
+        ),
+        (
+            zero,
+            "000000000000000000000000",
+            "00000000000000000000000000000000",
+            "",
+            "cea7403d4d606b6e074ec5d3baf39d18",
+            "d0d1c8a799996bf0265b98b5d48ab919",
+        ),
+        (
+            k15,
+            "cafebabefacedbaddecaf888",
+            p15,
+            "",
+            c15,
+            "b094dac5d93471bdec1a502270e3cc6c",
+        ),
+        (
+            k15,
+            "cafebabefacedbaddecaf888",
+            &p15[..120],
+            "feedfacedeadbeeffeedfacedeadbeefabaddad2",
+            &c15[..120],
+            "76fc6ece0f4e1768cddf8853bb2d551b",
+        ),
+    ];
+    for (key, nonce, plaintext, ad, ciphertext, tag) in cases {
+        let aead = Aead::with_cipher(Cipher::AesGcm, &h32(key));
+        let nonce: [u8; 12] = hex(nonce).try_into().unwrap();
+        let tag: [u8; 16] = hex(tag).try_into().unwrap();
+        let (plaintext, ad, ciphertext) = (hex(plaintext), hex(ad), hex(ciphertext));
+        let mut buf = plaintext.clone();
+        assert_eq!(aead.seal_raw(&nonce, &ad, &mut buf).unwrap(), tag);
+        assert_eq!(buf, ciphertext);
+        assert!(aead.open_raw(&nonce, &ad, &mut buf, &tag));
+        assert_eq!(buf, plaintext);
+        let mut bad_tag = tag;
+        bad_tag[0] ^= 1;
+        let mut sealed = ciphertext.clone();
+        assert!(!aead.open_raw(&nonce, &ad, &mut sealed, &bad_tag));
+        assert_eq!(sealed, ciphertext, "a refused open leaves the bytes alone");
+    }
+}
+
+#[test]
 fn rfc7693_blake2s_and_rfc5869_hkdf() {
     assert_eq!(
         primitives::hash(&[b"abc"]),
@@ -165,19 +230,21 @@ fn noise_vectors_ik_nk_xx() {
     let mut seen = std::collections::HashSet::new();
     for v in vectors {
         let protocol = field(v, "protocol").unwrap();
-        let pattern = Pattern::ALL
+        let (pattern, cipher) = Pattern::ALL
             .into_iter()
-            .find(|p| p.protocol_name() == protocol)
+            .flat_map(|p| Cipher::ALL.map(|c| (p, c)))
+            .find(|(p, c)| p.protocol_name_with(*c) == protocol)
             .unwrap_or_else(|| panic!("{protocol}"));
-        seen.insert((pattern, field(v, "source").unwrap().to_owned()));
+        seen.insert((pattern, cipher, field(v, "source").unwrap().to_owned()));
         let prologue = hex(field(v, "prologue").unwrap());
         let i_static = field(v, "initiator_static").map(h32);
         let i_eph = h32(field(v, "initiator_ephemeral").unwrap());
         let r_static = h32(field(v, "responder_static").unwrap());
         let r_eph = h32(field(v, "responder_ephemeral").unwrap());
         let i_remote = field(v, "initiator_remote_static").map(h32);
-        let mut init = HandshakeState::new(
+        let mut init = HandshakeState::with_cipher(
             pattern,
+            cipher,
             true,
             &prologue,
             HandshakeKeys {
@@ -188,8 +255,9 @@ fn noise_vectors_ik_nk_xx() {
             },
         )
         .unwrap();
-        let mut resp = HandshakeState::new(
+        let mut resp = HandshakeState::with_cipher(
             pattern,
+            cipher,
             false,
             &prologue,
             HandshakeKeys {
@@ -248,5 +316,5 @@ fn noise_vectors_ik_nk_xx() {
             assert_eq!(got, payload);
         }
     }
-    assert_eq!(seen.len(), 6, "three patterns from two sources");
+    assert_eq!(seen.len(), 12, "three patterns, two ciphers, two sources");
 }

@@ -29,6 +29,9 @@ const MORE: u32 = 1 << 30;
 const FAILED: u32 = 1 << 29;
 /// Result bit: the decoder holds the start of an unfinished frame after this push.
 const PARTIAL: u32 = 1 << 28;
+/// Words after the frame slots of the metadata array: the bytes of the chunk the last push
+/// consumed (what `decoder_consumed` returns, without a second call).
+const TAIL_WORDS: usize = 1;
 
 /// The frame format a decoder reads: the v1 frame or the PCR1 frame.
 enum Inner {
@@ -90,7 +93,8 @@ fn with_entry<T>(
 }
 
 /// Registers the metadata array that `decoder_push` writes into (shared by all decoders of
-/// this thread; each push is read out before the next one).
+/// this thread; each push is read out before the next one): `META_WORDS` words per frame
+/// slot, then `TAIL_WORDS` words (the consumed bytes).
 #[napi]
 pub fn decoder_set_meta(env: Env, meta: Uint32Array) -> Result<(), String> {
     let first = REGISTRY.with_borrow_mut(|r| r.meta.replace(meta).is_none());
@@ -168,6 +172,12 @@ pub fn decoder_push(handle: u32, chunk: &[u8]) -> Result<u32, String> {
             }),
         };
         let mut status = count as u32;
+        if let Some(consumed_word) = meta.last_mut() {
+            *consumed_word = match result {
+                Ok(consumed) => consumed as u32,
+                Err(_) => 0,
+            };
+        }
         match result {
             Ok(consumed) => {
                 entry.consumed = consumed as u32;
@@ -197,7 +207,7 @@ fn run<F: FrameFormat>(
     assembled: &mut Option<Vec<u8>>,
     words: impl Fn(&F::Header) -> [u32; 3],
 ) -> (usize, polycall_core::Result<usize>) {
-    let capacity = meta.len() / META_WORDS;
+    let capacity = meta.len().saturating_sub(TAIL_WORDS) / META_WORDS;
     let mut count = 0usize;
     let result = decoder.decode(chunk, capacity.max(1), |f: DecodedFrame<F::Header>| {
         let (start, len) = match f.payload {

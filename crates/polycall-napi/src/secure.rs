@@ -19,11 +19,11 @@ use napi::bindgen_prelude::{Buffer, BufferSlice, Uint32Array};
 use napi::{Env, Result};
 use napi_derive::napi;
 use polycall_core::MessageType;
-use polycall_core::crypto::RekeyPolicy;
 use polycall_core::crypto::noise::Pattern;
 use polycall_core::crypto::session::{
     InitiatorConfig, Mode, OpenedPayload, OutFrame, ResponderConfig, SecureSession, SessionLimits,
 };
+use polycall_core::crypto::{Cipher, RekeyPolicy};
 
 use crate::error::{invalid, to_js};
 use crate::identity::BindingIdentity;
@@ -154,6 +154,18 @@ fn pattern(name: &str) -> Result<Pattern, String> {
     Pattern::from_name(name).ok_or_else(|| invalid(format!("{name:?} is not one of IK, NK, XX")))
 }
 
+fn cipher(name: &str) -> Result<Cipher, String> {
+    Cipher::from_name(name)
+        .ok_or_else(|| invalid(format!("{name:?} is not one of AESGCM, ChaChaPoly")))
+}
+
+/// The cipher a client chooses by default on this machine: `'AESGCM'` where the CPU has AES
+/// and carry-less multiplication instructions (detected at run time), `'ChaChaPoly'` elsewhere.
+#[napi]
+pub fn secure_preferred_cipher() -> String {
+    Cipher::preferred().name().to_owned()
+}
+
 /// A 32-byte key; its validity is the handshake's to refuse (a low-order key fails the first
 /// Diffie-Hellman), so no scalar multiplication is spent on it here.
 fn key32(bytes: &[u8]) -> Result<[u8; 32], String> {
@@ -178,7 +190,8 @@ pub struct BindingSecureStart {
     pub hello: Buffer,
 }
 
-/// Starts a client session. `pattern` is `'IK'`, `'NK'` or `'XX'`.
+/// Starts a client session. `pattern` is `'IK'`, `'NK'` or `'XX'`; `cipher` `'AESGCM'` or
+/// `'ChaChaPoly'` (default: `secure_preferred_cipher()`).
 #[napi(catch_unwind)]
 pub fn secure_initiator(
     pattern_name: String,
@@ -187,12 +200,16 @@ pub fn secure_initiator(
     flags: u32,
     max_in_flight: u32,
     session_limits: BindingSecureLimits,
+    cipher_name: Option<String>,
 ) -> Result<BindingSecureStart, String> {
     let identity = identity.map(BindingIdentity::get).transpose()?;
     let config = InitiatorConfig {
         pattern: pattern(&pattern_name)?,
         identity,
         server_key: server_key.map(key32).transpose()?,
+        cipher: cipher_name
+            .as_deref()
+            .map_or(Ok(Cipher::preferred()), cipher)?,
         flags: flags16(flags)?,
         max_in_flight,
         limits: limits(&session_limits),
@@ -205,20 +222,29 @@ pub fn secure_initiator(
     })
 }
 
-/// Starts a server session that accepts the given patterns.
+/// Starts a server session that accepts the given patterns and ciphers (default: both).
 #[napi(catch_unwind)]
 pub fn secure_responder(
     identity: &BindingIdentity,
     patterns: Vec<String>,
     session_limits: BindingSecureLimits,
+    ciphers: Option<Vec<String>>,
 ) -> Result<u32, String> {
     let patterns = patterns
         .iter()
         .map(|p| pattern(p))
         .collect::<Result<Vec<_>, _>>()?;
+    let ciphers = match ciphers {
+        Some(names) => names
+            .iter()
+            .map(|c| cipher(c))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => Cipher::ALL.to_vec(),
+    };
     let session = SecureSession::responder(&ResponderConfig {
         identity: identity.get()?,
         patterns: &patterns,
+        ciphers: &ciphers,
         limits: limits(&session_limits),
         ephemeral: None,
     })
@@ -237,6 +263,8 @@ pub struct BindingSecureHello {
     pub secure: bool,
     /// The offered pattern.
     pub pattern: Option<String>,
+    /// The client's cipher.
+    pub cipher: Option<String>,
     /// IK: the client's authenticated public key.
     pub client_key: Option<Buffer>,
 }
@@ -250,6 +278,7 @@ pub fn secure_read_hello(handle: u32, payload: &[u8]) -> Result<BindingSecureHel
         max_in_flight: h.max_in_flight,
         secure: h.secure.is_some(),
         pattern: h.secure.as_ref().map(|o| o.pattern.name().to_owned()),
+        cipher: h.secure.as_ref().map(|o| o.cipher.name().to_owned()),
         client_key: h
             .secure
             .and_then(|o| o.client_key)
@@ -480,6 +509,8 @@ pub struct BindingSecureState {
     pub mode: String,
     /// `'IK'`, `'NK'` or `'XX'`, once known.
     pub pattern: Option<String>,
+    /// `'AESGCM'` or `'ChaChaPoly'`, once known.
+    pub cipher: Option<String>,
     /// The peer's public key, once known.
     pub remote_key: Option<Buffer>,
     /// The handshake hash (unique to the session), once established.
@@ -512,6 +543,7 @@ pub fn secure_state(handle: u32) -> Result<BindingSecureState, String> {
             }
             .to_owned(),
             pattern: s.pattern().map(|p| p.name().to_owned()),
+            cipher: s.cipher().map(|c| c.name().to_owned()),
             remote_key: s.remote_static().map(|k| k.to_vec().into()),
             handshake_hash: s.handshake_hash().map(|h| h.to_vec().into()),
             agreed_flags: u32::from(s.agreed_flags()),

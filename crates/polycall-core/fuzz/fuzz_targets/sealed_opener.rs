@@ -1,11 +1,11 @@
-//! Fuzzes the sealed-frame opener: on an established session, arbitrary bytes (raw, or real
-//! sealed frames with bytes flipped where the input says) pushed in two chunks must end in
+//! Fuzzes the sealed-frame opener: on an established session of either cipher, arbitrary bytes
+//! (raw, or real sealed frames with bytes flipped where the input says) pushed in two chunks must end in
 //! frames or a coded error, never a panic; every frame delivered is one that was sealed, in
 //! order, unchanged; and a failed session stays failed.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use polycall_core::crypto::Identity;
+use polycall_core::crypto::{Cipher, Identity};
 use polycall_core::crypto::hello::COMPRESSION;
 use polycall_core::crypto::noise::Pattern;
 use polycall_core::crypto::session::{
@@ -13,7 +13,7 @@ use polycall_core::crypto::session::{
 };
 use polycall_core::{MessageType, encode_frame};
 
-fn established(compress: bool) -> (SecureSession, SecureSession) {
+fn established(compress: bool, cipher: Cipher) -> (SecureSession, SecureSession) {
     let server_id = Identity::from_seed(&[1; 32]).unwrap();
     let client_id = Identity::from_seed(&[2; 32]).unwrap();
     let flags = if compress {
@@ -30,6 +30,7 @@ fn established(compress: bool) -> (SecureSession, SecureSession) {
         pattern: Pattern::Ik,
         identity: Some(&client_id),
         server_key: Some(server_id.public_key()),
+        cipher,
         flags,
         max_in_flight: 16,
         limits,
@@ -39,6 +40,7 @@ fn established(compress: bool) -> (SecureSession, SecureSession) {
     let mut s = SecureSession::responder(&ResponderConfig {
         identity: &server_id,
         patterns: &Pattern::ALL,
+        ciphers: &Cipher::ALL,
         limits,
         ephemeral: Some([5; 32]),
     })
@@ -53,7 +55,14 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    let (mut client, mut server) = established(mode & 2 != 0);
+    // Bits of `mode`: 0 real frames, 1 compression, 2 a plain frame after them, 3..=6 where the
+    // stream is cut, 7 the cipher.
+    let cipher = if mode & 0x80 == 0 {
+        Cipher::ChaChaPoly
+    } else {
+        Cipher::AesGcm
+    };
+    let (mut client, mut server) = established(mode & 2 != 0, cipher);
     let mut sent: Vec<Vec<u8>> = Vec::new();
     let mut stream = if mode & 1 == 0 {
         rest.to_vec()
@@ -89,7 +98,7 @@ fuzz_target!(|data: &[u8]| {
         }
         out
     };
-    let cut = usize::from(mode >> 3) * stream.len() / 32;
+    let cut = usize::from((mode >> 3) & 0x0f) * stream.len() / 16;
     let mut got: Vec<Vec<u8>> = Vec::new();
     let mut failed = None;
     for range in [0..cut, cut..stream.len()] {

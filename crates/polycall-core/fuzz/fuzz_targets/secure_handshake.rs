@@ -1,11 +1,11 @@
 //! Fuzzes the secure handshake messages: arbitrary bytes as a client hello (to a server), as a
-//! server reply (to a client of each pattern) and as an XX third message (to a server that
+//! server reply (to a client of each pattern and cipher) and as an XX third message (to a server that
 //! accepted a real hello) must end in a value or a coded error, never a panic, and a session
 //! that failed stays failed.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use polycall_core::crypto::Identity;
+use polycall_core::crypto::{Cipher, Identity};
 use polycall_core::crypto::noise::Pattern;
 use polycall_core::crypto::session::{
     InitiatorConfig, ResponderConfig, SecureSession, SessionLimits,
@@ -15,19 +15,26 @@ fn responder(id: &Identity) -> SecureSession {
     SecureSession::responder(&ResponderConfig {
         identity: id,
         patterns: &Pattern::ALL,
+        ciphers: &Cipher::ALL,
         limits: SessionLimits::default(),
         ephemeral: Some([5; 32]),
     })
     .unwrap()
 }
 
-fn initiator(pattern: Pattern, client: &Identity, server: &Identity) -> (SecureSession, Vec<u8>) {
+fn initiator(
+    pattern: Pattern,
+    cipher: Cipher,
+    client: &Identity,
+    server: &Identity,
+) -> (SecureSession, Vec<u8>) {
     SecureSession::initiator(&InitiatorConfig {
         pattern,
         identity: pattern.initiator_has_static().then_some(client),
         server_key: pattern
             .initiator_knows_responder()
             .then(|| server.public_key()),
+        cipher,
         flags: 0x0007,
         max_in_flight: 16,
         limits: SessionLimits::default(),
@@ -60,24 +67,26 @@ fuzz_target!(|data: &[u8]| {
         sticky(&mut s, r);
     }
 
-    // As a server reply, for each pattern.
-    for pattern in Pattern::ALL {
-        let (mut c, _) = initiator(pattern, &client_id, &server_id);
-        let r = c.read_reply(data);
-        let confirm = matches!(&r, Ok(reply) if !reply.established);
-        sticky(&mut c, r);
-        if confirm {
-            let f = c.finish();
-            sticky(&mut c, f);
+    for cipher in Cipher::ALL {
+        // As a server reply, for each pattern.
+        for pattern in Pattern::ALL {
+            let (mut c, _) = initiator(pattern, cipher, &client_id, &server_id);
+            let r = c.read_reply(data);
+            let confirm = matches!(&r, Ok(reply) if !reply.established);
+            sticky(&mut c, r);
+            if confirm {
+                let f = c.finish();
+                sticky(&mut c, f);
+            }
         }
-    }
 
-    // As the third message of a real XX handshake.
-    let (mut c, hello) = initiator(Pattern::Xx, &client_id, &server_id);
-    let mut s = responder(&server_id);
-    s.read_hello(&hello).unwrap();
-    let reply = s.accept(0x0001, 8).unwrap();
-    c.read_reply(&reply).unwrap();
-    let r = s.read_finish(data);
-    sticky(&mut s, r);
+        // As the third message of a real XX handshake.
+        let (mut c, hello) = initiator(Pattern::Xx, cipher, &client_id, &server_id);
+        let mut s = responder(&server_id);
+        s.read_hello(&hello).unwrap();
+        let reply = s.accept(0x0001, 8).unwrap();
+        c.read_reply(&reply).unwrap();
+        let r = s.read_finish(data);
+        sticky(&mut s, r);
+    }
 });

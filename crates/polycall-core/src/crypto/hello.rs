@@ -10,7 +10,7 @@
 //! offset 12  u8      secure block version, 1
 //! offset 13  u8      pattern: 1 IK, 2 NK, 3 XX
 //! offset 14  u8      step: 1, 2 or 3 (the Noise message's number)
-//! offset 15  u8      reserved, 0
+//! offset 15  u8      cipher: 0 ChaChaPoly, 1 AESGCM (the client's choice, repeated in every step)
 //! offset 16  u16 LE  n, the Noise message's length (at most 1024)
 //! offset 18  n       the Noise message
 //! ```
@@ -18,11 +18,14 @@
 //! A reference peer reads at most the first 8 bytes and never sees the capability bit that
 //! announces the block (`0x0008`), which polycall only sends in a long form. The Noise prologue
 //! is the label `polycall secure session v1`, a NUL, and bytes 0..16 of the client's first
-//! hello, so a relay that strips or alters a capability bit, the limit, the pattern or the
-//! version makes the handshake fail. The server's own fields are bound by repeating them inside
+//! hello, so a relay that strips or alters a capability bit, the limit, the pattern, the cipher
+//! or the version makes the handshake fail. The cipher is bound twice: it names the Noise protocol
+//! (`Noise_IK_25519_AESGCM_BLAKE2s`), which is hashed before anything else, and it is a prologue
+//! byte. The server's own fields are bound by repeating them inside
 //! its encrypted handshake payload.
 
 use super::noise::Pattern;
+use super::primitives::Cipher;
 use super::transport::RekeyPolicy;
 use crate::error::{Error, Result};
 use crate::packet::handshake::{self, EXTENDED_SIZE, Strictness};
@@ -60,6 +63,8 @@ pub struct SecureHello<'a> {
     pub max_in_flight: u32,
     /// The pattern.
     pub pattern: Pattern,
+    /// The cipher.
+    pub cipher: Cipher,
     /// The Noise message's number, 1..=3.
     pub step: u8,
     /// The Noise message.
@@ -78,6 +83,7 @@ pub fn build(
     flags: u16,
     max_in_flight: u32,
     pattern: Pattern,
+    cipher: Cipher,
     step: u8,
     message: &[u8],
 ) -> Result<Vec<u8>> {
@@ -87,7 +93,7 @@ pub fn build(
         .ok_or_else(|| failed("a Noise message longer than 1024 bytes"))?;
     let mut out = Vec::with_capacity(MESSAGE_OFFSET + message.len());
     out.extend_from_slice(&handshake::build_extended(flags | SECURE, max_in_flight));
-    out.extend_from_slice(&[BLOCK_VERSION, pattern.id(), step, 0]);
+    out.extend_from_slice(&[BLOCK_VERSION, pattern.id(), step, cipher.id()]);
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(message);
     Ok(out)
@@ -99,8 +105,8 @@ pub fn build(
 /// # Errors
 /// `HANDSHAKE_PAYLOAD_TOO_SHORT` / `HANDSHAKE_BAD_MAGIC` as for any hello;
 /// `HANDSHAKE_FAILED` when [`SECURE`] is set but the secure block is missing, of another
-/// version, names no pattern, has its reserved byte set, or its length disagrees with the
-/// payload (or exceeds 1024).
+/// version, names no pattern or no cipher, or its length disagrees with the payload (or exceeds
+/// 1024).
 pub fn parse(payload: &[u8]) -> Result<Option<SecureHello<'_>>> {
     let h = handshake::parse(payload, Strictness::Lenient)?;
     if h.is_legacy() || h.flags & SECURE == 0 {
@@ -114,16 +120,18 @@ pub fn parse(payload: &[u8]) -> Result<Option<SecureHello<'_>>> {
             "the secure bit is set but the secure block is missing",
         ));
     };
-    let [f @ .., version, pattern, step, reserved, l0, l1] = *head;
+    let [f @ .., version, pattern, step, cipher, l0, l1] = *head;
     let fields: [u8; EXTENDED_SIZE] = f;
     if version != BLOCK_VERSION {
         return Err(failed("a secure block of an unknown version"));
     }
     let pattern = Pattern::from_id(pattern)
         .ok_or_else(|| failed("a secure block naming no known pattern"))?;
-    if !(1..=3).contains(&step) || reserved != 0 {
-        return Err(failed("a secure block with a bad step or reserved byte"));
+    if !(1..=3).contains(&step) {
+        return Err(failed("a secure block with a bad step"));
     }
+    let cipher =
+        Cipher::from_id(cipher).ok_or_else(|| failed("a secure block naming no known cipher"))?;
     if usize::from(u16::from_le_bytes([l0, l1])) != message.len() {
         return Err(failed(
             "the Noise message length disagrees with the payload",
@@ -135,6 +143,7 @@ pub fn parse(payload: &[u8]) -> Result<Option<SecureHello<'_>>> {
         flags: h.flags,
         max_in_flight: u32::from_le_bytes([m0, m1, m2, m3]),
         pattern,
+        cipher,
         step,
         message,
     }))
@@ -221,7 +230,7 @@ mod tests {
 
     #[test]
     fn layout() {
-        let p = build(0x0001, 256, Pattern::Nk, 1, &[0xaa; 5]).unwrap();
+        let p = build(0x0001, 256, Pattern::Nk, Cipher::ChaChaPoly, 1, &[0xaa; 5]).unwrap();
         assert_eq!(
             p,
             [
@@ -235,6 +244,10 @@ mod tests {
             (0x0009, 256, Pattern::Nk, 1)
         );
         assert_eq!(h.message, &[0xaa; 5]);
+        assert_eq!(h.cipher, Cipher::ChaChaPoly);
+        let aes = build(0x0001, 256, Pattern::Nk, Cipher::AesGcm, 1, &[0xaa; 5]).unwrap();
+        assert_eq!(aes[15], 1);
+        assert_eq!(parse(&aes).unwrap().unwrap().cipher, Cipher::AesGcm);
         assert_eq!(&prologue(&p)[PROLOGUE_LABEL.len()..], &p[..16]);
         let legacy = handshake::parse(&p, Strictness::Strict).unwrap();
         assert_eq!(
@@ -254,7 +267,7 @@ mod tests {
             parse(&[1, 2, 3]).unwrap_err().code(),
             "HANDSHAKE_PAYLOAD_TOO_SHORT"
         );
-        let good = build(0, 0, Pattern::Xx, 1, &[1; 32]).unwrap();
+        let good = build(0, 0, Pattern::Xx, Cipher::ChaChaPoly, 1, &[1; 32]).unwrap();
         let mut cases = Vec::new();
         cases.push(handshake::build(SECURE).to_vec());
         for (at, value) in [
@@ -263,7 +276,8 @@ mod tests {
             (13, 4),
             (14, 0),
             (14, 4),
-            (15, 1),
+            (15, 2),
+            (15, 0xff),
             (16, 31),
             (17, 1),
         ] {
@@ -274,14 +288,14 @@ mod tests {
         let mut long = good.clone();
         long.push(0);
         cases.push(long);
-        let mut huge = build(0, 0, Pattern::Xx, 1, &[]).unwrap();
+        let mut huge = build(0, 0, Pattern::Xx, Cipher::ChaChaPoly, 1, &[]).unwrap();
         huge[16..18].copy_from_slice(&1025u16.to_le_bytes());
         huge.extend(vec![0; 1025]);
         cases.push(huge);
         for c in cases {
             assert_eq!(parse(&c).unwrap_err().code(), "HANDSHAKE_FAILED", "{c:?}");
         }
-        assert!(build(0, 0, Pattern::Xx, 1, &[0; 1025]).is_err());
+        assert!(build(0, 0, Pattern::Xx, Cipher::AesGcm, 1, &[0; 1025]).is_err());
     }
 
     #[test]

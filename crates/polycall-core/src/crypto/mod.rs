@@ -1,7 +1,7 @@
 //! Secure sessions, identities, snapshot signatures and payload compression (DESIGN.md §8;
 //! docs/security.md; the wire in docs/protocol-extensions.md, "Secure sessions").
 //!
-//! - [`primitives`]: X25519, ChaCha20-Poly1305, BLAKE2s/HMAC/HKDF, HKDF-SHA256, OS randomness.
+//! - [`primitives`]: X25519, ChaCha20-Poly1305, AES-256-GCM, BLAKE2s/HMAC/HKDF, HKDF-SHA256, OS randomness.
 //! - [`noise`]: the Noise handshake (rev 34) for the IK, NK and XX patterns.
 //! - [`identity`]: long-term identities and their file and text forms.
 //! - [`hello`]: how Noise messages ride in the v1 handshake frames.
@@ -25,6 +25,7 @@ pub mod transport;
 
 pub use identity::Identity;
 pub use noise::Pattern;
+pub use primitives::Cipher;
 pub use session::{SecureSession, SessionLimits};
 pub use transport::RekeyPolicy;
 /// The zeroizing wrapper secrets are held in, for callers that handle secret bytes (the glue

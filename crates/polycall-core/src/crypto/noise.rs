@@ -1,5 +1,5 @@
 //! The Noise Protocol Framework, revision 34 (noiseprotocol.org/noise.html), for the three
-//! handshake patterns secure sessions use, with X25519, `ChaChaPoly` and BLAKE2s:
+//! handshake patterns secure sessions use, with X25519, `ChaChaPoly` or `AESGCM`, and BLAKE2s:
 //!
 //! ```text
 //! IK:  <- s             NK:  <- s             XX:  -> e
@@ -16,7 +16,7 @@
 
 use zeroize::Zeroizing;
 
-use super::primitives::{self, Aead, HASH_LEN, KEY_LEN, Secret, TAG_LEN};
+use super::primitives::{self, Aead, Cipher, HASH_LEN, KEY_LEN, Secret, TAG_LEN};
 use crate::error::{Error, Result};
 
 /// A handshake pattern (Noise rev 34 §7).
@@ -66,12 +66,20 @@ impl Pattern {
         }
     }
 
-    /// The full Noise protocol name, e.g. `Noise_IK_25519_ChaChaPoly_BLAKE2s`.
+    /// The full Noise protocol name with `ChaChaPoly`, e.g. `Noise_IK_25519_ChaChaPoly_BLAKE2s`.
     pub const fn protocol_name(self) -> &'static str {
-        match self {
-            Self::Ik => "Noise_IK_25519_ChaChaPoly_BLAKE2s",
-            Self::Nk => "Noise_NK_25519_ChaChaPoly_BLAKE2s",
-            Self::Xx => "Noise_XX_25519_ChaChaPoly_BLAKE2s",
+        self.protocol_name_with(Cipher::ChaChaPoly)
+    }
+
+    /// The full Noise protocol name with `cipher`, e.g. `Noise_IK_25519_AESGCM_BLAKE2s`.
+    pub const fn protocol_name_with(self, cipher: Cipher) -> &'static str {
+        match (self, cipher) {
+            (Self::Ik, Cipher::ChaChaPoly) => "Noise_IK_25519_ChaChaPoly_BLAKE2s",
+            (Self::Nk, Cipher::ChaChaPoly) => "Noise_NK_25519_ChaChaPoly_BLAKE2s",
+            (Self::Xx, Cipher::ChaChaPoly) => "Noise_XX_25519_ChaChaPoly_BLAKE2s",
+            (Self::Ik, Cipher::AesGcm) => "Noise_IK_25519_AESGCM_BLAKE2s",
+            (Self::Nk, Cipher::AesGcm) => "Noise_NK_25519_AESGCM_BLAKE2s",
+            (Self::Xx, Cipher::AesGcm) => "Noise_XX_25519_AESGCM_BLAKE2s",
         }
     }
 
@@ -134,10 +142,15 @@ pub struct CipherState {
 }
 
 impl CipherState {
-    /// A cipher state holding `key`, nonce 0.
+    /// A `ChaChaPoly` cipher state holding `key`, nonce 0.
     pub fn with_key(key: &[u8; KEY_LEN]) -> Self {
+        Self::with_cipher(Cipher::ChaChaPoly, key)
+    }
+
+    /// A cipher state of `cipher` holding `key`, nonce 0.
+    pub fn with_cipher(cipher: Cipher, key: &[u8; KEY_LEN]) -> Self {
         Self {
-            aead: Some(Aead::new(key)),
+            aead: Some(Aead::with_cipher(cipher, key)),
             n: 0,
         }
     }
@@ -259,7 +272,7 @@ impl CipherState {
         };
         let mut next = Zeroizing::new([0u8; KEY_LEN]);
         aead.seal(u64::MAX, &[], next.as_mut_slice())?;
-        self.aead = Some(Aead::new(&next));
+        self.aead = Some(Aead::with_cipher(aead.cipher(), &next));
         Ok(())
     }
 }
@@ -269,11 +282,17 @@ pub struct SymmetricState {
     ck: Secret,
     h: [u8; HASH_LEN],
     cipher: CipherState,
+    function: Cipher,
 }
 
 impl SymmetricState {
-    /// `InitializeSymmetric(protocol_name)`.
+    /// `InitializeSymmetric(protocol_name)` for a `ChaChaPoly` protocol.
     pub fn new(protocol_name: &str) -> Self {
+        Self::with_cipher(protocol_name, Cipher::ChaChaPoly)
+    }
+
+    /// `InitializeSymmetric(protocol_name)`, where `cipher` is the protocol name's cipher.
+    pub fn with_cipher(protocol_name: &str, cipher: Cipher) -> Self {
         let name = protocol_name.as_bytes();
         let mut h = [0u8; HASH_LEN];
         match h.get_mut(..name.len()) {
@@ -284,6 +303,7 @@ impl SymmetricState {
             ck: Zeroizing::new(h),
             h,
             cipher: CipherState::default(),
+            function: cipher,
         }
     }
 
@@ -291,7 +311,7 @@ impl SymmetricState {
     pub fn mix_key(&mut self, ikm: &[u8]) {
         let (ck, k) = primitives::hkdf2(&self.ck, ikm);
         self.ck = ck;
-        self.cipher = CipherState::with_key(&k);
+        self.cipher = CipherState::with_cipher(self.function, &k);
     }
 
     /// `MixHash(data)`.
@@ -336,7 +356,10 @@ impl SymmetricState {
     /// `Split()`: the initiator-to-responder and responder-to-initiator cipher states.
     pub fn split(&self) -> (CipherState, CipherState) {
         let (k1, k2) = primitives::hkdf2(&self.ck, &[]);
-        (CipherState::with_key(&k1), CipherState::with_key(&k2))
+        (
+            CipherState::with_cipher(self.function, &k1),
+            CipherState::with_cipher(self.function, &k2),
+        )
     }
 }
 
@@ -387,14 +410,29 @@ fn message_too_short() -> Error {
 }
 
 impl HandshakeState {
-    /// `Initialize()`: mixes the protocol name, the prologue and the pre-message keys. A
-    /// low-order remote key is not checked here: its first Diffie-Hellman refuses it.
+    /// [`HandshakeState::with_cipher`] with `ChaChaPoly`.
+    ///
+    /// # Errors
+    /// As [`HandshakeState::with_cipher`].
+    pub fn new(
+        pattern: Pattern,
+        initiator: bool,
+        prologue: &[u8],
+        keys: HandshakeKeys<'_>,
+    ) -> Result<Self> {
+        Self::with_cipher(pattern, Cipher::ChaChaPoly, initiator, prologue, keys)
+    }
+
+    /// `Initialize()` for `Noise_<pattern>_25519_<cipher>_BLAKE2s`: mixes the protocol name,
+    /// the prologue and the pre-message keys. A low-order remote key is not checked here: its
+    /// first Diffie-Hellman refuses it.
     ///
     /// # Errors
     /// `INVALID_ARGUMENT` when a key the pattern needs is missing or one it has no place for
     /// is given.
-    pub fn new(
+    pub fn with_cipher(
         pattern: Pattern,
+        cipher: Cipher,
         initiator: bool,
         prologue: &[u8],
         keys: HandshakeKeys<'_>,
@@ -438,7 +476,7 @@ impl HandshakeState {
             },
             None => Keypair::from_secret(secret),
         });
-        let mut symmetric = SymmetricState::new(pattern.protocol_name());
+        let mut symmetric = SymmetricState::with_cipher(pattern.protocol_name_with(cipher), cipher);
         symmetric.mix_hash(prologue);
         if pattern.initiator_knows_responder() {
             // The `<- s` pre-message: the responder's static public key.

@@ -4,6 +4,9 @@
 //! - X25519 (RFC 7748) from `x25519-dalek`;
 //! - ChaCha20-Poly1305 (RFC 8439) from `chacha20poly1305`, with the Noise nonce layout (32 zero
 //!   bits, then the 64-bit counter little-endian; Noise rev 34 §12.3);
+//! - AES-256-GCM (NIST SP 800-38D) from `aes-gcm`, with the Noise nonce layout (32 zero bits,
+//!   then the 64-bit counter big-endian; Noise rev 34 §12.4); the `aes` and `polyval` crates
+//!   pick AES-NI and carry-less multiplication at run time when the CPU has them;
 //! - BLAKE2s-256 (RFC 7693) from `blake2`, HMAC (RFC 2104) from `hmac`, and Noise's HKDF built on
 //!   them (Noise rev 34 §4.3);
 //! - HKDF-SHA256 (RFC 5869) from `hkdf` and `sha2`, which derives an identity's keys from its seed;
@@ -12,6 +15,7 @@
 //!
 //! Every secret value leaves these functions in a [`Zeroizing`] wrapper.
 
+use aes_gcm::Aes256Gcm;
 use blake2::{Blake2s256, Digest};
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce, Tag};
@@ -66,38 +70,201 @@ pub fn dh(k: &[u8; KEY_LEN], public: &[u8; KEY_LEN]) -> Result<Secret> {
     Ok(Zeroizing::new(shared.to_bytes()))
 }
 
+/// The u-coordinates (little-endian, bit 255 clear) of the points whose order divides 8, on the
+/// curve and on its twist: 0 (order 2; also the ladder's image of the point at infinity), 1 and
+/// p - 1 (order 4), the two points of order 8, and the non-canonical encodings p and p + 1 of 0
+/// and 1. X25519 with a clamped scalar (a multiple of the cofactor 8) maps exactly these to zero.
+const LOW_ORDER: [[u8; KEY_LEN]; 7] = [
+    [0; KEY_LEN],
+    [
+        1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0,
+    ],
+    [
+        0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f, 0xc4,
+        0x6a, 0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49,
+        0xb8, 0x00,
+    ],
+    [
+        0x5f, 0x9c, 0x95, 0xbc, 0xa3, 0x50, 0x8c, 0x24, 0xb1, 0xd0, 0xb1, 0x55, 0x9c, 0x83, 0xef,
+        0x5b, 0x04, 0x44, 0x5c, 0xc4, 0x58, 0x1c, 0x8e, 0x86, 0xd8, 0x22, 0x4e, 0xdd, 0xd0, 0x9f,
+        0x11, 0x57,
+    ],
+    [
+        0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0x7f,
+    ],
+    [
+        0xed, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0x7f,
+    ],
+    [
+        0xee, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0x7f,
+    ],
+];
+
 /// Whether `public` is a usable X25519 public key: not one of the low-order points, whose
-/// Diffie-Hellman output is zero whatever the secret.
+/// Diffie-Hellman output is zero whatever the secret. A comparison with the seven encodings of
+/// such points (bit 255 ignored, as X25519 ignores it), with no scalar multiplication; the
+/// handshake's Diffie-Hellman refuses a zero result as well.
 pub fn is_valid_x25519_public(public: &[u8; KEY_LEN]) -> bool {
-    // Clamped scalars are multiples of the cofactor 8, so a low-order point gives zero for
-    // every secret; one fixed scalar decides it.
-    let probe = [0x55u8; KEY_LEN];
-    x25519(&probe, public).iter().any(|&b| b != 0)
+    let mut u = *public;
+    if let Some(top) = u.last_mut() {
+        *top &= 0x7f;
+    }
+    !LOW_ORDER.contains(&u)
 }
 
-/// ChaCha20-Poly1305 (RFC 8439 §2.8) under one key, encrypting and decrypting in place.
+/// A Noise cipher function (Noise rev 34 §12.3, §12.4): the AEAD of handshake messages and
+/// sealed frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cipher {
+    /// ChaCha20-Poly1305 (RFC 8439), Noise's `ChaChaPoly`: fast everywhere in software.
+    ChaChaPoly,
+    /// AES-256-GCM, Noise's `AESGCM`: faster than `ChaChaPoly` for frames past a few hundred
+    /// bytes on CPUs with AES and carry-less multiplication instructions, much slower without.
+    AesGcm,
+}
+
+impl Cipher {
+    /// Every cipher, in wire-id order.
+    pub const ALL: [Self; 2] = [Self::ChaChaPoly, Self::AesGcm];
+
+    /// The Noise name: `"ChaChaPoly"` or `"AESGCM"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::ChaChaPoly => "ChaChaPoly",
+            Self::AesGcm => "AESGCM",
+        }
+    }
+
+    /// The cipher's id in the secure hello (docs/protocol-extensions.md): 0 or 1.
+    pub const fn id(self) -> u8 {
+        match self {
+            Self::ChaChaPoly => 0,
+            Self::AesGcm => 1,
+        }
+    }
+
+    /// The cipher with wire id `id`.
+    pub const fn from_id(id: u8) -> Option<Self> {
+        match id {
+            0 => Some(Self::ChaChaPoly),
+            1 => Some(Self::AesGcm),
+            _ => None,
+        }
+    }
+
+    /// The cipher named `name` (`"ChaChaPoly"`, `"AESGCM"`, any case).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.name().eq_ignore_ascii_case(name))
+    }
+
+    /// Whether this CPU runs the cipher with dedicated instructions: always for `ChaChaPoly`
+    /// (it needs none); for `AESGCM`, AES and carry-less multiplication (x86-64 `aes` and
+    /// `pclmulqdq`; 64-bit Arm `aes` and `pmull`), detected at run time.
+    pub fn is_fast_here(self) -> bool {
+        match self {
+            Self::ChaChaPoly => true,
+            Self::AesGcm => aes_hardware(),
+        }
+    }
+
+    /// The cipher a client offers unless told otherwise: `AESGCM` where
+    /// [`Cipher::is_fast_here`] says so, `ChaChaPoly` elsewhere.
+    pub fn preferred() -> Self {
+        if aes_hardware() {
+            Self::AesGcm
+        } else {
+            Self::ChaChaPoly
+        }
+    }
+
+    /// The cipher's 96-bit nonce for counter `n`: 32 zero bits, then `n` as a 64-bit
+    /// little-endian (`ChaChaPoly`) or big-endian (`AESGCM`) integer.
+    pub fn nonce(self, n: u64) -> [u8; 12] {
+        let mut nonce = [0u8; 12];
+        let counter = match self {
+            Self::ChaChaPoly => n.to_le_bytes(),
+            Self::AesGcm => n.to_be_bytes(),
+        };
+        if let Some(tail) = nonce.get_mut(4..) {
+            tail.copy_from_slice(&counter);
+        }
+        nonce
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn aes_hardware() -> bool {
+    std::arch::is_x86_feature_detected!("aes") && std::arch::is_x86_feature_detected!("pclmulqdq")
+}
+
+#[cfg(target_arch = "aarch64")]
+fn aes_hardware() -> bool {
+    std::arch::is_aarch64_feature_detected!("aes")
+        && std::arch::is_aarch64_feature_detected!("pmull")
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn aes_hardware() -> bool {
+    false
+}
+
+/// The key schedule of one cipher, zeroed on drop by both crates (their `zeroize` feature).
+enum Schedule {
+    ChaCha(ChaCha20Poly1305),
+    // Boxed: the AES-256 round keys and the GHASH key make it several times larger.
+    Aes(Box<Aes256Gcm>),
+}
+
+/// An AEAD ([`Cipher`]) under one key, encrypting and decrypting in place.
 pub struct Aead {
-    cipher: ChaCha20Poly1305,
+    cipher: Cipher,
+    schedule: Schedule,
 }
 
 impl Aead {
-    /// The AEAD under `key` (the key schedule copies the key and zeroes it on drop).
+    /// ChaCha20-Poly1305 (RFC 8439 §2.8) under `key`.
     pub fn new(key: &[u8; KEY_LEN]) -> Self {
-        Self {
-            cipher: ChaCha20Poly1305::new(key.into()),
-        }
+        Self::with_cipher(Cipher::ChaChaPoly, key)
+    }
+
+    /// The AEAD `cipher` under `key` (the key schedule copies the key and zeroes it on drop).
+    pub fn with_cipher(cipher: Cipher, key: &[u8; KEY_LEN]) -> Self {
+        let schedule = match cipher {
+            Cipher::ChaChaPoly => Schedule::ChaCha(ChaCha20Poly1305::new(key.into())),
+            Cipher::AesGcm => Schedule::Aes(Box::new(Aes256Gcm::new(key.into()))),
+        };
+        Self { cipher, schedule }
+    }
+
+    /// The cipher.
+    pub fn cipher(&self) -> Cipher {
+        self.cipher
     }
 
     /// Encrypts `buf` in place under the 96-bit `nonce`, authenticating `ad` too; returns
     /// the tag.
     ///
     /// # Errors
-    /// `INVALID_ARGUMENT` for a message over the 256 GiB limit of `ChaCha20`.
+    /// `INVALID_ARGUMENT` for a message over the cipher's limit (256 GiB for `ChaCha20`, 64 GiB
+    /// for GCM).
     pub fn seal_raw(&self, nonce: &[u8; 12], ad: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN]> {
-        self.cipher
-            .encrypt_inout_detached(&Nonce::from(*nonce), ad, buf.into())
-            .map(Into::into)
-            .map_err(|_| Error::InvalidArgument("message too long for ChaCha20-Poly1305".into()))
+        let nonce = Nonce::from(*nonce);
+        let sealed = match &self.schedule {
+            Schedule::ChaCha(c) => c.encrypt_inout_detached(&nonce, ad, buf.into()),
+            Schedule::Aes(c) => c.encrypt_inout_detached(&nonce, ad, buf.into()),
+        };
+        sealed.map(Into::into).map_err(|_| {
+            Error::InvalidArgument(format!("message too long for {}", self.cipher.name()))
+        })
     }
 
     /// Decrypts `buf` in place under `nonce` when `tag` authenticates it and `ad`; returns
@@ -109,9 +276,13 @@ impl Aead {
         buf: &mut [u8],
         tag: &[u8; TAG_LEN],
     ) -> bool {
-        self.cipher
-            .decrypt_inout_detached(&Nonce::from(*nonce), ad, buf.into(), &Tag::from(*tag))
-            .is_ok()
+        let nonce = Nonce::from(*nonce);
+        let tag = Tag::from(*tag);
+        match &self.schedule {
+            Schedule::ChaCha(c) => c.decrypt_inout_detached(&nonce, ad, buf.into(), &tag),
+            Schedule::Aes(c) => c.decrypt_inout_detached(&nonce, ad, buf.into(), &tag),
+        }
+        .is_ok()
     }
 
     /// [`Aead::seal_raw`] with Noise's nonce for counter `n`.
@@ -119,22 +290,13 @@ impl Aead {
     /// # Errors
     /// As [`Aead::seal_raw`].
     pub fn seal(&self, n: u64, ad: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN]> {
-        self.seal_raw(&noise_nonce(n), ad, buf)
+        self.seal_raw(&self.cipher.nonce(n), ad, buf)
     }
 
     /// [`Aead::open_raw`] with Noise's nonce for counter `n`.
     pub fn open(&self, n: u64, ad: &[u8], buf: &mut [u8], tag: &[u8; TAG_LEN]) -> bool {
-        self.open_raw(&noise_nonce(n), ad, buf, tag)
+        self.open_raw(&self.cipher.nonce(n), ad, buf, tag)
     }
-}
-
-/// Noise's `ChaChaPoly` nonce: 32 bits of zeros, then the counter as a little-endian u64.
-fn noise_nonce(n: u64) -> [u8; 12] {
-    let mut nonce = [0u8; 12];
-    if let Some(tail) = nonce.get_mut(4..) {
-        tail.copy_from_slice(&n.to_le_bytes());
-    }
-    nonce
 }
 
 /// BLAKE2s-256 of the concatenation of `parts`.
@@ -216,14 +378,42 @@ mod tests {
     #[test]
     fn noise_nonce_layout() {
         assert_eq!(
-            noise_nonce(0x0102_0304_0506_0708),
+            Cipher::ChaChaPoly.nonce(0x0102_0304_0506_0708),
             [0, 0, 0, 0, 8, 7, 6, 5, 4, 3, 2, 1]
+        );
+        assert_eq!(
+            Cipher::AesGcm.nonce(0x0102_0304_0506_0708),
+            [0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]
         );
     }
 
     #[test]
+    fn cipher_names_and_ids() {
+        for c in Cipher::ALL {
+            assert_eq!(Cipher::from_id(c.id()), Some(c));
+            assert_eq!(Cipher::from_name(&c.name().to_lowercase()), Some(c));
+        }
+        assert_eq!(Cipher::from_id(2), None);
+        assert_eq!(Cipher::from_name("AES"), None);
+        assert!(Cipher::preferred().is_fast_here());
+    }
+
+    #[test]
     fn aead_round_trip_and_refusal() {
-        let aead = Aead::new(&[7; 32]);
+        for cipher in Cipher::ALL {
+            aead_round_trip(&Aead::with_cipher(cipher, &[7; 32]));
+        }
+        let a = Aead::with_cipher(Cipher::AesGcm, &[7; 32]);
+        let b = Aead::with_cipher(Cipher::ChaChaPoly, &[7; 32]);
+        let mut buf = *b"sixteen byte msg";
+        let tag = a.seal(0, b"", &mut buf).unwrap();
+        assert!(
+            !b.open(0, b"", &mut buf, &tag),
+            "one cipher's frame does not open in the other"
+        );
+    }
+
+    fn aead_round_trip(aead: &Aead) {
         let mut buf = *b"sixteen byte msg";
         let tag = aead.seal(3, b"ad", &mut buf).unwrap();
         assert_ne!(&buf, b"sixteen byte msg");
@@ -233,6 +423,31 @@ mod tests {
         assert!(!aead.open(3, b"AD", &mut buf, &tag));
         assert!(aead.open(3, b"ad", &mut buf, &tag));
         assert_eq!(&buf, b"sixteen byte msg");
+    }
+
+    #[test]
+    fn the_low_order_list_is_what_x25519_maps_to_zero() {
+        // The definition the list stands for: a clamped scalar times the point is zero.
+        let by_multiplication =
+            |u: &[u8; KEY_LEN]| x25519(&[0x55; KEY_LEN], u).iter().any(|&b| b != 0);
+        for point in LOW_ORDER {
+            assert!(!by_multiplication(&point), "{point:02x?}");
+            let mut high = point;
+            high[31] |= 0x80;
+            assert!(!by_multiplication(&high) && !is_valid_x25519_public(&high));
+        }
+        for i in 0..200u32 {
+            let mut k = [0u8; KEY_LEN];
+            k[..4].copy_from_slice(&i.to_le_bytes());
+            let public = if i % 2 == 0 {
+                x25519_public(&k)
+            } else {
+                let mut u = *random::<KEY_LEN>().unwrap();
+                u[0] = u8::try_from(i % 256).unwrap_or(0);
+                u
+            };
+            assert_eq!(is_valid_x25519_public(&public), by_multiplication(&public));
+        }
     }
 
     #[test]

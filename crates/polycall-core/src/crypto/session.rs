@@ -38,7 +38,7 @@ use super::compress::{self, Compressor};
 use super::hello::{self, COMPRESSION, SECURE};
 use super::identity::Identity;
 use super::noise::{HandshakeKeys, HandshakeState, Pattern};
-use super::primitives::{KEY_LEN, Secret};
+use super::primitives::{Cipher, KEY_LEN, Secret};
 use super::transport::{Direction, MAX_SEALED_BODY, RekeyPolicy, SEALED_OVERHEAD};
 use crate::error::{Error, Result};
 use crate::packet::handshake::{self, EXTENDED_SIZE, Strictness};
@@ -98,6 +98,9 @@ pub struct InitiatorConfig<'a> {
     pub identity: Option<&'a Identity>,
     /// The server's X25519 public key, known beforehand.
     pub server_key: Option<[u8; KEY_LEN]>,
+    /// The cipher of the handshake and the sealed frames (usually [`Cipher::preferred`]); the
+    /// server must accept it.
+    pub cipher: Cipher,
     /// Capability flags to offer ([`SECURE`] is added).
     pub flags: u16,
     /// The client's own limit of requests in flight, announced in the hello (0: not stated).
@@ -114,6 +117,8 @@ pub struct ResponderConfig<'a> {
     pub identity: &'a Identity,
     /// The patterns the server accepts.
     pub patterns: &'a [Pattern],
+    /// The ciphers the server accepts (the client chooses one).
+    pub ciphers: &'a [Cipher],
     /// Limits.
     pub limits: SessionLimits,
     /// A fixed ephemeral secret, for tests only.
@@ -136,6 +141,8 @@ pub struct Hello {
 pub struct SecureOffer {
     /// The pattern the client chose.
     pub pattern: Pattern,
+    /// The cipher the client chose.
+    pub cipher: Cipher,
     /// IK only: the client's static key, already authenticated by message 1 (the caller
     /// decides whether to accept it before calling [`SecureSession::accept`]).
     pub client_key: Option<[u8; KEY_LEN]>,
@@ -148,6 +155,8 @@ pub struct Reply {
     pub flags: u16,
     /// The server's limit of requests in flight.
     pub max_in_flight: u32,
+    /// The cipher (the client's choice, which the server's reply repeats).
+    pub cipher: Cipher,
     /// The server's static key (the configured one for IK and NK; for XX the key message 2
     /// carried, which the caller must check before [`SecureSession::finish`]).
     pub server_key: [u8; KEY_LEN],
@@ -227,6 +236,8 @@ pub struct SecureSession {
     mode: Mode,
     limits: SessionLimits,
     patterns: Vec<Pattern>,
+    ciphers: Vec<Cipher>,
+    cipher: Option<Cipher>,
     local_static: Option<Secret>,
     local_public: [u8; KEY_LEN],
     ephemeral: Option<Secret>,
@@ -252,6 +263,7 @@ impl core::fmt::Debug for SecureSession {
             .field("role", &self.role)
             .field("mode", &self.mode)
             .field("pattern", &self.pattern)
+            .field("cipher", &self.cipher)
             .field("failed", &self.failed)
             .finish_non_exhaustive()
     }
@@ -287,6 +299,8 @@ impl SecureSession {
             mode: Mode::Handshaking,
             limits,
             patterns: Vec::new(),
+            ciphers: Vec::new(),
+            cipher: None,
             local_static: None,
             local_public: [0; KEY_LEN],
             ephemeral: None,
@@ -318,11 +332,13 @@ impl SecureSession {
     pub fn initiator(config: &InitiatorConfig<'_>) -> Result<(Self, Vec<u8>)> {
         let mut session = Self::blank(Role::Initiator, config.limits)?;
         let pattern = config.pattern;
+        let cipher = config.cipher;
         let fields = handshake::build_extended(config.flags | SECURE, config.max_in_flight);
-        let head = hello::build(config.flags, config.max_in_flight, pattern, 1, &[])?;
+        let head = hello::build(config.flags, config.max_in_flight, pattern, cipher, 1, &[])?;
         let ephemeral = config.ephemeral.map(Zeroizing::new);
-        let mut noise = HandshakeState::new(
+        let mut noise = HandshakeState::with_cipher(
             pattern,
+            cipher,
             true,
             &hello::prologue(&head),
             HandshakeKeys {
@@ -334,9 +350,17 @@ impl SecureSession {
         )?;
         let mut message = Vec::with_capacity(128);
         noise.write_message(&hello::initiator_payload(config.limits.rekey), &mut message)?;
-        let payload = hello::build(config.flags, config.max_in_flight, pattern, 1, &message)?;
+        let payload = hello::build(
+            config.flags,
+            config.max_in_flight,
+            pattern,
+            cipher,
+            1,
+            &message,
+        )?;
         session.hello = fields;
         session.pattern = Some(pattern);
+        session.cipher = Some(cipher);
         session.remote_static = config.server_key;
         session.noise = Some(noise);
         session.step = Step::AwaitReply;
@@ -346,15 +370,21 @@ impl SecureSession {
     /// A server session waiting for a client's hello.
     ///
     /// # Errors
-    /// `INVALID_ARGUMENT` for no accepted pattern or a limit out of range.
+    /// `INVALID_ARGUMENT` for no accepted pattern or cipher, or a limit out of range.
     pub fn responder(config: &ResponderConfig<'_>) -> Result<Self> {
         if config.patterns.is_empty() {
             return Err(Error::InvalidArgument(
                 "a responder accepts at least one pattern".into(),
             ));
         }
+        if config.ciphers.is_empty() {
+            return Err(Error::InvalidArgument(
+                "a responder accepts at least one cipher".into(),
+            ));
+        }
         let mut session = Self::blank(Role::Responder, config.limits)?;
         session.patterns = config.patterns.to_vec();
+        session.ciphers = config.ciphers.to_vec();
         session.local_static = Some(Zeroizing::new(*config.identity.static_secret()));
         session.local_public = config.identity.public_key();
         session.ephemeral = config.ephemeral.map(Zeroizing::new);
@@ -375,6 +405,11 @@ impl SecureSession {
     /// The pattern, once known.
     pub fn pattern(&self) -> Option<Pattern> {
         self.pattern
+    }
+
+    /// The cipher, once known.
+    pub fn cipher(&self) -> Option<Cipher> {
+        self.cipher
     }
 
     /// Whether frames are sealed in both directions.
@@ -506,13 +541,20 @@ impl SecureSession {
                 h.pattern.name()
             )));
         }
+        if !self.ciphers.contains(&h.cipher) {
+            return Err(failed(&format!(
+                "this server does not accept the {} cipher",
+                h.cipher.name()
+            )));
+        }
         let local = self
             .local_static
             .take()
             .ok_or_else(|| failed("no server key"))?;
         let ephemeral = self.ephemeral.take();
-        let mut noise = HandshakeState::new(
+        let mut noise = HandshakeState::with_cipher(
             h.pattern,
+            h.cipher,
             false,
             &hello::prologue(payload),
             HandshakeKeys {
@@ -528,6 +570,7 @@ impl SecureSession {
         self.remote_static = noise.remote_static().copied();
         self.hello = h.fields;
         self.pattern = Some(h.pattern);
+        self.cipher = Some(h.cipher);
         self.noise = Some(noise);
         self.step = Step::AwaitAccept;
         Ok(Hello {
@@ -535,6 +578,7 @@ impl SecureSession {
             max_in_flight: Some(h.max_in_flight),
             secure: Some(SecureOffer {
                 pattern: h.pattern,
+                cipher: h.cipher,
                 client_key: self.remote_static,
             }),
         })
@@ -563,6 +607,7 @@ impl SecureSession {
     fn accept_inner(&mut self, flags: u16, max_in_flight: u32) -> Result<Vec<u8>> {
         self.expect_step(Step::AwaitAccept, "accepting")?;
         let pattern = self.pattern.ok_or_else(|| failed("no pattern"))?;
+        let cipher = self.cipher.ok_or_else(|| failed("no cipher"))?;
         let fields = handshake::build_extended(flags, max_in_flight);
         let noise = self
             .noise
@@ -573,7 +618,7 @@ impl SecureSession {
             &hello::responder_payload(&fields, self.limits.rekey),
             &mut message,
         )?;
-        let payload = hello::build(flags, max_in_flight, pattern, 2, &message)?;
+        let payload = hello::build(flags, max_in_flight, pattern, cipher, 2, &message)?;
         self.agreed = flags;
         if noise.is_finished() {
             self.establish()?;
@@ -607,8 +652,8 @@ impl SecureSession {
                 "the server did not accept the secure session".into()
             }));
         };
-        if h.step != 2 || Some(h.pattern) != self.pattern {
-            return Err(failed("the reply carries another pattern or step"));
+        if h.step != 2 || Some(h.pattern) != self.pattern || Some(h.cipher) != self.cipher {
+            return Err(failed("the reply carries another pattern, cipher or step"));
         }
         let offered = u16::from_le_bytes([self.hello[6], self.hello[7]]);
         if h.flags & !offered != 0 {
@@ -642,6 +687,7 @@ impl SecureSession {
         Ok(Reply {
             flags: h.flags,
             max_in_flight: h.max_in_flight,
+            cipher: h.cipher,
             server_key,
             established: finished,
         })
@@ -662,6 +708,7 @@ impl SecureSession {
     fn finish_inner(&mut self) -> Result<Vec<u8>> {
         self.expect_step(Step::AwaitConfirm, "the third handshake message")?;
         let pattern = self.pattern.ok_or_else(|| failed("no pattern"))?;
+        let cipher = self.cipher.ok_or_else(|| failed("no cipher"))?;
         let noise = self
             .noise
             .as_mut()
@@ -671,7 +718,7 @@ impl SecureSession {
         let offered = u16::from_le_bytes([self.hello[6], self.hello[7]]);
         let max =
             u32::from_le_bytes([self.hello[8], self.hello[9], self.hello[10], self.hello[11]]);
-        let payload = hello::build(offered, max, pattern, 3, &message)?;
+        let payload = hello::build(offered, max, pattern, cipher, 3, &message)?;
         self.establish()?;
         Ok(payload)
     }
@@ -692,7 +739,11 @@ impl SecureSession {
         let Some(h) = hello::parse(payload)? else {
             return Err(failed("the third handshake message is not a secure hello"));
         };
-        if h.step != 3 || Some(h.pattern) != self.pattern || h.fields != self.hello {
+        if h.step != 3
+            || Some(h.pattern) != self.pattern
+            || Some(h.cipher) != self.cipher
+            || h.fields != self.hello
+        {
             return Err(failed(
                 "the third handshake message differs from the first hello",
             ));

@@ -27,6 +27,12 @@ pub trait FrameFormat {
     /// # Errors
     /// The format's header errors.
     fn decode_header(bytes: &[u8; HEADER_SIZE], max_payload: u32) -> Result<Self::Header>;
+    /// The header when it is valid, `None` otherwise (then [`FrameFormat::decode_header`] names
+    /// the error). The decoder's loop over whole frames calls this one: without an error value
+    /// to carry, the compiler keeps each header in plain registers.
+    fn parse_header(bytes: &[u8; HEADER_SIZE], max_payload: u32) -> Option<Self::Header> {
+        Self::decode_header(bytes, max_payload).ok()
+    }
     /// The header's payload length.
     fn payload_length(header: &Self::Header) -> u32;
     /// The checksum the payload must have, for formats that carry one.
@@ -47,6 +53,9 @@ impl FrameFormat for V1 {
 
     fn decode_header(bytes: &[u8; HEADER_SIZE], max_payload: u32) -> Result<Header> {
         Header::decode(bytes, max_payload)
+    }
+    fn parse_header(bytes: &[u8; HEADER_SIZE], max_payload: u32) -> Option<Header> {
+        Header::parse(bytes, max_payload)
     }
     fn payload_length(header: &Header) -> u32 {
         header.payload_length
@@ -248,10 +257,8 @@ impl<F: FrameFormat> StreamDecoder<F> {
 
     fn verify(header: &F::Header, actual: u32) -> Result<()> {
         match F::checksum(header) {
-            Some(expected) if expected != actual => {
-                Err(Error::ChecksumMismatch { expected, actual })
-            }
-            _ => Ok(()),
+            Some(expected) => Self::verify_sum(expected, actual),
+            None => Ok(()),
         }
     }
 
@@ -264,100 +271,157 @@ impl<F: FrameFormat> StreamDecoder<F> {
         }
     }
 
+    /// Decodes from `chunk`: first the frame already in progress (if any), then whole frames
+    /// straight from the chunk in a tight loop, and finally keeps the start of an unfinished
+    /// frame. Same contract as [`StreamDecoder::decode`].
     fn decode_inner(
         &mut self,
         chunk: &[u8],
         max_frames: usize,
         sink: &mut impl FnMut(DecodedFrame<F::Header>),
     ) -> Result<usize> {
+        if max_frames == 0 {
+            return Ok(0);
+        }
         let mut pos = 0usize;
         let mut produced = 0usize;
-        while produced < max_frames {
-            let rest = chunk.get(pos..).unwrap_or_default();
-
-            if let Some(p) = self.partial.as_mut() {
-                let total = F::payload_length(&p.header) as usize;
-                let want = total - p.payload.len();
-                let take = want.min(rest.len());
-                let (piece, _) = rest.split_at(take);
-                let needed = p.payload.len() + take;
-                if needed > p.payload.capacity() {
-                    // Grow geometrically but never past the announced length, so memory
-                    // tracks the bytes that actually arrived.
-                    let target = needed.max(p.payload.capacity() * 2).min(total);
-                    p.payload.reserve_exact(target - p.payload.len());
+        if self.partial.is_some() || self.head_len > 0 {
+            match self.resume(chunk, sink)? {
+                Some(used) => {
+                    pos = used;
+                    produced = 1;
                 }
-                p.sum = Self::sum(&p.header, p.sum, piece);
-                p.payload.extend_from_slice(piece);
-                pos += take;
-                if take < want {
-                    return Ok(pos);
-                }
-                if let Some(done) = self.partial.take() {
-                    Self::verify(&done.header, done.sum)?;
-                    sink(DecodedFrame {
-                        header: done.header,
-                        payload: Payload::Assembled(done.payload),
-                    });
-                    produced += 1;
-                }
-                continue;
-            }
-
-            if rest.is_empty() {
-                return Ok(pos);
-            }
-
-            let header = if self.head_len == 0 && rest.len() >= HEADER_SIZE {
-                let (head, _) = rest.split_at(HEADER_SIZE);
-                let head: &[u8; HEADER_SIZE] = head
-                    .try_into()
-                    .map_err(|_| Error::InvalidArgument("header slice".into()))?;
-                pos += HEADER_SIZE;
-                F::decode_header(head, self.max_payload)?
-            } else {
-                let take = (HEADER_SIZE - self.head_len).min(rest.len());
-                let (piece, _) = rest.split_at(take);
-                if let Some(dst) = self.head.get_mut(self.head_len..self.head_len + take) {
-                    dst.copy_from_slice(piece);
-                }
-                self.head_len += take;
-                pos += take;
-                if self.head_len < HEADER_SIZE {
-                    return Ok(pos);
-                }
-                self.head_len = 0;
-                F::decode_header(&self.head, self.max_payload)?
-            };
-
-            let len = F::payload_length(&header) as usize;
-            let rest = chunk.get(pos..).unwrap_or_default();
-            if rest.len() >= len {
-                let (payload, _) = rest.split_at(len);
-                if F::checksum(&header).is_some() {
-                    Self::verify(&header, checksum(payload))?;
-                }
-                sink(DecodedFrame {
-                    header,
-                    payload: Payload::InChunk {
-                        start: pos,
-                        end: pos + len,
-                    },
-                });
-                pos += len;
-                produced += 1;
-            } else {
-                let mut payload = Vec::with_capacity(rest.len().max(4096).min(len));
-                payload.extend_from_slice(rest);
-                self.partial = Some(Partial {
-                    sum: Self::sum(&header, 0, rest),
-                    header,
-                    payload,
-                });
-                return Ok(chunk.len());
+                None => return Ok(chunk.len()),
             }
         }
+        while produced < max_frames {
+            let rest = chunk.get(pos..).unwrap_or_default();
+            let Some((head, body)) = rest.split_first_chunk::<HEADER_SIZE>() else {
+                // Fewer than 16 bytes left: the start of the next header, kept for the next call.
+                self.keep_head(rest);
+                return Ok(chunk.len());
+            };
+            let Some(header) = F::parse_header(head, self.max_payload) else {
+                return Err(F::decode_header(head, self.max_payload)
+                    .err()
+                    .unwrap_or_else(|| {
+                        Error::InvalidArgument("header refused without an error".into())
+                    }));
+            };
+            let len = F::payload_length(&header) as usize;
+            let start = pos + HEADER_SIZE;
+            let Some(payload) = body.get(..len) else {
+                self.begin_partial(header, body);
+                return Ok(chunk.len());
+            };
+            if let Some(expected) = F::checksum(&header) {
+                Self::verify_sum(expected, checksum(payload))?;
+            }
+            sink(DecodedFrame {
+                header,
+                payload: Payload::InChunk {
+                    start,
+                    end: start + len,
+                },
+            });
+            pos = start + len;
+            produced += 1;
+        }
         Ok(pos)
+    }
+
+    /// Continues the frame in progress with the start of `chunk`. Returns how many bytes of
+    /// `chunk` completed it (the frame went to `sink`), or `None` when all of `chunk` was
+    /// taken and the frame is still unfinished.
+    fn resume(
+        &mut self,
+        chunk: &[u8],
+        sink: &mut impl FnMut(DecodedFrame<F::Header>),
+    ) -> Result<Option<usize>> {
+        if let Some(p) = self.partial.as_mut() {
+            let total = F::payload_length(&p.header) as usize;
+            let want = total - p.payload.len();
+            let take = want.min(chunk.len());
+            let (piece, _) = chunk.split_at(take);
+            let needed = p.payload.len() + take;
+            if needed > p.payload.capacity() {
+                // Grow geometrically but never past the announced length, so memory tracks
+                // the bytes that actually arrived.
+                let target = needed.max(p.payload.capacity() * 2).min(total);
+                p.payload.reserve_exact(target - p.payload.len());
+            }
+            p.sum = Self::sum(&p.header, p.sum, piece);
+            p.payload.extend_from_slice(piece);
+            if take < want {
+                return Ok(None);
+            }
+            let Some(done) = self.partial.take() else {
+                return Ok(None);
+            };
+            Self::verify(&done.header, done.sum)?;
+            sink(DecodedFrame {
+                header: done.header,
+                payload: Payload::Assembled(done.payload),
+            });
+            return Ok(Some(take));
+        }
+
+        let take = (HEADER_SIZE - self.head_len).min(chunk.len());
+        let (piece, _) = chunk.split_at(take);
+        if let Some(dst) = self.head.get_mut(self.head_len..self.head_len + take) {
+            dst.copy_from_slice(piece);
+        }
+        self.head_len += take;
+        if self.head_len < HEADER_SIZE {
+            return Ok(None);
+        }
+        self.head_len = 0;
+        let header = F::decode_header(&self.head, self.max_payload)?;
+        let len = F::payload_length(&header) as usize;
+        let rest = chunk.get(take..).unwrap_or_default();
+        let Some(payload) = rest.get(..len) else {
+            self.begin_partial(header, rest);
+            return Ok(None);
+        };
+        if let Some(expected) = F::checksum(&header) {
+            Self::verify_sum(expected, checksum(payload))?;
+        }
+        sink(DecodedFrame {
+            header,
+            payload: Payload::InChunk {
+                start: take,
+                end: take + len,
+            },
+        });
+        Ok(Some(take + len))
+    }
+
+    /// Keeps up to 15 bytes as the start of the next header.
+    fn keep_head(&mut self, bytes: &[u8]) {
+        if let Some(dst) = self.head.get_mut(..bytes.len()) {
+            dst.copy_from_slice(bytes);
+            self.head_len = bytes.len();
+        }
+    }
+
+    /// Starts buffering the payload of `header`, of which `bytes` arrived so far.
+    fn begin_partial(&mut self, header: F::Header, bytes: &[u8]) {
+        let len = F::payload_length(&header) as usize;
+        let mut payload = Vec::with_capacity(bytes.len().max(4096).min(len));
+        payload.extend_from_slice(bytes);
+        self.partial = Some(Partial {
+            sum: Self::sum(&header, 0, bytes),
+            header,
+            payload,
+        });
+    }
+
+    fn verify_sum(expected: u32, actual: u32) -> Result<()> {
+        if expected == actual {
+            Ok(())
+        } else {
+            Err(Error::ChecksumMismatch { expected, actual })
+        }
     }
 }
 

@@ -105,29 +105,15 @@ impl Header {
     /// # Errors
     /// `VERSION_MISMATCH`, `UNKNOWN_MESSAGE_TYPE` or `PAYLOAD_TOO_LARGE`.
     pub fn decode(bytes: &[u8; HEADER_SIZE], max_payload: u32) -> Result<Self> {
-        let [
-            version,
-            kind,
-            f0,
-            f1,
-            s0,
-            s1,
-            s2,
-            s3,
-            l0,
-            l1,
-            l2,
-            l3,
-            c0,
-            c1,
-            c2,
-            c3,
-        ] = *bytes;
+        // Field by field from the array rather than destructured into a local copy: the
+        // compiler then emits plain scalar loads, which keeps the decoder's per-frame loop free
+        // of a dependency from one frame's header to the next.
+        let version = bytes[0];
         if version != PROTOCOL_VERSION {
             return Err(Error::VersionMismatch { found: version });
         }
-        let kind = MessageType::try_from(kind)?;
-        let payload_length = u32::from_le_bytes([l0, l1, l2, l3]);
+        let kind = MessageType::try_from(bytes[1])?;
+        let payload_length = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
         if payload_length > max_payload {
             return Err(Error::PayloadTooLarge {
                 length: u64::from(payload_length),
@@ -136,10 +122,36 @@ impl Header {
         }
         Ok(Self {
             kind,
-            flags: u16::from_le_bytes([f0, f1]),
-            sequence: u32::from_le_bytes([s0, s1, s2, s3]),
+            flags: u16::from_le_bytes([bytes[2], bytes[3]]),
+            sequence: u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]),
             payload_length,
-            checksum: u32::from_le_bytes([c0, c1, c2, c3]),
+            checksum: u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]),
+        })
+    }
+
+    /// The header when [`Header::decode`] would accept it, `None` otherwise: the same checks
+    /// without building an error.
+    #[inline]
+    pub fn parse(bytes: &[u8; HEADER_SIZE], max_payload: u32) -> Option<Self> {
+        let kind = match bytes[1] {
+            1 => MessageType::Handshake,
+            2 => MessageType::Auth,
+            3 => MessageType::Command,
+            4 => MessageType::Response,
+            5 => MessageType::Error,
+            6 => MessageType::Heartbeat,
+            _ => return None,
+        };
+        let payload_length = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+        if bytes[0] != PROTOCOL_VERSION || payload_length > max_payload {
+            return None;
+        }
+        Some(Self {
+            kind,
+            flags: u16::from_le_bytes([bytes[2], bytes[3]]),
+            sequence: u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]),
+            payload_length,
+            checksum: u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]),
         })
     }
 
@@ -173,6 +185,34 @@ impl Header {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parse_accepts_exactly_what_decode_accepts() {
+        // Every version and type byte, with lengths around two limits: the fast check and the
+        // one that names the error must never disagree.
+        let mut bytes = [0u8; HEADER_SIZE];
+        let mut fill = 0u8;
+        for b in bytes.iter_mut().skip(2) {
+            fill = fill.wrapping_add(37);
+            *b = fill;
+        }
+        for version in 0..=255u8 {
+            for kind in 0..=255u8 {
+                for (length, max) in [
+                    (0u32, 0u32),
+                    (5, 4),
+                    (4, 4),
+                    (1 << 20, 1 << 20),
+                    (u32::MAX, 1 << 20),
+                ] {
+                    bytes[0] = version;
+                    bytes[1] = kind;
+                    bytes[8..12].copy_from_slice(&length.to_le_bytes());
+                    assert_eq!(Header::parse(&bytes, max), Header::decode(&bytes, max).ok());
+                }
+            }
+        }
+    }
 
     #[test]
     fn roundtrip_and_field_order() {

@@ -6,11 +6,11 @@
     reason = "test helpers panic when a handshake that must work does not"
 )]
 
-use polycall_core::crypto::Identity;
 use polycall_core::crypto::noise::Pattern;
 use polycall_core::crypto::session::{
     InitiatorConfig, OpenedPayload, OutFrame, ResponderConfig, SecureSession, SessionLimits,
 };
+use polycall_core::crypto::{Cipher, Identity};
 use polycall_core::{Error, Header, MessageType, encode_frame};
 
 pub const OFFER: u16 = 0x0007;
@@ -76,6 +76,7 @@ pub fn client_config(
         pattern,
         identity: pattern.initiator_has_static().then_some(id),
         server_key: pattern.initiator_knows_responder().then_some(server_key),
+        cipher: Cipher::ChaChaPoly,
         flags: OFFER,
         max_in_flight: 64,
         limits,
@@ -92,14 +93,35 @@ pub fn pair_with(
     offer: u16,
     accept: u16,
 ) -> Pair {
+    pair_with_cipher(
+        pattern,
+        Cipher::ChaChaPoly,
+        client_limits,
+        server_limits,
+        offer,
+        accept,
+    )
+}
+
+/// [`pair_with`] with the client choosing `cipher`.
+pub fn pair_with_cipher(
+    pattern: Pattern,
+    cipher: Cipher,
+    client_limits: SessionLimits,
+    server_limits: SessionLimits,
+    offer: u16,
+    accept: u16,
+) -> Pair {
     let sid = server_identity();
     let cid = client_identity();
     let mut config = client_config(pattern, &cid, sid.public_key(), client_limits);
     config.flags = offer;
+    config.cipher = cipher;
     let (mut client, hello) = SecureSession::initiator(&config).unwrap();
     let mut server = SecureSession::responder(&ResponderConfig {
         identity: &sid,
         patterns: &Pattern::ALL,
+        ciphers: &Cipher::ALL,
         limits: server_limits,
         ephemeral: None,
     })
@@ -112,6 +134,7 @@ pub fn pair_with(
     let offer_seen = server.read_hello(&p.frames[0].1).unwrap();
     let secure = offer_seen.secure.unwrap();
     assert_eq!(secure.pattern, pattern);
+    assert_eq!(secure.cipher, cipher);
     assert_eq!(
         secure.client_key,
         (pattern == Pattern::Ik).then(|| cid.public_key())
@@ -124,6 +147,7 @@ pub fn pair_with(
     assert!(p.result.unwrap().1, "the client holds after the reply");
     let r = client.read_reply(&p.frames[0].1).unwrap();
     assert_eq!(r.server_key, sid.public_key());
+    assert_eq!(r.cipher, cipher);
     assert_eq!(r.max_in_flight, 256);
     assert_eq!(r.established, pattern != Pattern::Xx);
     if pattern == Pattern::Xx {
@@ -139,6 +163,10 @@ pub fn pair_with(
         );
     }
     assert!(client.is_established() && server.is_established());
+    assert_eq!(
+        (client.cipher(), server.cipher()),
+        (Some(cipher), Some(cipher))
+    );
     assert_eq!(client.handshake_hash(), server.handshake_hash());
     Pair {
         client,
