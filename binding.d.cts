@@ -410,14 +410,35 @@ export declare function smRecordIntegrityFailure(handle: number, id: number): vo
  */
 export declare function smRestore(handle: number, text: string, legacy: boolean): string
 
+/**
+ * Restores a compact machine snapshot; returns the restored state names in id order, joined
+ * by NUL characters into one string when none contains one and there is at least one (one JS
+ * string costs far less to create than one per state), else as a list.
+ */
+export declare function smRestoreBytes(handle: number, bytes: Uint8Array): string | Array<string>
+
 /** Restores one state from its snapshot's JSON text; returns the state's id. */
 export declare function smRestoreState(handle: number, text: string): number
+
+/**
+ * Registers this thread's transition mailbox, a `Float64Array` of at least two elements that
+ * JS fills with `[handle, target]` before each `sm_step`.
+ */
+export declare function smSetMailbox(mail: Float64Array): void
 
 /** Sets metadata `key` of state `id` to the JSON text `value`; bumps the version. */
 export declare function smSetMetadata(handle: number, id: number, key: string, value: string, now: number): void
 
 /** The machine snapshot, as JSON text. */
 export declare function smSnapshot(handle: number, now: number): string
+
+/**
+ * The compact machine snapshot (`polycall_core::state` `snapshot_bytes`).
+ *
+ * The bytes are copied into a new Buffer, which costs less than handing the `Vec` over as an
+ * external buffer (whose finaliser the garbage collector then has to run).
+ */
+export declare function smSnapshotBytes(handle: number, now: number): Buffer
 
 /** Name, flags, metadata, targets, checksums and counters of state `id`. */
 export declare function smStateInfo(handle: number, id: number): BindingStateInfo
@@ -429,13 +450,20 @@ export declare function smStateJson(handle: number, id: number): string
 export declare function smStateSnapshot(handle: number, id: number, now: number): string
 
 /**
+ * Fires the transition from the current state of the machine in mailbox slot 0 to the state
+ * in slot 1, stamped with the clock now. Returns the timestamp (ms since the Unix epoch), or
+ * -1 when the core refuses it (`sm_raise` then throws the reason).
+ */
+export declare function smStep(): number
+
+/**
  * Fires the transition from the current state to `to`. Returns false when the core refuses
- * it (`sm_raise` then throws the reason).
+ * it (`sm_raise` then throws the reason). `sm_step` is the same without arguments.
  */
 export declare function smTransition(handle: number, to: number, now: number): boolean
 
 /** Every transition as a flat list of `from, to` id pairs. */
-export declare function smTransitions(handle: number): Array<number>
+export declare function smTransitions(handle: number): Uint32Array
 
 /** Unlocks state `id` (strict: unlocking an unlocked state throws `STATE_NOT_LOCKED`). */
 export declare function smUnlock(handle: number, id: number): void

@@ -20,9 +20,81 @@ pub const C_COVERED_BYTES: usize = 56;
 /// assert_eq!(node_state_checksum("{}"), 3938);
 /// ```
 pub fn node_state_checksum(text: &str) -> u32 {
-    text.encode_utf16().fold(0u32, |h, unit| {
-        h.wrapping_mul(31).wrapping_add(u32::from(unit))
-    })
+    JavaHash::default().update(text).finish()
+}
+
+/// `31^n mod 2^32`.
+const fn pow31(n: u32) -> u32 {
+    let mut p = 1u32;
+    let mut i = 0;
+    while i < n {
+        p = p.wrapping_mul(31);
+        i += 1;
+    }
+    p
+}
+
+/// Powers of 31 for an 8-unit block: `POW[i] = 31^(7 - i)`, and `31^8`.
+const POW: [u32; 8] = [
+    pow31(7),
+    pow31(6),
+    pow31(5),
+    pow31(4),
+    pow31(3),
+    pow31(2),
+    pow31(1),
+    1,
+];
+const POW8: u32 = pow31(8);
+
+/// [`node_state_checksum`] fed in pieces: the hash of the concatenation of every `update`.
+///
+/// `h * 31 + unit` is a chain of dependent multiplications; an ASCII block of eight units is
+/// folded in at once as `h * 31^8 + sum(unit_i * 31^(7 - i))`, whose products are independent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct JavaHash(u32);
+
+impl JavaHash {
+    /// Adds the UTF-16 code units of `text`.
+    #[must_use]
+    pub(crate) fn update(mut self, text: &str) -> Self {
+        let mut rest = text;
+        while !rest.is_empty() {
+            let ascii = rest
+                .bytes()
+                .position(|b| !b.is_ascii())
+                .unwrap_or(rest.len());
+            let (run, tail) = rest.split_at(ascii);
+            self.ascii(run.as_bytes());
+            let mut chars = tail.chars();
+            if let Some(c) = chars.next() {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    self.0 = self.0.wrapping_mul(31).wrapping_add(u32::from(*unit));
+                }
+            }
+            rest = chars.as_str();
+        }
+        self
+    }
+
+    fn ascii(&mut self, bytes: &[u8]) {
+        let mut blocks = bytes.chunks_exact(8);
+        for block in &mut blocks {
+            let sum = block.iter().zip(POW).fold(0u32, |acc, (b, p)| {
+                acc.wrapping_add(u32::from(*b).wrapping_mul(p))
+            });
+            self.0 = self.0.wrapping_mul(POW8).wrapping_add(sum);
+        }
+        for b in blocks.remainder() {
+            self.0 = self.0.wrapping_mul(31).wrapping_add(u32::from(*b));
+        }
+    }
+
+    /// The hash so far.
+    pub(crate) fn finish(self) -> u32 {
+        self.0
+    }
 }
 
 /// The 56 bytes the C library's state checksum covers on an LP64 build whose state has no
@@ -108,6 +180,38 @@ pub fn endpoint_for(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn reference(text: &str) -> u32 {
+        text.encode_utf16().fold(0u32, |h, unit| {
+            h.wrapping_mul(31).wrapping_add(u32::from(unit))
+        })
+    }
+
+    #[test]
+    fn blocked_hash_matches_the_unit_by_unit_definition() {
+        let texts = [
+            "",
+            "{}",
+            "0123456",
+            "01234567",
+            "012345678",
+            r#"{"name":"READY","isLocked":false,"endpoint":"/ready"}"#,
+            "café au lait, 😀 and \u{2028}: mixed ASCII and not, across block edges",
+            "é",
+            "😀😀😀😀😀😀😀😀😀",
+        ];
+        for text in texts {
+            assert_eq!(node_state_checksum(text), reference(text), "{text:?}");
+            // Any split gives the hash of the whole.
+            for cut in (0..=text.len()).filter(|i| text.is_char_boundary(*i)) {
+                let (a, b) = text.split_at(cut);
+                assert_eq!(
+                    JavaHash::default().update(a).update(b).finish(),
+                    reference(text)
+                );
+            }
+        }
+    }
 
     #[test]
     fn java_hash_over_utf16_units() {

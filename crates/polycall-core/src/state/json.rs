@@ -9,6 +9,7 @@
 //! crate does not reproduce) or user metadata.
 
 use core::fmt::Write as _;
+use std::borrow::Cow;
 
 /// Nesting depth the reader accepts; deeper input is refused instead of growing the stack.
 const MAX_DEPTH: usize = 128;
@@ -18,27 +19,51 @@ const MAX_DEPTH: usize = 128;
 /// `\u00xx` (lower-case hex), everything else as is.
 pub(crate) fn write_str(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
+    let mut rest = s;
+    loop {
+        // Copy the run up to the next character that needs an escape at once.
+        let run = rest
+            .bytes()
+            .position(|b| b == b'"' || b == b'\\' || b < 0x20)
+            .unwrap_or(rest.len());
+        let (plain, tail) = rest.split_at(run);
+        out.push_str(plain);
+        let mut chars = tail.chars();
+        match chars.next() {
+            None => break,
+            Some('"') => out.push_str("\\\""),
+            Some('\\') => out.push_str("\\\\"),
+            Some('\u{8}') => out.push_str("\\b"),
+            Some('\u{c}') => out.push_str("\\f"),
+            Some('\n') => out.push_str("\\n"),
+            Some('\r') => out.push_str("\\r"),
+            Some('\t') => out.push_str("\\t"),
+            Some(c) => {
                 let _ = write!(out, "\\u{:04x}", u32::from(c));
             }
-            c => out.push(c),
         }
+        rest = chars.as_str();
     }
     out.push('"');
 }
 
 /// Appends an unsigned integer the way JavaScript prints it (plain digits below 10^21).
 pub(crate) fn write_u64(out: &mut String, n: u64) {
-    let _ = write!(out, "{n}");
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        if let Some(d) = digits.get_mut(at) {
+            // n % 10 < 10, so the digit fits in a byte.
+            *d = b'0' + u8::try_from(n % 10).unwrap_or(0);
+        }
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(digits.get(at..).unwrap_or_default()).unwrap_or_default());
 }
 
 /// A parsed JSON value and the text it was parsed from.
@@ -56,7 +81,7 @@ pub(crate) enum Value<'a> {
     Null,
     Bool(bool),
     Number(&'a str),
-    String(String),
+    String(Cow<'a, str>),
     Array(Vec<Node<'a>>),
     Object(Vec<Member<'a>>),
 }
@@ -67,9 +92,26 @@ pub(crate) struct Member<'a> {
     /// The key's source text, quotes included.
     pub raw_key: &'a str,
     /// The decoded key.
-    pub key: String,
+    pub key: Key<'a>,
     /// The value.
     pub node: Node<'a>,
+}
+
+/// An object member's decoded key: a slice of the text unless it had escapes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Key<'a>(Cow<'a, str>);
+
+impl Key<'_> {
+    /// The key.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<&str> for Key<'_> {
+    fn eq(&self, other: &&str) -> bool {
+        *self.0 == **other
+    }
 }
 
 impl<'a> Node<'a> {
@@ -260,38 +302,50 @@ impl<'a> Parser<'a> {
         Ok(n)
     }
 
-    fn string(&mut self) -> Result<String, String> {
+    fn string(&mut self) -> Result<Cow<'a, str>, String> {
         self.expect(b'"')?;
-        let mut out = String::new();
+        let mut out: Option<String> = None;
         loop {
-            // Copy the run up to the next quote, backslash or control character at once.
+            // Take the run up to the next quote, backslash or control character at once.
             let rest = self.text.get(self.pos..).unwrap_or_default();
             let run = rest
                 .bytes()
                 .position(|b| b == b'"' || b == b'\\' || b < 0x20)
                 .unwrap_or(rest.len());
-            out.push_str(rest.get(..run).unwrap_or_default());
+            let plain = rest.get(..run).unwrap_or_default();
             self.pos += run;
             match self.peek() {
                 Some(b'"') => {
                     self.pos += 1;
-                    return Ok(out);
+                    // Without escapes the value is a slice of the text.
+                    return Ok(match out {
+                        None => Cow::Borrowed(plain),
+                        Some(mut s) => {
+                            s.push_str(plain);
+                            Cow::Owned(s)
+                        }
+                    });
                 }
                 Some(b'\\') => {
+                    let s = out.get_or_insert_with(String::new);
+                    s.push_str(plain);
                     self.pos += 1;
                     let escaped = self.peek();
                     self.pos += 1;
-                    match escaped {
-                        Some(b'"') => out.push('"'),
-                        Some(b'\\') => out.push('\\'),
-                        Some(b'/') => out.push('/'),
-                        Some(b'b') => out.push('\u{8}'),
-                        Some(b'f') => out.push('\u{c}'),
-                        Some(b'n') => out.push('\n'),
-                        Some(b'r') => out.push('\r'),
-                        Some(b't') => out.push('\t'),
-                        Some(b'u') => out.push(self.unicode_escape()?),
+                    let c = match escaped {
+                        Some(b'"') => '"',
+                        Some(b'\\') => '\\',
+                        Some(b'/') => '/',
+                        Some(b'b') => '\u{8}',
+                        Some(b'f') => '\u{c}',
+                        Some(b'n') => '\n',
+                        Some(b'r') => '\r',
+                        Some(b't') => '\t',
+                        Some(b'u') => self.unicode_escape()?,
                         _ => return self.err("bad escape"),
+                    };
+                    if let Some(s) = out.as_mut() {
+                        s.push(c);
                     }
                 }
                 Some(_) => return self.err("control character in string"),
@@ -351,7 +405,7 @@ impl<'a> Parser<'a> {
         loop {
             self.skip_ws();
             let start = self.pos;
-            let key = self.string()?;
+            let key = Key(self.string()?);
             let raw_key = self.slice(start);
             self.skip_ws();
             self.expect(b':')?;
@@ -393,6 +447,15 @@ mod tests {
         assert_eq!(written("\u{1}\u{1f}"), r#""\u0001\u001f""#);
         // Not escaped by JSON.stringify: DEL, U+2028, non-ASCII, astral characters.
         assert_eq!(written("\u{7f}\u{2028}é😀"), "\"\u{7f}\u{2028}é😀\"");
+    }
+
+    #[test]
+    fn integers_print_as_plain_digits() {
+        for n in [0, 7, 10, 99, 1_700_000_000_000, (1 << 53) - 1, u64::MAX] {
+            let mut out = String::from("x");
+            write_u64(&mut out, n);
+            assert_eq!(out, format!("x{n}"));
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@
 //! Time comes from the caller (`now`, milliseconds since the Unix epoch): the core reads no
 //! clock, which keeps it deterministic under test.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 
 use super::checksum::{c_state_checksum, endpoint_for, node_state_checksum};
@@ -110,7 +111,7 @@ pub(super) struct StateRecord {
     pub endpoint: String,
     pub is_final: bool,
     pub locked: bool,
-    pub metadata: Vec<(String, MetaValue)>,
+    pub metadata: Vec<(MetaKey, MetaValue)>,
     /// Outgoing transitions, in the order they were added.
     pub targets: Vec<StateId>,
     /// The node-polycall checksum as of the last change made through the machine.
@@ -130,9 +131,20 @@ impl StateRecord {
         if let Some(slot) = self.metadata.iter_mut().find(|(k, _)| k == key) {
             slot.1 = value;
         } else {
-            self.metadata.push((key.to_owned(), value));
+            self.metadata.push((meta_key(key), value));
         }
     }
+}
+
+/// A metadata key: the machine's own keys are borrowed, so a state costs no allocation for them.
+pub(super) type MetaKey = Cow<'static, str>;
+
+/// `key` as a [`MetaKey`], borrowed when it is one of [`RESERVED_METADATA_KEYS`].
+pub(super) fn meta_key(key: &str) -> MetaKey {
+    RESERVED_METADATA_KEYS
+        .iter()
+        .find(|k| **k == key)
+        .map_or_else(|| MetaKey::Owned(key.to_owned()), |k| MetaKey::Borrowed(k))
 }
 
 /// One completed transition.
@@ -327,16 +339,16 @@ impl StateMachine {
             });
         }
         let mut metadata = vec![
-            ("createdAt".to_owned(), MetaValue::Int(now)),
-            ("version".to_owned(), MetaValue::Int(1)),
-            ("lastModified".to_owned(), MetaValue::Int(now)),
+            (MetaKey::Borrowed("createdAt"), MetaValue::Int(now)),
+            (MetaKey::Borrowed("version"), MetaValue::Int(1)),
+            (MetaKey::Borrowed("lastModified"), MetaValue::Int(now)),
         ];
         for (key, raw) in options.metadata {
             let value = user_value(&key, &raw)?;
             if let Some(slot) = metadata.iter_mut().find(|(k, _)| *k == key) {
                 slot.1 = value;
             } else {
-                metadata.push((key, value));
+                metadata.push((MetaKey::Owned(key), value));
             }
         }
         let id = StateId::try_from(self.states.len()).map_err(|_| Error::MaxStatesReached {
@@ -566,22 +578,7 @@ impl StateMachine {
 
     pub(super) fn json_of(&self, s: &StateRecord) -> String {
         let mut out = String::with_capacity(128);
-        out.push_str("{\"name\":");
-        write_str(&mut out, &s.name);
-        out.push_str(",\"isLocked\":");
-        out.push_str(if s.locked { "true" } else { "false" });
-        out.push_str(",\"endpoint\":");
-        write_str(&mut out, &s.endpoint);
-        out.push_str(",\"metadata\":");
-        write_metadata(&mut out, &s.metadata);
-        out.push_str(",\"transitions\":[");
-        for (i, t) in s.targets.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            write_str(&mut out, self.name(*t).unwrap_or_default());
-        }
-        out.push_str("]}");
+        write_state_json(&mut out, s, &self.states);
         out
     }
 
@@ -592,6 +589,19 @@ impl StateMachine {
             if let Some(s) = self.states.get_mut(id as usize) {
                 s.checksum = sum;
             }
+        }
+    }
+
+    /// [`StateMachine::refresh`] for every state.
+    pub(super) fn refresh_all(&mut self) {
+        let mut scratch = String::with_capacity(256);
+        let sums: Vec<u32> = self
+            .states
+            .iter()
+            .map(|s| state_checksum(&mut scratch, s, &self.states))
+            .collect();
+        for (s, sum) in self.states.iter_mut().zip(sums) {
+            s.checksum = sum;
         }
     }
 
@@ -665,32 +675,70 @@ fn user_value(key: &str, raw: &str) -> Result<MetaValue> {
 
 /// The key as a JavaScript array index (a canonical decimal below 2^32 - 1), if it is one.
 fn array_index(key: &str) -> Option<u32> {
-    let canonical =
-        key == "0" || (!key.starts_with('0') && key.bytes().all(|b| b.is_ascii_digit()));
-    key.parse::<u32>()
-        .ok()
-        .filter(|n| canonical && !key.is_empty() && *n != u32::MAX)
+    let canonical = key == "0"
+        || (!key.is_empty() && !key.starts_with('0') && key.bytes().all(|b| b.is_ascii_digit()));
+    if !canonical {
+        return None;
+    }
+    key.parse::<u32>().ok().filter(|n| *n != u32::MAX)
+}
+
+/// Appends the state's node-polycall JSON (the text its checksum covers) to `out`; target ids
+/// are named from `states`, the machine the state belongs to.
+pub(super) fn write_state_json(out: &mut String, s: &StateRecord, states: &[StateRecord]) {
+    out.push_str("{\"name\":");
+    write_str(out, &s.name);
+    out.push_str(",\"isLocked\":");
+    out.push_str(if s.locked { "true" } else { "false" });
+    out.push_str(",\"endpoint\":");
+    write_str(out, &s.endpoint);
+    out.push_str(",\"metadata\":");
+    write_metadata(out, &s.metadata);
+    out.push_str(",\"transitions\":[");
+    for (i, t) in s.targets.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_str(out, states.get(*t as usize).map_or("", |t| t.name.as_str()));
+    }
+    out.push_str("]}");
+}
+
+/// The node-polycall checksum of a state's JSON, computed into `scratch` (cleared first).
+pub(super) fn state_checksum(scratch: &mut String, s: &StateRecord, states: &[StateRecord]) -> u32 {
+    scratch.clear();
+    write_state_json(scratch, s, states);
+    node_state_checksum(scratch)
 }
 
 /// Writes the metadata object in JavaScript's property order: array-index keys first, in
 /// ascending order, then the other keys in insertion order. That is the order `JSON.parse`
 /// gives the object back in, so a snapshot stays byte-identical (and its checksums valid) when
 /// it travels as a parsed object and is serialised again.
-pub(super) fn write_metadata(out: &mut String, metadata: &[(String, MetaValue)]) {
-    let mut indexed: Vec<(u32, &(String, MetaValue))> = metadata
-        .iter()
-        .filter_map(|e| array_index(&e.0).map(|i| (i, e)))
-        .collect();
-    indexed.sort_unstable_by_key(|(i, _)| *i);
-    let named = metadata.iter().filter(|e| array_index(&e.0).is_none());
-    out.push('{');
-    for (i, (k, v)) in indexed.into_iter().map(|(_, e)| e).chain(named).enumerate() {
+pub(super) fn write_metadata(out: &mut String, metadata: &[(MetaKey, MetaValue)]) {
+    let entry = |out: &mut String, i: usize, (k, v): &(MetaKey, MetaValue)| {
         if i > 0 {
             out.push(',');
         }
         write_str(out, k);
         out.push(':');
         write_value(out, v);
+    };
+    out.push('{');
+    if metadata.iter().any(|e| array_index(&e.0).is_some()) {
+        let mut indexed: Vec<(u32, &(MetaKey, MetaValue))> = metadata
+            .iter()
+            .filter_map(|e| array_index(&e.0).map(|i| (i, e)))
+            .collect();
+        indexed.sort_unstable_by_key(|(i, _)| *i);
+        let named = metadata.iter().filter(|e| array_index(&e.0).is_none());
+        for (i, e) in indexed.into_iter().map(|(_, e)| e).chain(named).enumerate() {
+            entry(out, i, e);
+        }
+    } else {
+        for (i, e) in metadata.iter().enumerate() {
+            entry(out, i, e);
+        }
     }
     out.push('}');
 }
@@ -714,7 +762,7 @@ pub fn parse_metadata_object(text: &str) -> Result<Vec<(String, String)>> {
         .ok_or_else(|| Error::InvalidArgument("metadata must be an object".to_owned()))?;
     Ok(members
         .iter()
-        .map(|m| (m.key.clone(), m.node.raw.to_owned()))
+        .map(|m| (m.key.as_str().to_owned(), m.node.raw.to_owned()))
         .collect())
 }
 

@@ -42,10 +42,11 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::checksum::node_state_checksum;
+use super::checksum::{JavaHash, node_state_checksum};
 use super::json::{self, Node, write_str, write_u64};
 use super::machine::{
-    Counters, HistoryEntry, MetaValue, RESERVED_METADATA_KEYS, StateId, StateMachine, StateRecord,
+    Counters, HistoryEntry, MetaKey, MetaValue, RESERVED_METADATA_KEYS, StateId, StateMachine,
+    StateRecord, meta_key, write_state_json,
 };
 use crate::error::{Error, Result};
 
@@ -69,7 +70,27 @@ pub struct RestoreOptions {
     pub legacy: bool,
 }
 
-fn invalid(reason: impl Into<String>) -> Error {
+/// A decoded snapshot, checked as far as it can be on its own.
+pub(super) struct Restored {
+    pub states: Vec<StateRecord>,
+    pub index: HashMap<String, StateId>,
+    pub transition_count: usize,
+    pub current: Option<StateId>,
+    pub history: VecDeque<HistoryEntry>,
+    pub checksums: Checksums,
+}
+
+/// Whether the states' stored checksums are still to be computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Checksums {
+    /// Computed from the restored records (the JSON layout, whose checksums cover the text as
+    /// it was written, which may order metadata differently).
+    Recompute,
+    /// Already computed over the restored records and compared with the snapshot's.
+    Verified,
+}
+
+pub(super) fn invalid(reason: impl Into<String>) -> Error {
     Error::InvalidSnapshot(reason.into())
 }
 
@@ -112,12 +133,13 @@ fn parse_state_snapshot(node: &Node<'_>) -> Result<ParsedState> {
     let meta_members = field("metadata")?
         .members()
         .ok_or_else(|| invalid("\"metadata\" must be an object"))?;
-    let mut metadata: Vec<(String, MetaValue)> = Vec::with_capacity(meta_members.len());
+    let mut metadata: Vec<(MetaKey, MetaValue)> = Vec::with_capacity(meta_members.len());
     for m in meta_members {
-        if metadata.iter().any(|(k, _)| *k == m.key) {
-            return Err(invalid(format!("metadata key {:?} repeats", m.key)));
+        let key = m.key.as_str();
+        if metadata.iter().any(|(k, _)| k == key) {
+            return Err(invalid(format!("metadata key {key:?} repeats")));
         }
-        let value = if RESERVED_METADATA_KEYS.contains(&m.key.as_str()) {
+        let value = if RESERVED_METADATA_KEYS.contains(&key) {
             MetaValue::Int(m.node.as_safe_u64().ok_or_else(|| {
                 invalid(format!(
                     "metadata {:?} must be a non-negative integer",
@@ -127,7 +149,7 @@ fn parse_state_snapshot(node: &Node<'_>) -> Result<ParsedState> {
         } else {
             MetaValue::Raw(m.node.raw.to_owned())
         };
-        metadata.push((m.key.clone(), value));
+        metadata.push((meta_key(key), value));
     }
     for key in ["createdAt", "version", "lastModified"] {
         if !metadata.iter().any(|(k, _)| k == key) {
@@ -221,18 +243,15 @@ fn snapshot_format(root: &Node<'_>, options: RestoreOptions) -> Result<SnapshotF
         .and_then(Node::as_safe_u64)
         .and_then(|n| u32::try_from(n).ok())
         .ok_or_else(|| invalid("a machine snapshot needs a u32 \"checksum\""))?;
-    let mut covered = String::with_capacity(root.raw.len());
-    covered.push('{');
-    for m in members.iter().filter(|m| m.key != "checksum") {
-        if covered.len() > 1 {
-            covered.push(',');
+    // The hash of `{` + the other members, compact, in order + `}`, fed in pieces.
+    let mut covered = JavaHash::default().update("{");
+    for (i, m) in members.iter().filter(|m| m.key != "checksum").enumerate() {
+        if i > 0 {
+            covered = covered.update(",");
         }
-        covered.push_str(m.raw_key);
-        covered.push(':');
-        covered.push_str(m.node.raw);
+        covered = covered.update(m.raw_key).update(":").update(m.node.raw);
     }
-    covered.push('}');
-    let actual = node_state_checksum(&covered);
+    let actual = covered.update("}").finish();
     if actual != expected {
         return Err(Error::IntegrityCheckFailed { expected, actual });
     }
@@ -328,13 +347,14 @@ fn check_walk(
 
 impl StateMachine {
     fn write_state_snapshot(&self, out: &mut String, s: &StateRecord, now: u64) {
-        let json = self.json_of(s);
         out.push_str("{\"timestamp\":");
         write_u64(out, now);
         out.push_str(",\"state\":");
-        out.push_str(&json);
+        let start = out.len();
+        write_state_json(out, s, &self.states);
+        let sum = node_state_checksum(out.get(start..).unwrap_or_default());
         out.push_str(",\"checksum\":");
-        write_u64(out, u64::from(node_state_checksum(&json)));
+        write_u64(out, u64::from(sum));
         out.push('}');
     }
 
@@ -438,20 +458,38 @@ impl StateMachine {
             Some(node) => Some(state_id(&index, node.as_str(), "currentState")?),
         };
         let history = self.parse_history(&root, &index)?;
-        check_walk(&states, current, &history, format)?;
+        self.install(
+            Restored {
+                states,
+                index,
+                transition_count: count,
+                current,
+                history,
+                checksums: Checksums::Recompute,
+            },
+            format,
+        )?;
+        Ok(format)
+    }
+
+    /// The last steps of every restore, once a snapshot is decoded and its checksums, limits
+    /// and references hold: the history must be a walk ending in the current state, and no live
+    /// state may be locked. Then the machine takes the snapshot's states, table, current state
+    /// and history, with fresh counters.
+    pub(super) fn install(&mut self, r: Restored, format: SnapshotFormat) -> Result<()> {
+        check_walk(&r.states, r.current, &r.history, format)?;
         if let Some(locked) = self.states.iter().find(|s| s.locked) {
             return Err(Error::StateLocked(locked.name.clone()));
         }
-
-        self.states = states;
-        self.index = index;
-        self.transition_count = count;
-        self.current = current;
-        self.history = history;
-        for id in 0..u32::try_from(self.states.len()).unwrap_or(u32::MAX) {
-            self.refresh(id);
+        self.states = r.states;
+        self.index = r.index;
+        self.transition_count = r.transition_count;
+        self.current = r.current;
+        self.history = r.history;
+        if r.checksums == Checksums::Recompute {
+            self.refresh_all();
         }
-        Ok(format)
+        Ok(())
     }
 
     /// The snapshot's states with their outgoing transitions resolved, and the name index.
