@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url'
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const fuzzDir = join(root, 'crates/polycall-core/fuzz')
 const statsFile = join(fuzzDir, 'target/fuzz-stats.jsonl')
-export const TARGETS = ['frame_decoder', 'pcr1_decoder', 'handshake', 'snapshot', 'secure_handshake', 'sealed_opener', 'lz4_payload']
+export const TARGETS = ['frame_decoder', 'pcr1_decoder', 'handshake', 'snapshot', 'snapshot_bytes', 'secure_handshake', 'sealed_opener', 'lz4_payload']
 
 function parseArgs(argv) {
   const out = { seconds: 30, targets: [], seedsOnly: false, totals: false, sanitizer: 'none' }
