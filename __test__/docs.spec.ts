@@ -34,3 +34,18 @@ test('the guides linked from the README exist', (t) => {
   }
   t.true(readme.includes('(docs/limits.md)'), 'README links the limits table')
 })
+
+test('every cargo-fuzz target is run by npm run fuzz (with its seeds), the weekly workflow and docs/fuzzing.md', async (t) => {
+  const crate = [...read('crates/polycall-core/fuzz/Cargo.toml').matchAll(/^\[\[bin\]\]\s*\nname = "([a-z0-9_]+)"/gm)].map((m) => m[1]!)
+  t.true(crate.length > 0)
+  const script = (await import(`${root}scripts/fuzz.mjs`)) as { TARGETS: string[]; seeds: () => Record<string, Record<string, Uint8Array>> }
+  t.deepEqual([...script.TARGETS].sort(), [...crate].sort(), 'scripts/fuzz.mjs TARGETS')
+  const seeds = script.seeds()
+  for (const target of crate) t.truthy(seeds[target], `seeds for ${target}`)
+  const workflow = read('.github/workflows/fuzz.yml')
+  const fuzzing = read('docs/fuzzing.md')
+  for (const target of crate) {
+    t.regex(workflow, new RegExp(`\\b${target}\\b`), `fuzz.yml runs ${target}`)
+    t.true(fuzzing.includes(`| \`${target}\` |`), `docs/fuzzing.md describes ${target}`)
+  }
+})

@@ -205,13 +205,15 @@ function snapshotSeeds(v) {
 
 export function seeds() {
   const v = JSON.parse(readFileSync(join(root, 'crates/polycall-core/tests/vectors/protocol-vectors.json'), 'utf8'))
-  // The secure targets build their sessions and sealed frames themselves from the input: they
+  // The secure targets build their sessions and sealed frames themselves from the input, and
+  // snapshot_bytes starts from a compact snapshot of a live machine (its mode bit 2): they
   // start from an empty corpus.
   return {
     frame_decoder: v1Seeds(v),
     pcr1_decoder: pcr1Seeds(v),
     handshake: handshakeSeeds(v),
     snapshot: snapshotSeeds(v),
+    snapshot_bytes: {},
     secure_handshake: {},
     sealed_opener: {},
     lz4_payload: {},
