@@ -425,3 +425,13 @@ test('legacy: true sends no offer: the first frame of the connection is the REQU
   t.deepEqual(frames[1]!.body, { action: 'ping' })
   t.is(c.stats().capabilities, 0)
 })
+
+test('a server at its connection limit refuses during the offer: connect() fails with its server.busy', async (t) => {
+  const up = await counted(t, { maxConnections: 1 })
+  const first = client(t, up.port, { reconnect: false })
+  await first.connect()
+  const second = client(t, up.port, { reconnect: false })
+  t.is(((await t.throwsAsync(second.connect({ timeout: 5000 }))) as PolyCallError).code, 'server.busy')
+  t.false(second.connected)
+  t.deepEqual(await first.request('shop.charge', { id: 'still' }, { timeout: 5000 }), { id: 'still', charged: true })
+})
