@@ -6,7 +6,16 @@
 import test, { type ExecutionContext } from 'ava'
 import { once } from 'node:events'
 import { connect, createServer, type Server, type Socket } from 'node:net'
-import { Capability, ErrorCode, PolyCallClient, PolyCallError, PolyCallServer, type ClientOptions, type RequestContext, type ServerOptions } from '../ts/index.js'
+import {
+  Capability,
+  ErrorCode,
+  PolyCallClient,
+  PolyCallError,
+  PolyCallServer,
+  type ClientOptions,
+  type RequestContext,
+  type ServerOptions,
+} from '../ts/index.js'
 import { CONTROL, CONTROL_REPLY, Pcr1Peer, REQUEST, RESPONSE, pcr1Frame, pcr1Server, type RawPcr1Frame } from './helpers/pcr1.js'
 
 const BOTH = Capability.IdempotencyKeys | Capability.TraceContext
@@ -156,7 +165,7 @@ function client(t: ExecutionContext, port: number, options: Partial<ClientOption
   return c
 }
 
-test('a polycall client and server negotiate both extensions; a lost RESPONSE: resent with the same key, answered from the record, run once', async (t) => {
+test('polycall client and server negotiate both extensions; a lost RESPONSE: resent with its key, answered from the record, run once', async (t) => {
   const up = await counted(t)
   const relay = await Pcr1Relay.start(t, up.port)
   const c = client(t, relay.port)
@@ -215,7 +224,8 @@ test('the error outcome of a keyed call is recorded and replayed with the same P
   const peer = await Pcr1Peer.connect(t, up.port)
   peer.write(pcr1Frame(CONTROL, 1, OFFER))
   t.deepEqual((await peer.next())!.body, { ok: true, data: { extensions: ['idempotency_key', 'traceparent'] } })
-  peer.write(pcr1Frame(REQUEST, 2, { service: 'shop', operation: 'decline', deadline_ms: 5000, input: { id: 'shop.decline' }, idempotency_key: keyOf('shop.decline') }))
+  const idempotency_key = keyOf('shop.decline')
+  peer.write(pcr1Frame(REQUEST, 2, { service: 'shop', operation: 'decline', deadline_ms: 5000, input: { id: 'shop.decline' }, idempotency_key }))
   t.deepEqual((await peer.next())!.body, { ok: false, error: { code: 'card.declined', message: 'the card was declined' } })
   t.is(up.runs.get('shop.decline'), 1)
 })
