@@ -93,15 +93,30 @@ export class Pcr1Peer extends SocketPeer<RawPcr1Frame> {
   }
 }
 
+export interface Pcr1ServerOptions {
+  /**
+   * A polycall client's extension offer (a CONTROL `polycall.extensions`, sent right after it
+   * connects): `'unknown'` answers it as the C runtime does (`control.unknown`) without calling
+   * the handler; `'handler'` hands it to the handler like any frame. @defaultValue 'unknown'
+   */
+  offer?: 'unknown' | 'handler'
+}
+
 /** A server-side PCR1 peer that answers with `handler` (a stand-in for the C runtime). */
 export async function pcr1Server(
   t: ExecutionContext,
   handler: (frame: RawPcr1Frame, socket: Socket) => void,
+  options: Pcr1ServerOptions = {},
 ): Promise<{ server: Server; port: number }> {
   const server = createServer((socket) => {
     const reader = new Reader()
     socket.on('data', (chunk: Buffer) => {
-      for (const f of reader.push(chunk)) handler(f, socket)
+      for (const f of reader.push(chunk)) {
+        const action = (f.body as { action?: unknown } | null)?.action
+        if (options.offer !== 'handler' && f.type === CONTROL && action === 'polycall.extensions') {
+          socket.write(pcr1Frame(CONTROL_REPLY, f.corr, { ok: false, error: { code: 'control.unknown', message: 'unknown control action' } }))
+        } else handler(f, socket)
+      }
     })
     socket.on('error', () => {})
   })

@@ -106,7 +106,9 @@ export interface ClientBaseOptions {
   heartbeatInterval?: number | undefined
   /**
    * Speak the reference conventions even to a polycall server: no capability bits, JSON
-   * payloads, one frame per write and one request at a time. @defaultValue false
+   * payloads, one frame per write and one request at a time. On PCR1: no `polycall.extensions`
+   * offer at connect (for peers that mishandle unknown control actions), so plain REQUESTs
+   * only. @defaultValue false
    */
   legacy?: boolean | undefined
   /**
@@ -181,9 +183,9 @@ export interface RequestOptions extends CallOptions {
   /**
    * The request may run twice without harm: after a lost connection it is sent again (within its
    * deadline) instead of failing; with several endpoints, on another one. Towards servers that
-   * keep idempotency records (capability `0x0020`), the call carries a random 128-bit key,
-   * the same on every retry, and a retry is answered with the first run's outcome instead of
-   * running again (docs/scaling.md). @defaultValue false
+   * keep idempotency records (capability `0x0020`; on PCR1 the `idempotency_key` extension), the
+   * call carries a random 128-bit key, the same on every retry, and a retry is answered with the
+   * first run's outcome instead of running again (docs/scaling.md). @defaultValue false
    */
   idempotent?: boolean | undefined
   /**

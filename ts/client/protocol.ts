@@ -40,8 +40,8 @@ export interface PendingCall {
   readonly trace: TraceContext | undefined
 }
 
-/** The extension fields a call carries on this connection: only those the server negotiated. */
-function extOf(conn: Connection, call: PendingCall): CommandExt | undefined {
+/** The extension fields a call carries on this connection: only those the server negotiated. @internal */
+export function extOf(conn: Connection, call: PendingCall): CommandExt | undefined {
   const caps = conn.capabilities
   let ext: CommandExt | undefined
   if (call.key !== undefined && caps & Capability.IdempotencyKeys) ext = { key: call.key }

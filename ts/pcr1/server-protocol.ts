@@ -16,7 +16,16 @@ import { SequenceTable } from '../core/sequence-table.js'
 import { pcr1Wire, type WireFrame } from '../network/wire.js'
 import type { ServerHost, ServerProtocol, ServerSession } from '../server/session.js'
 import { encodePcr1Frame, Pcr1Type } from './frame.js'
-import { Pcr1Code, decodeControl, decodeRequest, encodeOutcome, toPcr1Code, type Pcr1Outcome } from './messages.js'
+import {
+  EXTENSIONS_ACTION,
+  Pcr1Code,
+  acceptExtensions,
+  decodeControl,
+  decodeRequest,
+  encodeOutcome,
+  toPcr1Code,
+  type Pcr1Outcome,
+} from './messages.js'
 
 /** One reply slot, in the order the requests arrived. */
 interface Slot {
@@ -126,6 +135,18 @@ function control(host: ServerHost, s: ServerSession, f: WireFrame): void {
         'data',
       )
     }
+    case EXTENSIONS_ACTION: {
+      // A polycall client's offer: the connection carries what both sides know from the next
+      // frame on (frames are read in order, so every later REQUEST sees it).
+      let accepted
+      try {
+        accepted = acceptExtensions(action.offer, host.capabilities)
+      } catch (e) {
+        return fill(s, slot, failure(e), 'data')
+      }
+      s.conn.capabilities = accepted.capabilities
+      return fill(s, slot, { ok: true, value: { extensions: accepted.names } }, 'data')
+    }
     case 'shutdown': {
       if (!tokenMatches(action.authToken, host.options.controlToken)) {
         return fill(s, slot, { ok: false, code: Pcr1Code.AUTH_DENIED, message: 'shutdown needs the runtime auth token' }, 'data')
@@ -178,12 +199,12 @@ export const pcr1ServerProtocol: ServerProtocol = {
       case Pcr1Type.Request: {
         let request
         try {
-          request = decodeRequest(f.payload)
+          request = decodeRequest(f.payload, s.conn.capabilities)
         } catch (e) {
           return fill(s, reserve(s, f.sequence, Pcr1Type.Response), failure(e), 'output')
         }
         reserve(s, f.sequence, Pcr1Type.Response, true)
-        return host.dispatch(s, f.sequence, `${request.service}.${request.operation}`, request.input, request.deadlineMs)
+        return host.dispatch(s, f.sequence, `${request.service}.${request.operation}`, request.input, request.deadlineMs, request.ext)
       }
       case Pcr1Type.Control:
         return control(host, s, f)

@@ -157,10 +157,10 @@ export interface ServerOptions {
    */
   onError?: ((error: unknown, ctx?: RequestContext) => void) | undefined
   /**
-   * Idempotency records (capability `0x0020`, v1): a call that carries a key runs once per key,
-   * and a retry with the same key is answered with the first run's outcome, also while that
-   * run is still under way (docs/scaling.md). `false` turns them off (keys are then not
-   * negotiated, and clients retry without them). @defaultValue `{}`: a bounded
+   * Idempotency records (capability `0x0020` on v1, the `idempotency_key` extension on PCR1): a
+   * call that carries a key runs once per key, and a retry with the same key is answered with the
+   * first run's outcome, also while that run is still under way (docs/scaling.md). `false` turns
+   * them off (keys are then not negotiated, and clients retry without them). @defaultValue `{}`: a bounded
    * `MemoryIdempotencyStore` of this server, records kept for their call's deadline and a
    * second, at most 5 minutes
    */

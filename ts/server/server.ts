@@ -158,7 +158,7 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
   readonly #latency = new LatencyHistogram()
   readonly #counters = { connections: 0, rejected: 0, requests: 0, succeeded: 0, failed: 0, cancelled: 0, timedOut: 0, bytesIn: 0, bytesOut: 0 }
   readonly #host: ServerHost
-  /** Idempotency records (v1 only; `idempotency: false` turns them off). */
+  /** Idempotency records (`idempotency: false` turns them off). */
   readonly #idem: Idempotency | undefined
   /** Keyed runs whose connection went: they run on so their outcome is recorded for the retry. */
   readonly #detached = new Set<ServerRequest>()
@@ -243,7 +243,7 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
     checkTimeout(options.requestTimeout, 'requestTimeout')
     const idem = options.idempotency
     if (idem !== undefined && idem !== false && (idem === null || typeof idem !== 'object')) throw invalidArgument('idempotency must be an object or false')
-    this.#idem = idem === false || protocol === 'pcr1' ? undefined : new Idempotency(idem ?? {})
+    this.#idem = idem === false ? undefined : new Idempotency(idem ?? {})
     const capabilities = this.#idem ? SUPPORTED_CAPABILITIES : SUPPORTED_CAPABILITIES & ~Capability.IdempotencyKeys
     const limits = this.#options
     this.#connection = {
