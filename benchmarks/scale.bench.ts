@@ -13,6 +13,10 @@
  *   --quick   short cells, one repetition: a smoke run; never writes
  *   --write   update benchmarks/results/scale.md (a complete, non-quick run only)
  *   --reps N  repetitions (default 3)
+ *   --only A,B  only the configurations named A, B (e.g. '1w direct 1 conn'); never writes
+ * Environment, for trying nginx settings: POLYCALL_BENCH_NGINX_WORKERS (worker_processes, with
+ * `reuseport` above 1), POLYCALL_BENCH_NGINX_MAIN and POLYCALL_BENCH_NGINX_SERVER (extra lines of
+ * the main context and of the stream `server` block, separated by `;`).
  * Needs nginx with the stream module for the nginx rows (skipped with a note otherwise).
  * @packageDocumentation
  */
@@ -40,6 +44,14 @@ const POOL = 4
 const CALL_TIMEOUT = 1000
 const PAYLOAD = Buffer.alloc(32, 7)
 const self = fileURLToPath(import.meta.url)
+/** Extra nginx lines (main context; stream `server` block), separated by `;` in the environment. */
+const lines = (v: string | undefined) => (v ? v.split(';').map((l) => l.trim()).filter(Boolean).map((l) => `${l};`) : [])
+const NGINX_MAIN = lines(process.env['POLYCALL_BENCH_NGINX_MAIN'])
+const NGINX_SERVER = lines(process.env['POLYCALL_BENCH_NGINX_SERVER'])
+const NGINX_WORKERS = Number(process.env['POLYCALL_BENCH_NGINX_WORKERS'] ?? 1)
+const NGINX_SETUP = [`${NGINX_WORKERS === 1 ? 'one nginx worker' : `${NGINX_WORKERS} nginx workers, reuseport`}`, ...NGINX_MAIN, ...NGINX_SERVER].join(', ')
+/** `--only a,b`: the configurations with these names (never writes). */
+const ONLY = opt('--only')?.split(',')
 
 type Message = { type: 'ready'; port: number } | { type: 'result'; count: number; ms: number; errors: Record<string, number> } | { type: 'go' }
 
@@ -162,7 +174,7 @@ async function runOnce(config: Config): Promise<{ rps: number; errors: Record<st
     if (ready.type !== 'ready') throw new Error('server did not start')
     let port = ready.port
     if (config.path === 'nginx') {
-      nginx = await startNginx(fakeT, { upstreams: [port] })
+      nginx = await startNginx(fakeT, { upstreams: [port], main: NGINX_MAIN, server: NGINX_SERVER, workers: NGINX_WORKERS })
       port = nginx.port
     }
     for (let i = 0; i < CLIENTS; i++) {
@@ -202,6 +214,7 @@ async function main(): Promise<void> {
   }
   configs.push({ name: '1w direct 1 conn, idempotent', workers: 1, path: 'direct', connections: 1, idempotent: true })
   configs.push({ name: '2w direct 1 conn, idempotent', workers: 2, path: 'direct', connections: 1, idempotent: true })
+  if (ONLY) configs.splice(0, configs.length, ...configs.filter((c) => ONLY.some((o) => c.name === o)))
   console.log(
     `scale benchmark${quick ? ' (quick)' : ''}: ${WARMUP_MS} ms warm-up + ${MEASURE_MS} ms per cell, ${REPS} interleaved repetitions, ` +
       `${IN_FLIGHT} in flight over ${CLIENTS} client processes${nginxBuild ? '' : `; nginx rows skipped: ${nginxSkipReason}`}`,
@@ -219,6 +232,10 @@ async function main(): Promise<void> {
     }
   }
   const med = (name: string) => median(results.get(name) ?? [Number.NaN])
+  if (ONLY) {
+    for (const c of configs) console.log(`${c.name}: median ${fmt(med(c.name), 0)} req/s`)
+    return
+  }
   const rows = configs.map((c) => {
     const xs = results.get(c.name)!
     const base = c.idempotent ? `1w direct 1 conn, idempotent` : `1w ${c.path} ${c.connections === 1 ? '1 conn' : `pool ${c.connections}`}`
@@ -246,7 +263,7 @@ async function main(): Promise<void> {
     machine(),
     '',
     `Echo of 32 bytes, ${IN_FLIGHT} calls in flight shared by ${CLIENTS} client processes (one connection each, or a pool of ${POOL}),`,
-    `the server a serveCluster of 1 or 2 workers, reached directly or through nginx \`stream\` (one nginx worker).`,
+    `the server a serveCluster of 1 or 2 workers, reached directly or through nginx \`stream\` (${NGINX_SETUP}).`,
     `${WARMUP_MS} ms warm-up and ${MEASURE_MS} ms measured per cell; ${REPS} repetitions, interleaved. Median req/s with min-max;`,
     'ratios of medians: to one worker on the same path and connections, and (nginx rows) to the same setup without nginx.',
     '',

@@ -53,6 +53,12 @@ export interface NginxOptions {
   connectTimeout?: string
   /** `proxy_timeout`: idle time before nginx closes a proxied connection. @defaultValue '10m' */
   proxyTimeout?: string
+  /** `worker_processes`. @defaultValue 1 */
+  workers?: number
+  /** Extra lines of the main context (`worker_priority -5;`, ...). */
+  main?: string[]
+  /** Extra lines of the `server` block (`proxy_buffer_size 64k;`, ...). */
+  server?: string[]
 }
 
 export interface Nginx {
@@ -77,11 +83,12 @@ function config(dir: string, port: number, options: NginxOptions): string {
     b.streamModule ? `load_module ${b.streamModule};` : '',
     'daemon off;',
     'master_process on;',
-    'worker_processes 1;',
+    `worker_processes ${options.workers ?? 1};`,
     // As root, workers would switch to the build's default user; stay the invoking user instead.
     root ? 'user root;' : '',
     `pid ${join(dir, 'nginx.pid')};`,
     `error_log ${join(dir, 'error.log')} notice;`,
+    ...(options.main ?? []),
     'events { worker_connections 1024; }',
     'stream {',
     '  upstream polycall {',
@@ -89,12 +96,13 @@ function config(dir: string, port: number, options: NginxOptions): string {
     ...options.upstreams.map((p) => `    server 127.0.0.1:${p} ${params};`),
     '  }',
     '  server {',
-    `    listen 127.0.0.1:${port};`,
+    `    listen 127.0.0.1:${port}${(options.workers ?? 1) > 1 ? ' reuseport' : ''};`,
     '    proxy_pass polycall;',
     `    proxy_connect_timeout ${options.connectTimeout ?? '1s'};`,
     `    proxy_timeout ${options.proxyTimeout ?? '10m'};`,
     '    proxy_next_upstream on;',
     '    proxy_next_upstream_tries 3;',
+    ...(options.server ?? []).map((l) => `    ${l}`),
     '  }',
     '}',
     '',
