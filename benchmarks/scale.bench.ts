@@ -21,6 +21,7 @@
  * @packageDocumentation
  */
 import { spawn, type ChildProcess } from 'node:child_process'
+import { readdirSync, readFileSync } from 'node:fs'
 import cluster from 'node:cluster'
 import { fileURLToPath } from 'node:url'
 import { MemoryIdempotencyStore, PolyCallClient, PolyCallServer, serveCluster } from '../ts/index.js'
@@ -162,10 +163,59 @@ interface Config {
   idempotent: boolean
 }
 
+/** utime + stime of each live process, in clock ticks (Linux /proc; empty elsewhere). */
+function processTimes(): Map<number, { ppid: number; ticks: number }> {
+  const out = new Map<number, { ppid: number; ticks: number }>()
+  let names: string[]
+  try {
+    names = readdirSync('/proc')
+  } catch {
+    return out
+  }
+  for (const name of names) {
+    if (!/^\d+$/.test(name)) continue
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'latin1')
+      // Fields after the command name, which is in parentheses and may hold spaces.
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      out.set(Number(name), { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) })
+    } catch {
+      // The process ended meanwhile.
+    }
+  }
+  return out
+}
+
+/** CPU seconds of each group: a process and its descendants. */
+function groupCpu(roots: Record<string, number[]>): Record<string, number> {
+  const times = processTimes()
+  const children = new Map<number, number[]>()
+  for (const [pid, t] of times) children.set(t.ppid, [...(children.get(t.ppid) ?? []), pid])
+  const out: Record<string, number> = {}
+  for (const [group, pids] of Object.entries(roots)) {
+    let ticks = 0
+    const stack = [...pids]
+    while (stack.length) {
+      const pid = stack.pop()!
+      ticks += times.get(pid)?.ticks ?? 0
+      stack.push(...(children.get(pid) ?? []))
+    }
+    out[group] = ticks / 100
+  }
+  return out
+}
+
 const teardowns: (() => Promise<void> | void)[] = []
 const fakeT = { teardown: (fn: () => Promise<void> | void) => teardowns.push(fn) } as unknown as Parameters<typeof startNginx>[0]
 
-async function runOnce(config: Config): Promise<{ rps: number; errors: Record<string, number> }> {
+/** One cell's outcome; `cpu` is CPU µs per request of each group over the measured window. */
+interface CellResult {
+  rps: number
+  errors: Record<string, number>
+  cpu: Record<string, number>
+}
+
+async function runOnce(config: Config): Promise<CellResult> {
   const server = child(['--role', 'server', '--workers', String(config.workers)])
   let nginx: Nginx | undefined
   const clients: ReturnType<typeof child>[] = []
@@ -182,6 +232,19 @@ async function runOnce(config: Config): Promise<{ rps: number; errors: Record<st
     }
     for (const c of clients) await c.next()
     for (const c of clients) c.proc.send({ type: 'go' } satisfies Message)
+    // CPU of each side over the clients' measured window (they start counting WARMUP_MS after go).
+    const roots = {
+      clients: clients.map((c) => c.proc.pid!),
+      server: [server.proc.pid!],
+      ...(nginx ? { nginx: [nginx.child.pid!] } : {}),
+    }
+    const window = (async () => {
+      await new Promise((r) => setTimeout(r, WARMUP_MS))
+      const before = groupCpu(roots)
+      await new Promise((r) => setTimeout(r, MEASURE_MS))
+      const after = groupCpu(roots)
+      return Object.fromEntries(Object.keys(before).map((k) => [k, after[k]! - before[k]!]))
+    })()
     let rps = 0
     const errors: Record<string, number> = {}
     for (const c of clients) {
@@ -190,13 +253,23 @@ async function runOnce(config: Config): Promise<{ rps: number; errors: Record<st
       rps += (m.count / m.ms) * 1000
       for (const [k, v] of Object.entries(m.errors)) errors[k] = (errors[k] ?? 0) + v
     }
-    return { rps, errors }
+    const seconds = await window
+    const requests = rps * (MEASURE_MS / 1000)
+    const cpu = Object.fromEntries(Object.entries(seconds).map(([k, v]) => [k, (v * 1e6) / requests]))
+    return { rps, errors, cpu }
   } finally {
     await Promise.all(clients.map((c) => stopChild(c.proc)))
     if (nginx) await nginx.stop()
     await stopChild(server.proc)
     for (const fn of teardowns.splice(0)) await fn()
   }
+}
+
+/** `clients / server / nginx = total` CPU µs per request. */
+function cpuText(cpu: Record<string, number>): string {
+  const parts = [cpu['clients'], cpu['server'], cpu['nginx']].filter((v): v is number => v !== undefined)
+  if (parts.length === 0 || parts.some((v) => !Number.isFinite(v))) return '-'
+  return `${parts.map((v) => v.toFixed(2)).join(' / ')} = ${parts.reduce((a, b) => a + b, 0).toFixed(2)}`
 }
 
 const median = (xs: number[]) => {
@@ -220,20 +293,29 @@ async function main(): Promise<void> {
       `${IN_FLIGHT} in flight over ${CLIENTS} client processes${nginxBuild ? '' : `; nginx rows skipped: ${nginxSkipReason}`}`,
   )
   const results = new Map<string, number[]>()
+  const cpus = new Map<string, Record<string, number>[]>()
   const errors = new Map<string, Record<string, number>>()
   for (let rep = 0; rep < REPS; rep++) {
     for (const c of configs) {
       const r = await runOnce(c)
       results.set(c.name, [...(results.get(c.name) ?? []), r.rps])
+      cpus.set(c.name, [...(cpus.get(c.name) ?? []), r.cpu])
       const e = errors.get(c.name) ?? {}
       for (const [k, v] of Object.entries(r.errors)) e[k] = (e[k] ?? 0) + v
       errors.set(c.name, e)
-      console.log(`  rep ${rep + 1} ${c.name}: ${fmt(r.rps, 0)} req/s${Object.keys(r.errors).length ? ` errors ${JSON.stringify(r.errors)}` : ''}`)
+      console.log(
+        `  rep ${rep + 1} ${c.name}: ${fmt(r.rps, 0)} req/s, CPU µs/req ${cpuText(r.cpu)}${Object.keys(r.errors).length ? ` errors ${JSON.stringify(r.errors)}` : ''}`,
+      )
     }
   }
   const med = (name: string) => median(results.get(name) ?? [Number.NaN])
+  /** Median CPU µs per request of each group of a configuration. */
+  const medCpu = (name: string) => {
+    const runs = cpus.get(name) ?? []
+    return Object.fromEntries(Object.keys(runs[0] ?? {}).map((k) => [k, median(runs.map((r) => r[k]!))]))
+  }
   if (ONLY) {
-    for (const c of configs) console.log(`${c.name}: median ${fmt(med(c.name), 0)} req/s`)
+    for (const c of configs) console.log(`${c.name}: median ${fmt(med(c.name), 0)} req/s, CPU µs/req ${cpuText(medCpu(c.name))}`)
     return
   }
   const rows = configs.map((c) => {
@@ -247,6 +329,7 @@ async function main(): Promise<void> {
       `${fmt(Math.min(...xs), 0)}-${fmt(Math.max(...xs), 0)}`,
       `${(med(c.name) / med(base)).toFixed(2)}x`,
       c.path === 'nginx' ? `${(med(c.name) / med(direct)).toFixed(2)}x` : '',
+      cpuText(medCpu(c.name)),
       Object.keys(e).length ? JSON.stringify(e) : '0',
     ]
   })
@@ -266,8 +349,10 @@ async function main(): Promise<void> {
     `the server a serveCluster of 1 or 2 workers, reached directly or through nginx \`stream\` (${NGINX_SETUP}).`,
     `${WARMUP_MS} ms warm-up and ${MEASURE_MS} ms measured per cell; ${REPS} repetitions, interleaved. Median req/s with min-max;`,
     'ratios of medians: to one worker on the same path and connections, and (nginx rows) to the same setup without nginx.',
+    'CPU per request: user + system time of the client processes, of the server (primary and workers) and of nginx (master and',
+    'worker), from /proc over the measured window, divided by the requests answered in it; the machine has 2 cores, 2,000,000 µs per second.',
     '',
-    table(['setup', 'req/s (median)', 'min-max', '/ 1 worker', '/ direct', 'errors'], rows),
+    table(['setup', 'req/s (median)', 'min-max', '/ 1 worker', '/ direct', 'CPU µs/req clients / server / nginx = total', 'errors'], rows),
     '',
     '## Idempotency keys',
     '',
