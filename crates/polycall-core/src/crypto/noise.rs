@@ -14,8 +14,11 @@
 //! and DH output is held in a zeroizing wrapper. A handshake state that failed once refuses
 //! every later step.
 
+use std::sync::Weak;
+
 use zeroize::Zeroizing;
 
+use super::identity::StaticDhCache;
 use super::primitives::{self, Aead, Cipher, HASH_LEN, KEY_LEN, Secret, TAG_LEN};
 use crate::error::{Error, Result};
 
@@ -389,6 +392,10 @@ pub struct HandshakeKeys<'a> {
     pub remote_static: Option<[u8; KEY_LEN]>,
     /// A fixed ephemeral secret, for test vectors only; `None` draws one from the OS.
     pub ephemeral: Option<&'a [u8; KEY_LEN]>,
+    /// The static-static Diffie-Hellman cache of `local_static` (it must be that key's): the
+    /// `ss` token looks the peer up there first and caches what it computes. A cache gone by
+    /// the time of the `ss` token is not used.
+    pub dh_cache: Option<&'a Weak<StaticDhCache>>,
 }
 
 /// One side of a handshake (Noise rev 34 §5.3).
@@ -401,6 +408,7 @@ pub struct HandshakeState {
     rs: Option<[u8; KEY_LEN]>,
     re: Option<[u8; KEY_LEN]>,
     fixed_e: Option<Secret>,
+    dh_cache: Option<Weak<StaticDhCache>>,
     next: usize,
     failed: bool,
 }
@@ -498,6 +506,7 @@ impl HandshakeState {
             rs: keys.remote_static,
             re: None,
             fixed_e: keys.ephemeral.map(|k| Zeroizing::new(*k)),
+            dh_cache: keys.dh_cache.cloned(),
             next: 0,
             failed: false,
         })
@@ -561,6 +570,11 @@ impl HandshakeState {
         let (Some(local), Some(remote)) = (local, remote) else {
             return Err(missing());
         };
+        if token == Token::Ss
+            && let Some(cache) = self.dh_cache.as_ref().and_then(Weak::upgrade)
+        {
+            return cache.dh(&local.secret, remote);
+        }
         primitives::dh(&local.secret, remote)
     }
 

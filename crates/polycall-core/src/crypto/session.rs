@@ -32,11 +32,13 @@
 //! Bounds: a hello is at most [`hello::MAX_HELLO`] bytes; the decoder holds at most one
 //! unfinished frame of at most the payload limit; the handshake state is of fixed size.
 
+use std::sync::Weak;
+
 use zeroize::Zeroizing;
 
 use super::compress::{self, Compressor};
 use super::hello::{self, COMPRESSION, SECURE};
-use super::identity::Identity;
+use super::identity::{Identity, StaticDhCache};
 use super::noise::{HandshakeKeys, HandshakeState, Pattern};
 use super::primitives::{Cipher, KEY_LEN, Secret};
 use super::transport::{Direction, MAX_SEALED_BODY, RekeyPolicy, SEALED_OVERHEAD};
@@ -241,6 +243,7 @@ pub struct SecureSession {
     local_static: Option<Secret>,
     local_public: [u8; KEY_LEN],
     ephemeral: Option<Secret>,
+    dh_cache: Option<Weak<StaticDhCache>>,
     noise: Option<HandshakeState>,
     hello: [u8; EXTENDED_SIZE],
     pattern: Option<Pattern>,
@@ -304,6 +307,7 @@ impl SecureSession {
             local_static: None,
             local_public: [0; KEY_LEN],
             ephemeral: None,
+            dh_cache: None,
             noise: None,
             hello: [0; EXTENDED_SIZE],
             pattern: None,
@@ -336,6 +340,7 @@ impl SecureSession {
         let fields = handshake::build_extended(config.flags | SECURE, config.max_in_flight);
         let head = hello::build(config.flags, config.max_in_flight, pattern, cipher, 1, &[])?;
         let ephemeral = config.ephemeral.map(Zeroizing::new);
+        let dh_cache = config.identity.map(Identity::dh_cache_weak);
         let mut noise = HandshakeState::with_cipher(
             pattern,
             cipher,
@@ -346,6 +351,7 @@ impl SecureSession {
                 local_public: config.identity.map(Identity::public_key),
                 remote_static: config.server_key,
                 ephemeral: ephemeral.as_deref(),
+                dh_cache: dh_cache.as_ref(),
             },
         )?;
         let mut message = Vec::with_capacity(128);
@@ -388,6 +394,7 @@ impl SecureSession {
         session.local_static = Some(Zeroizing::new(*config.identity.static_secret()));
         session.local_public = config.identity.public_key();
         session.ephemeral = config.ephemeral.map(Zeroizing::new);
+        session.dh_cache = Some(config.identity.dh_cache_weak());
         session.step = Step::AwaitHello;
         Ok(session)
     }
@@ -466,6 +473,7 @@ impl SecureSession {
             self.noise = None;
             self.local_static = None;
             self.ephemeral = None;
+            self.dh_cache = None;
             self.send = None;
             self.recv = None;
         }
@@ -502,6 +510,7 @@ impl SecureSession {
         self.recv = Some(Direction::new(recv, self.peer_rekey));
         self.local_static = None;
         self.ephemeral = None;
+        self.dh_cache = None;
         self.step = Step::Done;
         self.mode = Mode::Sealed;
         if self.agreed & COMPRESSION != 0 {
@@ -552,6 +561,7 @@ impl SecureSession {
             .take()
             .ok_or_else(|| failed("no server key"))?;
         let ephemeral = self.ephemeral.take();
+        let dh_cache = self.dh_cache.take();
         let mut noise = HandshakeState::with_cipher(
             h.pattern,
             h.cipher,
@@ -562,6 +572,7 @@ impl SecureSession {
                 local_public: Some(self.local_public),
                 remote_static: None,
                 ephemeral: ephemeral.as_deref(),
+                dh_cache: dh_cache.as_ref(),
             },
         )?;
         let mut inner = Zeroizing::new(Vec::with_capacity(hello::INITIATOR_PAYLOAD_LEN));
@@ -784,6 +795,7 @@ impl SecureSession {
         self.noise = None;
         self.local_static = None;
         self.ephemeral = None;
+        self.dh_cache = None;
         self.step = Step::Done;
         self.mode = Mode::Plain;
         if self.decoder.buffered() == 0 {
