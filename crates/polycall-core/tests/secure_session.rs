@@ -972,3 +972,48 @@ fn pair_for(cid: &Identity, sid: &Identity) -> (SecureSession, SecureSession) {
         .unwrap();
     (client, server)
 }
+
+#[test]
+fn a_responder_draws_its_ephemeral_when_created_and_a_fixed_one_overrides_it() {
+    let (sid, cid) = (server_identity(), client_identity());
+    let mut config = client_config(Pattern::Nk, &cid, sid.public_key(), limits());
+    config.ephemeral = Some([0x11; 32]);
+    let replies: Vec<Vec<u8>> = [None, None, Some([0x22; 32]), Some([0x22; 32])]
+        .into_iter()
+        .map(|ephemeral| {
+            let mut server = SecureSession::responder(&ResponderConfig {
+                identity: &sid,
+                patterns: &Pattern::ALL,
+                ciphers: &Cipher::ALL,
+                limits: limits(),
+                ephemeral,
+            })
+            .unwrap();
+            let (mut client, hello) = SecureSession::initiator(&config).unwrap();
+            server.read_hello(&hello).unwrap();
+            let reply = server.accept(OFFER, 256).unwrap();
+            assert!(client.read_reply(&reply).unwrap().established);
+            // The reply's first 32 bytes of message 2 are the responder's ephemeral key.
+            reply
+        })
+        .collect();
+    assert_ne!(replies[0], replies[1], "each session draws its own pair");
+    assert_eq!(
+        replies[2], replies[3],
+        "a fixed ephemeral overrides the drawn one"
+    );
+    assert_ne!(replies[0], replies[2]);
+    // A session's pair serves one handshake: once established, a second hello is refused.
+    let mut server = SecureSession::responder(&ResponderConfig {
+        identity: &sid,
+        patterns: &Pattern::ALL,
+        ciphers: &Cipher::ALL,
+        limits: limits(),
+        ephemeral: None,
+    })
+    .unwrap();
+    let (_, hello) = SecureSession::initiator(&config).unwrap();
+    server.read_hello(&hello).unwrap();
+    server.accept(OFFER, 256).unwrap();
+    assert!(server.read_hello(&hello).is_err());
+}

@@ -239,8 +239,8 @@ fn noise_vectors_ik_nk_xx() {
             .find(|(p, c)| p.protocol_name_with(*c) == protocol)
             .unwrap_or_else(|| panic!("{protocol}"));
         seen.insert((pattern, cipher, field(v, "source").unwrap().to_owned()));
-        // Without a static-static cache; then with fresh caches (a miss that fills them); then
-        // again with the caches warm (a hit).
+        // Without a static-static cache; then with fresh caches (a miss that fills them) and a
+        // pre-computed responder ephemeral public key; then again with the caches warm (a hit).
         let i_cache = Arc::new(StaticDhCache::new());
         let r_cache = Arc::new(StaticDhCache::new());
         let weak = (Arc::downgrade(&i_cache), Arc::downgrade(&r_cache));
@@ -282,6 +282,7 @@ fn check_vector(
             remote_static: i_remote,
             ephemeral: Some(&i_eph),
             dh_cache: caches.map(|c| &c.0),
+            ..HandshakeKeys::default()
         },
     )
     .unwrap();
@@ -295,6 +296,7 @@ fn check_vector(
             local_public: None,
             remote_static: None,
             ephemeral: Some(&r_eph),
+            ephemeral_public: caches.map(|_| primitives::x25519_public(&r_eph)),
             dh_cache: caches.map(|c| &c.1),
         },
     )
