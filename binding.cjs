@@ -867,6 +867,7 @@ module.exports.secureEnd = nativeBinding.secureEnd
 module.exports.secureFinish = nativeBinding.secureFinish
 module.exports.secureFree = nativeBinding.secureFree
 module.exports.secureInitiator = nativeBinding.secureInitiator
+module.exports.secureLiveCount = nativeBinding.secureLiveCount
 module.exports.securePlain = nativeBinding.securePlain
 module.exports.securePreferredCipher = nativeBinding.securePreferredCipher
 module.exports.securePush = nativeBinding.securePush

@@ -304,6 +304,9 @@ export declare function secureFree(handle: number): void
  */
 export declare function secureInitiator(patternName: string, identity: BindingIdentity | undefined | null, serverKey: Uint8Array | undefined | null, flags: number, maxInFlight: number, sessionLimits: BindingSecureLimits, cipherName?: string | undefined | null): BindingSecureStart
 
+/** Sessions alive on this thread (created and not yet freed): a leak check for tests. */
+export declare function secureLiveCount(): number
+
 /** Continues without a secure session (plain frames in both directions). */
 export declare function securePlain(handle: number): void
 

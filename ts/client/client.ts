@@ -37,7 +37,7 @@ import { validate } from '../core/schema.js'
 import { resolveClientSecure, type SecureClientOptions } from '../secure/options.js'
 import { SessionState } from '../state/session.js'
 import { EndpointPool, IDEMPOTENCY_KEY, newKey, type EndpointStats, type MultiEndpointOptions } from './pool.js'
-import { NOT_SUCCESS, v1ClientProtocol, type ClientProtocol, type ClientSetup, type PendingCall } from './protocol.js'
+import { NOT_SUCCESS, v1ClientProtocol, type ClientProtocol, type ClientSetup, type PendingCall, type PreparedSetup } from './protocol.js'
 
 /** TLS options of the client: node:tls options plus certificate pinning. */
 export interface ClientTlsOptions extends TlsConnectionOptions {
@@ -1283,7 +1283,15 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
   async #open(): Promise<Connection> {
     // One bound for the whole attempt: TCP, TLS, handshake and AUTH.
     const deadline = now() + this.#connectTimeout
-    const socket = await this.#dial()
+    // What the setup can do without the connection (a secure hello) is done while it is made.
+    const early: { prepared: PreparedSetup | undefined } = { prepared: undefined }
+    let socket: Socket
+    try {
+      socket = await this.#dial(() => (early.prepared = this.#proto.prepare?.(this.#setup)))
+    } catch (e) {
+      early.prepared?.channel.destroy()
+      throw e
+    }
     const conn: Connection = new Connection(
       socket,
       'client',
@@ -1299,23 +1307,26 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
       { maxPayload: MAX_PAYLOAD, wire: this.#proto.wire },
     )
     try {
-      this.#limit = await bounded(this.#proto.setup(conn, this.#setup), { timeout: Math.max(0, deadline - now()) }, 'connection setup', (err) =>
-        conn.destroy(err),
-      )
+      const setup = this.#proto.setup(conn, this.#setup, early.prepared)
+      this.#limit = await bounded(setup, { timeout: Math.max(0, deadline - now()) }, 'connection setup', (err) => conn.destroy(err))
     } catch (e) {
       // Whatever failed (handshake refused, credentials refused, timeout), the socket goes too.
       conn.destroy(isPolyCallError(e) ? e : undefined)
+      early.prepared?.channel.destroy()
       throw e
     }
     return conn
   }
 
-  #dial(): Promise<Socket> {
+  /** Connects; `dialing` runs synchronously once the attempt is under way. */
+  #dial(dialing: () => void): Promise<Socket> {
     if (this.#customDial) {
-      return this.#customDial().then((socket) => {
+      const dialed = this.#customDial().then((socket) => {
         this.#adopt(socket)
         return socket
       })
+      dialing()
+      return dialed
     }
     return new Promise<Socket>((resolve, reject) => {
       const tlsOptions = this.#tls
@@ -1361,6 +1372,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
       socket.once('error', fail)
       socket.once('close', abandoned)
       this.#adopt(socket)
+      dialing()
     })
   }
 

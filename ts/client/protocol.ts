@@ -73,6 +73,16 @@ export interface ClientSetup {
   readonly secure: ResolvedClientSecure | undefined
 }
 
+/**
+ * The first step of a secure handshake, taken while the connection is being made: the
+ * initiator's channel and its hello (IK and NK know the server key beforehand). Whoever holds
+ * it and does not pass it to {@link ClientProtocol.setup} destroys the channel. @internal
+ */
+export interface PreparedSetup {
+  readonly channel: SecureChannel
+  readonly hello: Buffer
+}
+
 /** Returned by {@link ClientProtocol.successValue} when the reply is not a plain success. @internal */
 export const NOT_SUCCESS: unique symbol = Symbol('not a success')
 
@@ -82,8 +92,19 @@ export type ReplyOutcome = { ok: true; value: unknown } | { ok: false; code: str
 /** A wire protocol as the client drives it. @internal */
 export interface ClientProtocol {
   readonly wire: Wire
-  /** Handshake and authentication on a fresh connection; returns its limit of calls in flight. */
-  setup(conn: Connection, setup: ClientSetup): Promise<number>
+  /**
+   * Work of the setup that needs no connection, done synchronously right after the connection
+   * attempt starts, so that it overlaps TCP (and TLS): the first message of an IK or NK secure
+   * handshake. Undefined when there is nothing to do, or when doing it failed (`setup` then
+   * fails the same way).
+   */
+  prepare?(setup: ClientSetup): PreparedSetup | undefined
+  /**
+   * Handshake and authentication on a fresh connection; returns its limit of calls in flight.
+   * `prepared` is what {@link ClientProtocol.prepare} returned for this connection; the
+   * connection owns its channel from here on.
+   */
+  setup(conn: Connection, setup: ClientSetup, prepared?: PreparedSetup): Promise<number>
   /** Authenticates a live connection with `setup.credentials`. */
   authenticate(conn: Connection, setup: ClientSetup): Promise<void>
   /** The frame type and payload of a call; `remaining` is the time left in ms. */
@@ -129,24 +150,10 @@ const handshakeFailed = (message: string, cause?: unknown) =>
  * `ERR_POLYCALL_INSECURE_PEER`, an impostor or an altered handshake `ERR_POLYCALL_HANDSHAKE_FAILED`,
  * and an ERROR carries the server's refusal.
  */
-async function secureSetup(conn: Connection, setup: ClientSetup, secure: ResolvedClientSecure): Promise<number> {
-  const offer = (setup.msgpack ? SUPPORTED_CAPABILITIES : SUPPORTED_CAPABILITIES & ~Capability.Msgpack) | (secure.compress ? Capability.Compression : 0)
+async function secureSetup(conn: Connection, setup: ClientSetup, secure: ResolvedClientSecure, prepared: PreparedSetup | undefined): Promise<number> {
+  const offer = secureOffer(setup, secure)
   if (setup.sequenceStart !== undefined) conn.startSequence(setup.sequenceStart)
-  const { pattern } = secure
-  // An XX client without an identity of its own gets a one-off key for this connection only.
-  const oneOff = pattern === 'XX' && secure.identity === undefined ? Identity.generate() : undefined
-  let start: { channel: SecureChannel; hello: Buffer }
-  try {
-    start = SecureChannel.initiator({
-      pattern,
-      identity: pattern === 'NK' ? undefined : (secure.identity ?? oneOff),
-      serverKey: secure.serverKey,
-      flags: offer,
-      ...secure.limits,
-    })
-  } finally {
-    oneOff?.destroy()
-  }
+  const start = prepared ?? startSecure(setup, secure)
   const { channel } = start
   conn.secure(channel)
   conn.session.to(SessionState.Handshake)
@@ -189,12 +196,48 @@ async function secureSetup(conn: Connection, setup: ClientSetup, secure: Resolve
   return reply.maxInFlight ? Math.min(setup.maxInFlight, reply.maxInFlight) : setup.maxInFlight
 }
 
+/** The capabilities a secure hello offers. */
+function secureOffer(setup: ClientSetup, secure: ResolvedClientSecure): number {
+  return (setup.msgpack ? SUPPORTED_CAPABILITIES : SUPPORTED_CAPABILITIES & ~Capability.Msgpack) | (secure.compress ? Capability.Compression : 0)
+}
+
+/** The initiator's channel and hello (handshake message 1); nothing in them depends on the connection. */
+function startSecure(setup: ClientSetup, secure: ResolvedClientSecure): PreparedSetup {
+  const { pattern } = secure
+  // An XX client without an identity of its own gets a one-off key for this connection only.
+  const oneOff = pattern === 'XX' && secure.identity === undefined ? Identity.generate() : undefined
+  try {
+    return SecureChannel.initiator({
+      pattern,
+      identity: pattern === 'NK' ? undefined : (secure.identity ?? oneOff),
+      serverKey: secure.serverKey,
+      flags: secureOffer(setup, secure),
+      ...secure.limits,
+    })
+  } finally {
+    oneOff?.destroy()
+  }
+}
+
 /** LibPolyCall v1: handshake with capability bits, JSON AUTH, COMMAND/RESPONSE/ERROR. @internal */
 export const v1ClientProtocol: ClientProtocol = {
   wire: v1Wire,
 
-  async setup(conn, setup) {
-    if (setup.secure) return secureSetup(conn, setup, setup.secure)
+  prepare(setup) {
+    // XX learns the server key from message 2 and checks it with a callback: it keeps its order.
+    const secure = setup.secure
+    if (secure === undefined || secure.pattern === 'XX') return undefined
+    try {
+      return startSecure(setup, secure)
+    } catch {
+      // A destroyed identity, say: setup() tries again and fails with the same error.
+      return undefined
+    }
+  },
+
+  async setup(conn, setup, prepared) {
+    if (setup.secure) return secureSetup(conn, setup, setup.secure, prepared)
+    prepared?.channel.destroy()
     // Handshake (§4): long form with our capability bits. A RESPONSE or ERROR echoing the
     // sequence answers it, and so does a HANDSHAKE carrying the magic (what an echo peer sends
     // back); a HANDSHAKE without it is a broken answer. HEARTBEAT, COMMAND and AUTH frames never

@@ -587,7 +587,8 @@ export class PolyCallServer extends TypedEmitter<ServerEvents> {
       try {
         channel = SecureChannel.responder({ identity: secure.identity, patterns: secure.patterns, ...secure.limits })
       } catch (error) {
-        // The identity was destroyed after the server was made: nothing can be served securely.
+        // The identity was destroyed after the server was made (or the OS gave no randomness for
+        // the connection's ephemeral key, drawn here): nothing can be served securely.
         this.#counters.rejected++
         this.#report(error)
         socket.destroy()

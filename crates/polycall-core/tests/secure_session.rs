@@ -887,3 +887,133 @@ fn a_changed_cipher_offer_fails_the_handshake() {
         .is_err()
     );
 }
+
+/// One handshake with fixed ephemerals on both sides: every handshake byte, the handshake hash,
+/// and a frame sealed each way.
+fn fixed_run(pattern: Pattern, cid: &Identity, sid: &Identity) -> Vec<Vec<u8>> {
+    let mut config = client_config(pattern, cid, sid.public_key(), limits());
+    config.ephemeral = Some([0x11; 32]);
+    let (mut client, hello) = SecureSession::initiator(&config).unwrap();
+    let mut server = SecureSession::responder(&ResponderConfig {
+        identity: sid,
+        patterns: &Pattern::ALL,
+        ciphers: &Cipher::ALL,
+        limits: limits(),
+        ephemeral: Some([0x22; 32]),
+    })
+    .unwrap();
+    server.read_hello(&hello).unwrap();
+    let reply = server.accept(OFFER, 256).unwrap();
+    client.read_reply(&reply).unwrap();
+    let mut third = Vec::new();
+    if pattern == Pattern::Xx {
+        third = client.finish().unwrap();
+        server.read_finish(&third).unwrap();
+    }
+    let hash = client.handshake_hash().unwrap();
+    assert_eq!(server.handshake_hash(), Some(hash));
+    let up = seal(&mut client, &[(MessageType::Command, 2, b"up")]);
+    let down = seal(&mut server, &[(MessageType::Response, 2, b"down")]);
+    vec![hello, reply, third, hash.to_vec(), up, down]
+}
+
+#[test]
+fn the_static_dh_cache_changes_no_byte_and_is_per_identity() {
+    for pattern in Pattern::ALL {
+        let (sid, cid) = (server_identity(), client_identity());
+        let cold = fixed_run(pattern, &cid, &sid);
+        let cached = usize::from(pattern == Pattern::Ik);
+        assert_eq!(sid.dh_cache().len(), cached, "{pattern:?}: only IK has ss");
+        assert_eq!(cid.dh_cache().len(), cached, "{pattern:?}");
+        // Both sides now take ss from their caches.
+        let warm = fixed_run(pattern, &cid, &sid);
+        assert_eq!(cold, warm, "{pattern:?}: a cache hit changes nothing");
+        // Fresh identities of the same seeds (empty caches) agree too, and so does a cache
+        // that was cleared.
+        assert_eq!(
+            fixed_run(pattern, &client_identity(), &server_identity()),
+            cold
+        );
+        sid.dh_cache().clear();
+        assert_eq!(fixed_run(pattern, &cid, &sid), cold);
+    }
+    // One server identity, many clients: the cache keeps at most the bound.
+    let sid = server_identity();
+    for i in 0..300u16 {
+        let mut seed = [5u8; 32];
+        seed[..2].copy_from_slice(&i.to_le_bytes());
+        let cid = Identity::from_seed(&seed).unwrap();
+        let mut p = pair_for(&cid, &sid);
+        let wire = seal(&mut p.0, &[(MessageType::Command, 2, b"x")]);
+        assert_eq!(push_ok(&mut p.1, &wire)[0].1, b"x");
+        assert!(sid.dh_cache().len() <= polycall_core::crypto::identity::STATIC_DH_CACHE);
+    }
+    assert_eq!(
+        sid.dh_cache().len(),
+        polycall_core::crypto::identity::STATIC_DH_CACHE
+    );
+}
+
+/// An IK client and server session of these identities, established (random ephemerals).
+fn pair_for(cid: &Identity, sid: &Identity) -> (SecureSession, SecureSession) {
+    let config = client_config(Pattern::Ik, cid, sid.public_key(), limits());
+    let (mut client, hello) = SecureSession::initiator(&config).unwrap();
+    let mut server = SecureSession::responder(&ResponderConfig {
+        identity: sid,
+        patterns: &Pattern::ALL,
+        ciphers: &Cipher::ALL,
+        limits: limits(),
+        ephemeral: None,
+    })
+    .unwrap();
+    server.read_hello(&hello).unwrap();
+    client
+        .read_reply(&server.accept(OFFER, 256).unwrap())
+        .unwrap();
+    (client, server)
+}
+
+#[test]
+fn a_responder_draws_its_ephemeral_when_created_and_a_fixed_one_overrides_it() {
+    let (sid, cid) = (server_identity(), client_identity());
+    let mut config = client_config(Pattern::Nk, &cid, sid.public_key(), limits());
+    config.ephemeral = Some([0x11; 32]);
+    let replies: Vec<Vec<u8>> = [None, None, Some([0x22; 32]), Some([0x22; 32])]
+        .into_iter()
+        .map(|ephemeral| {
+            let mut server = SecureSession::responder(&ResponderConfig {
+                identity: &sid,
+                patterns: &Pattern::ALL,
+                ciphers: &Cipher::ALL,
+                limits: limits(),
+                ephemeral,
+            })
+            .unwrap();
+            let (mut client, hello) = SecureSession::initiator(&config).unwrap();
+            server.read_hello(&hello).unwrap();
+            let reply = server.accept(OFFER, 256).unwrap();
+            assert!(client.read_reply(&reply).unwrap().established);
+            // The reply's first 32 bytes of message 2 are the responder's ephemeral key.
+            reply
+        })
+        .collect();
+    assert_ne!(replies[0], replies[1], "each session draws its own pair");
+    assert_eq!(
+        replies[2], replies[3],
+        "a fixed ephemeral overrides the drawn one"
+    );
+    assert_ne!(replies[0], replies[2]);
+    // A session's pair serves one handshake: once established, a second hello is refused.
+    let mut server = SecureSession::responder(&ResponderConfig {
+        identity: &sid,
+        patterns: &Pattern::ALL,
+        ciphers: &Cipher::ALL,
+        limits: limits(),
+        ephemeral: None,
+    })
+    .unwrap();
+    let (_, hello) = SecureSession::initiator(&config).unwrap();
+    server.read_hello(&hello).unwrap();
+    server.accept(OFFER, 256).unwrap();
+    assert!(server.read_hello(&hello).is_err());
+}

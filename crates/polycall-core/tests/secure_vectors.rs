@@ -6,6 +6,9 @@
 mod common;
 
 use common::hex;
+use std::sync::{Arc, Weak};
+
+use polycall_core::crypto::identity::StaticDhCache;
 use polycall_core::crypto::noise::{CipherState, HandshakeKeys, HandshakeState, Pattern};
 use polycall_core::crypto::primitives::{self, Aead, Cipher};
 use serde_json::Value;
@@ -236,85 +239,113 @@ fn noise_vectors_ik_nk_xx() {
             .find(|(p, c)| p.protocol_name_with(*c) == protocol)
             .unwrap_or_else(|| panic!("{protocol}"));
         seen.insert((pattern, cipher, field(v, "source").unwrap().to_owned()));
-        let prologue = hex(field(v, "prologue").unwrap());
-        let i_static = field(v, "initiator_static").map(h32);
-        let i_eph = h32(field(v, "initiator_ephemeral").unwrap());
-        let r_static = h32(field(v, "responder_static").unwrap());
-        let r_eph = h32(field(v, "responder_ephemeral").unwrap());
-        let i_remote = field(v, "initiator_remote_static").map(h32);
-        let mut init = HandshakeState::with_cipher(
-            pattern,
-            cipher,
-            true,
-            &prologue,
-            HandshakeKeys {
-                local_static: i_static.as_ref(),
-                local_public: None,
-                remote_static: i_remote,
-                ephemeral: Some(&i_eph),
-            },
-        )
-        .unwrap();
-        let mut resp = HandshakeState::with_cipher(
-            pattern,
-            cipher,
-            false,
-            &prologue,
-            HandshakeKeys {
-                local_static: Some(&r_static),
-                local_public: None,
-                remote_static: None,
-                ephemeral: Some(&r_eph),
-            },
-        )
-        .unwrap();
-        let messages = v["messages"].as_array().unwrap();
-        let mut index = 0;
-        while !init.is_finished() {
-            let m = &messages[index];
-            let payload = hex(field(m, "payload").unwrap());
-            let (w, r) = if index % 2 == 0 {
-                (&mut init, &mut resp)
-            } else {
-                (&mut resp, &mut init)
-            };
-            let mut out = Vec::new();
-            w.write_message(&payload, &mut out).unwrap();
-            assert_eq!(
-                out,
-                hex(field(m, "ciphertext").unwrap()),
-                "{protocol} message {index}"
-            );
-            let mut got = Vec::new();
-            r.read_message(&out, &mut got).unwrap();
-            assert_eq!(got, payload);
-            index += 1;
+        // Without a static-static cache; then with fresh caches (a miss that fills them) and a
+        // pre-computed responder ephemeral public key; then again with the caches warm (a hit).
+        let i_cache = Arc::new(StaticDhCache::new());
+        let r_cache = Arc::new(StaticDhCache::new());
+        let weak = (Arc::downgrade(&i_cache), Arc::downgrade(&r_cache));
+        for caches in [None, Some(&weak), Some(&weak)] {
+            check_vector(v, protocol, pattern, cipher, caches);
         }
-        assert!(resp.is_finished());
-        if let Some(hash) = field(v, "handshake_hash") {
-            assert_eq!(init.handshake_hash(), h32(hash), "{protocol}");
-            assert_eq!(resp.handshake_hash(), h32(hash));
-        }
-        let (mut i_send, mut i_recv): (CipherState, CipherState) = init.split().unwrap();
-        let (mut r_send, mut r_recv) = resp.split().unwrap();
-        for (i, m) in messages.iter().enumerate().skip(index) {
-            let payload = hex(field(m, "payload").unwrap());
-            let (send, recv) = if i % 2 == 0 {
-                (&mut i_send, &mut r_recv)
-            } else {
-                (&mut r_send, &mut i_recv)
-            };
-            let mut out = Vec::new();
-            send.encrypt_with_ad(&[], &payload, &mut out).unwrap();
-            assert_eq!(
-                out,
-                hex(field(m, "ciphertext").unwrap()),
-                "{protocol} transport message {i}"
-            );
-            let mut got = Vec::new();
-            assert!(recv.decrypt_with_ad(&[], &out, &mut got).unwrap());
-            assert_eq!(got, payload);
-        }
+        let has_ss = pattern == Pattern::Ik;
+        assert_eq!(i_cache.len(), usize::from(has_ss), "{protocol}");
+        assert_eq!(r_cache.len(), usize::from(has_ss), "{protocol}");
     }
     assert_eq!(seen.len(), 12, "three patterns, two ciphers, two sources");
+}
+
+type Caches = (Weak<StaticDhCache>, Weak<StaticDhCache>);
+
+/// Runs one Noise vector: every message byte for byte, the handshake hash and the transport
+/// messages, with or without static-static caches on the two sides.
+fn check_vector(
+    v: &Value,
+    protocol: &str,
+    pattern: Pattern,
+    cipher: Cipher,
+    caches: Option<&Caches>,
+) {
+    let prologue = hex(field(v, "prologue").unwrap());
+    let i_static = field(v, "initiator_static").map(h32);
+    let i_eph = h32(field(v, "initiator_ephemeral").unwrap());
+    let r_static = h32(field(v, "responder_static").unwrap());
+    let r_eph = h32(field(v, "responder_ephemeral").unwrap());
+    let i_remote = field(v, "initiator_remote_static").map(h32);
+    let mut init = HandshakeState::with_cipher(
+        pattern,
+        cipher,
+        true,
+        &prologue,
+        HandshakeKeys {
+            local_static: i_static.as_ref(),
+            local_public: None,
+            remote_static: i_remote,
+            ephemeral: Some(&i_eph),
+            dh_cache: caches.map(|c| &c.0),
+            ..HandshakeKeys::default()
+        },
+    )
+    .unwrap();
+    let mut resp = HandshakeState::with_cipher(
+        pattern,
+        cipher,
+        false,
+        &prologue,
+        HandshakeKeys {
+            local_static: Some(&r_static),
+            local_public: None,
+            remote_static: None,
+            ephemeral: Some(&r_eph),
+            ephemeral_public: caches.map(|_| primitives::x25519_public(&r_eph)),
+            dh_cache: caches.map(|c| &c.1),
+        },
+    )
+    .unwrap();
+    let messages = v["messages"].as_array().unwrap();
+    let mut index = 0;
+    while !init.is_finished() {
+        let m = &messages[index];
+        let payload = hex(field(m, "payload").unwrap());
+        let (w, r) = if index % 2 == 0 {
+            (&mut init, &mut resp)
+        } else {
+            (&mut resp, &mut init)
+        };
+        let mut out = Vec::new();
+        w.write_message(&payload, &mut out).unwrap();
+        assert_eq!(
+            out,
+            hex(field(m, "ciphertext").unwrap()),
+            "{protocol} message {index}"
+        );
+        let mut got = Vec::new();
+        r.read_message(&out, &mut got).unwrap();
+        assert_eq!(got, payload);
+        index += 1;
+    }
+    assert!(resp.is_finished());
+    if let Some(hash) = field(v, "handshake_hash") {
+        assert_eq!(init.handshake_hash(), h32(hash), "{protocol}");
+        assert_eq!(resp.handshake_hash(), h32(hash));
+    }
+    let (mut i_send, mut i_recv): (CipherState, CipherState) = init.split().unwrap();
+    let (mut r_send, mut r_recv) = resp.split().unwrap();
+    for (i, m) in messages.iter().enumerate().skip(index) {
+        let payload = hex(field(m, "payload").unwrap());
+        let (send, recv) = if i % 2 == 0 {
+            (&mut i_send, &mut r_recv)
+        } else {
+            (&mut r_send, &mut i_recv)
+        };
+        let mut out = Vec::new();
+        send.encrypt_with_ad(&[], &payload, &mut out).unwrap();
+        assert_eq!(
+            out,
+            hex(field(m, "ciphertext").unwrap()),
+            "{protocol} transport message {i}"
+        );
+        let mut got = Vec::new();
+        assert!(recv.decrypt_with_ad(&[], &out, &mut got).unwrap());
+        assert_eq!(got, payload);
+    }
 }

@@ -502,6 +502,12 @@ pub fn secure_free(handle: u32) {
     REGISTRY.with_borrow_mut(|r| r.sessions.remove(handle));
 }
 
+/// Sessions alive on this thread (created and not yet freed): a leak check for tests.
+#[napi]
+pub fn secure_live_count() -> u32 {
+    REGISTRY.with_borrow(|r| u32::try_from(r.sessions.live()).unwrap_or(u32::MAX))
+}
+
 /// What a session knows about itself.
 #[napi(object)]
 pub struct BindingSecureState {

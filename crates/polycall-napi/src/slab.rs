@@ -69,6 +69,11 @@ impl<T> Slab<T> {
         Some(value)
     }
 
+    /// Objects alive.
+    pub fn live(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
     /// Drops every object (environment teardown).
     pub fn clear(&mut self) {
         self.slots.clear();

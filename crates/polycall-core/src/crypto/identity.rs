@@ -11,6 +11,11 @@
 //! One secret to store, back up and rotate; neither key reveals anything about the other or
 //! about the seed. The seed and both secret keys are zeroed when the identity is dropped.
 //!
+//! An identity also keeps the results of its static-static Diffie-Hellman with the peers it
+//! met (the `ss` token of IK, a pure function of the two static keys): a
+//! [`StaticDhCache`] of at most [`STATIC_DH_CACHE`] peers, the oldest evicted first, every
+//! entry zeroed on eviction and with the identity.
+//!
 //! The identity file is UTF-8 text, `#` comment lines and blank lines allowed:
 //!
 //! ```text
@@ -24,6 +29,8 @@
 //! The version line comes first. `seed` is required; `public-key` and `signing-key` are
 //! optional and, when present, must match the keys the seed derives (a damaged or edited file
 //! is refused rather than loaded as another identity). Unknown or repeated lines are refused.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use base64ct::{Base64UrlUnpadded, Encoding};
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
@@ -48,13 +55,135 @@ const X25519_INFO: &[u8] = b"x25519 static key";
 const ED25519_INFO: &[u8] = b"ed25519 signing key";
 /// Base64url (unpadded) length of 32 bytes.
 const B64_KEY_LEN: usize = 43;
+/// Most peers whose static-static Diffie-Hellman an identity keeps.
+pub const STATIC_DH_CACHE: usize = 256;
 
-/// A long-term identity: the seed and the two keys derived from it.
+struct DhSlots {
+    /// Peer static key and shared secret; allocated once at full size, so no entry is ever
+    /// moved (a reallocation would leave copies of the secrets behind).
+    slots: Vec<([u8; KEY_LEN], Secret)>,
+    /// Once full: the oldest slot, replaced next.
+    next: usize,
+}
+
+/// The static-static Diffie-Hellman results of one static key, by peer key: at most
+/// [`STATIC_DH_CACHE`] entries, the oldest evicted first. Every shared secret is held in a
+/// zeroizing wrapper, so an evicted, cleared or dropped entry is wiped. Only a successful
+/// (contributory) Diffie-Hellman is kept. The lock makes it sound to share between threads; a
+/// handshake holds it only for a lookup or an insertion, never during a scalar multiplication.
+pub struct StaticDhCache {
+    slots: Mutex<DhSlots>,
+}
+
+impl Default for StaticDhCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl core::fmt::Debug for StaticDhCache {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("StaticDhCache")
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl StaticDhCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self {
+            slots: Mutex::new(DhSlots {
+                slots: Vec::new(),
+                next: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, DhSlots> {
+        // A panic while the lock was held cannot leave the slots half-written (each update is
+        // one assignment), so a poisoned lock is still usable.
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The Diffie-Hellman of `secret` (the static secret this cache belongs to) with `peer`,
+    /// from the cache or computed and then cached.
+    ///
+    /// # Errors
+    /// `HANDSHAKE_FAILED` for a low-order peer key (never cached).
+    pub fn dh(&self, secret: &[u8; KEY_LEN], peer: &[u8; KEY_LEN]) -> Result<Secret> {
+        if let Some(shared) = self.get(peer) {
+            return Ok(shared);
+        }
+        let shared = primitives::dh(secret, peer)?;
+        self.insert(*peer, &shared);
+        Ok(shared)
+    }
+
+    /// The cached shared secret with `peer`, if any.
+    pub fn get(&self, peer: &[u8; KEY_LEN]) -> Option<Secret> {
+        self.lock()
+            .slots
+            .iter()
+            .find(|(key, _)| key == peer)
+            .map(|(_, shared)| Zeroizing::new(**shared))
+    }
+
+    fn insert(&self, peer: [u8; KEY_LEN], shared: &Secret) {
+        let mut guard = self.lock();
+        let DhSlots { slots, next } = &mut *guard;
+        if let Some(slot) = slots.iter_mut().find(|(key, _)| *key == peer) {
+            slot.1 = Zeroizing::new(**shared);
+            return;
+        }
+        if slots.capacity() < STATIC_DH_CACHE {
+            slots.reserve_exact(STATIC_DH_CACHE);
+        }
+        if slots.len() < STATIC_DH_CACHE {
+            slots.push((peer, Zeroizing::new(**shared)));
+        } else if let Some(oldest) = slots.get_mut(*next) {
+            // The assignment drops (and so zeroes) the evicted secret.
+            *oldest = (peer, Zeroizing::new(**shared));
+            *next = (*next + 1) % STATIC_DH_CACHE;
+        }
+    }
+
+    /// Peers cached.
+    pub fn len(&self) -> usize {
+        self.lock().slots.len()
+    }
+
+    /// Whether no peer is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops (and so zeroes) every entry.
+    pub fn clear(&self) {
+        let mut guard = self.lock();
+        guard.slots.clear();
+        guard.next = 0;
+    }
+}
+
+/// A long-term identity: the seed and the two keys derived from it, and the static-static
+/// Diffie-Hellman results of its key with the peers it met (module docs).
 pub struct Identity {
     seed: Secret,
     x25519_secret: Secret,
     x25519_public: [u8; KEY_LEN],
     signing: SigningKey,
+    /// The only strong reference: sessions hold a [`Weak`] one, so the cache (and every secret
+    /// in it) goes with the identity.
+    dh_cache: Arc<StaticDhCache>,
+}
+
+impl Drop for Identity {
+    fn drop(&mut self) {
+        // A handshake running on another thread may hold the cache for a moment: wipe the
+        // entries now rather than when that reference goes.
+        self.dh_cache.clear();
+    }
 }
 
 impl core::fmt::Debug for Identity {
@@ -89,7 +218,18 @@ impl Identity {
             x25519_secret,
             signing: SigningKey::from_bytes(&ed_seed),
             seed: Zeroizing::new(*seed),
+            dh_cache: Arc::new(StaticDhCache::new()),
         })
+    }
+
+    /// The static-static Diffie-Hellman cache of this identity's key.
+    pub fn dh_cache(&self) -> &StaticDhCache {
+        &self.dh_cache
+    }
+
+    /// A reference to the cache that does not keep it alive past the identity (for sessions).
+    pub(crate) fn dh_cache_weak(&self) -> Weak<StaticDhCache> {
+        Arc::downgrade(&self.dh_cache)
     }
 
     /// The X25519 public key: the identity's name in secure sessions.
@@ -355,6 +495,64 @@ mod tests {
             assert_eq!(err.code(), "IDENTITY_FILE", "{why}");
             assert!(err.to_string().contains(why), "{why}: {err}");
         }
+    }
+
+    #[test]
+    fn static_dh_cache_agrees_is_bounded_and_goes_with_the_identity() {
+        let id = Identity::from_seed(&[3; 32]).unwrap();
+        let peer = Identity::from_seed(&[4; 32]).unwrap();
+        let cache = id.dh_cache();
+        assert!(cache.is_empty());
+        let direct = primitives::dh(id.static_secret(), &peer.public_key()).unwrap();
+        let first = cache.dh(id.static_secret(), &peer.public_key()).unwrap();
+        assert_eq!(*first, *direct);
+        assert_eq!(cache.len(), 1);
+        let hit = cache.get(&peer.public_key()).unwrap();
+        assert_eq!(*hit, *direct);
+        assert_eq!(
+            *cache.dh(id.static_secret(), &peer.public_key()).unwrap(),
+            *direct
+        );
+        assert_eq!(cache.len(), 1, "a hit adds nothing");
+        // A low-order key fails and is not cached.
+        assert_eq!(
+            cache
+                .dh(id.static_secret(), &[0; KEY_LEN])
+                .unwrap_err()
+                .code(),
+            "HANDSHAKE_FAILED"
+        );
+        assert!(cache.get(&[0; KEY_LEN]).is_none());
+        assert_eq!(cache.len(), 1);
+        // 300 more peers: the size stays at the bound, the oldest go first.
+        let keys: Vec<[u8; KEY_LEN]> = (0..300u16)
+            .map(|i| {
+                let mut seed = [9u8; 32];
+                seed[1..3].copy_from_slice(&i.to_le_bytes());
+                primitives::x25519_public(&seed)
+            })
+            .collect();
+        for key in &keys {
+            cache.dh(id.static_secret(), key).unwrap();
+            assert!(cache.len() <= STATIC_DH_CACHE);
+        }
+        assert_eq!(cache.len(), STATIC_DH_CACHE);
+        assert!(cache.get(&peer.public_key()).is_none(), "evicted first");
+        assert!(cache.get(&keys[300 - STATIC_DH_CACHE - 1]).is_none());
+        for key in &keys[300 - STATIC_DH_CACHE..] {
+            assert_eq!(
+                *cache.get(key).unwrap(),
+                *primitives::dh(id.static_secret(), key).unwrap()
+            );
+        }
+        cache.clear();
+        assert!(cache.is_empty());
+        // The identity holds the only strong reference: dropping it drops the cache.
+        cache.dh(id.static_secret(), &peer.public_key()).unwrap();
+        let weak = id.dh_cache_weak();
+        assert_eq!(weak.upgrade().map(|c| c.len()), Some(1));
+        drop(id);
+        assert!(weak.upgrade().is_none());
     }
 
     #[test]

@@ -14,8 +14,11 @@
 //! and DH output is held in a zeroizing wrapper. A handshake state that failed once refuses
 //! every later step.
 
+use std::sync::Weak;
+
 use zeroize::Zeroizing;
 
+use super::identity::StaticDhCache;
 use super::primitives::{self, Aead, Cipher, HASH_LEN, KEY_LEN, Secret, TAG_LEN};
 use crate::error::{Error, Result};
 
@@ -387,8 +390,16 @@ pub struct HandshakeKeys<'a> {
     pub local_public: Option<[u8; KEY_LEN]>,
     /// The responder's static public key, known beforehand by an IK or NK initiator.
     pub remote_static: Option<[u8; KEY_LEN]>,
-    /// A fixed ephemeral secret, for test vectors only; `None` draws one from the OS.
+    /// An ephemeral secret drawn beforehand (a responder draws its own when the connection is
+    /// accepted), or a fixed one for test vectors; `None` draws one from the OS when the `e`
+    /// token is written. Used for one handshake only.
     pub ephemeral: Option<&'a [u8; KEY_LEN]>,
+    /// The public key of `ephemeral`, when the caller computed it beforehand.
+    pub ephemeral_public: Option<[u8; KEY_LEN]>,
+    /// The static-static Diffie-Hellman cache of `local_static` (it must be that key's): the
+    /// `ss` token looks the peer up there first and caches what it computes. A cache gone by
+    /// the time of the `ss` token is not used.
+    pub dh_cache: Option<&'a Weak<StaticDhCache>>,
 }
 
 /// One side of a handshake (Noise rev 34 §5.3).
@@ -400,7 +411,8 @@ pub struct HandshakeState {
     e: Option<Keypair>,
     rs: Option<[u8; KEY_LEN]>,
     re: Option<[u8; KEY_LEN]>,
-    fixed_e: Option<Secret>,
+    fixed_e: Option<Keypair>,
+    dh_cache: Option<Weak<StaticDhCache>>,
     next: usize,
     failed: bool,
 }
@@ -497,7 +509,14 @@ impl HandshakeState {
             e: None,
             rs: keys.remote_static,
             re: None,
-            fixed_e: keys.ephemeral.map(|k| Zeroizing::new(*k)),
+            fixed_e: keys.ephemeral.map(|secret| match keys.ephemeral_public {
+                Some(public) => Keypair {
+                    secret: Zeroizing::new(*secret),
+                    public,
+                },
+                None => Keypair::from_secret(secret),
+            }),
+            dh_cache: keys.dh_cache.cloned(),
             next: 0,
             failed: false,
         })
@@ -561,6 +580,11 @@ impl HandshakeState {
         let (Some(local), Some(remote)) = (local, remote) else {
             return Err(missing());
         };
+        if token == Token::Ss
+            && let Some(cache) = self.dh_cache.as_ref().and_then(Weak::upgrade)
+        {
+            return cache.dh(&local.secret, remote);
+        }
         primitives::dh(&local.secret, remote)
     }
 
@@ -585,11 +609,10 @@ impl HandshakeState {
         for &token in tokens {
             match token {
                 Token::E => {
-                    let secret = match self.fixed_e.take() {
-                        Some(k) => k,
-                        None => primitives::random::<KEY_LEN>()?,
+                    let e = match self.fixed_e.take() {
+                        Some(e) => e,
+                        None => Keypair::from_secret(&*primitives::random::<KEY_LEN>()?),
                     };
-                    let e = Keypair::from_secret(&secret);
                     out.extend_from_slice(&e.public);
                     self.symmetric.mix_hash(&e.public);
                     self.e = Some(e);

@@ -32,13 +32,15 @@
 //! Bounds: a hello is at most [`hello::MAX_HELLO`] bytes; the decoder holds at most one
 //! unfinished frame of at most the payload limit; the handshake state is of fixed size.
 
+use std::sync::Weak;
+
 use zeroize::Zeroizing;
 
 use super::compress::{self, Compressor};
 use super::hello::{self, COMPRESSION, SECURE};
-use super::identity::Identity;
+use super::identity::{Identity, StaticDhCache};
 use super::noise::{HandshakeKeys, HandshakeState, Pattern};
-use super::primitives::{Cipher, KEY_LEN, Secret};
+use super::primitives::{self, Cipher, KEY_LEN, Secret};
 use super::transport::{Direction, MAX_SEALED_BODY, RekeyPolicy, SEALED_OVERHEAD};
 use crate::error::{Error, Result};
 use crate::packet::handshake::{self, EXTENDED_SIZE, Strictness};
@@ -121,7 +123,8 @@ pub struct ResponderConfig<'a> {
     pub ciphers: &'a [Cipher],
     /// Limits.
     pub limits: SessionLimits,
-    /// A fixed ephemeral secret, for tests only.
+    /// A fixed ephemeral secret, for tests only; without one, the session draws its ephemeral
+    /// key pair when it is created (before the hello arrives).
     pub ephemeral: Option<[u8; KEY_LEN]>,
 }
 
@@ -241,6 +244,8 @@ pub struct SecureSession {
     local_static: Option<Secret>,
     local_public: [u8; KEY_LEN],
     ephemeral: Option<Secret>,
+    ephemeral_public: Option<[u8; KEY_LEN]>,
+    dh_cache: Option<Weak<StaticDhCache>>,
     noise: Option<HandshakeState>,
     hello: [u8; EXTENDED_SIZE],
     pattern: Option<Pattern>,
@@ -304,6 +309,8 @@ impl SecureSession {
             local_static: None,
             local_public: [0; KEY_LEN],
             ephemeral: None,
+            ephemeral_public: None,
+            dh_cache: None,
             noise: None,
             hello: [0; EXTENDED_SIZE],
             pattern: None,
@@ -336,6 +343,7 @@ impl SecureSession {
         let fields = handshake::build_extended(config.flags | SECURE, config.max_in_flight);
         let head = hello::build(config.flags, config.max_in_flight, pattern, cipher, 1, &[])?;
         let ephemeral = config.ephemeral.map(Zeroizing::new);
+        let dh_cache = config.identity.map(Identity::dh_cache_weak);
         let mut noise = HandshakeState::with_cipher(
             pattern,
             cipher,
@@ -346,6 +354,8 @@ impl SecureSession {
                 local_public: config.identity.map(Identity::public_key),
                 remote_static: config.server_key,
                 ephemeral: ephemeral.as_deref(),
+                ephemeral_public: None,
+                dh_cache: dh_cache.as_ref(),
             },
         )?;
         let mut message = Vec::with_capacity(128);
@@ -367,10 +377,13 @@ impl SecureSession {
         Ok((session, payload))
     }
 
-    /// A server session waiting for a client's hello.
+    /// A server session waiting for a client's hello. Its ephemeral key pair is drawn here, so
+    /// that reading the hello and writing the reply spend no time on it; the pair serves this
+    /// one handshake and is zeroed with it.
     ///
     /// # Errors
-    /// `INVALID_ARGUMENT` for no accepted pattern or cipher, or a limit out of range.
+    /// `INVALID_ARGUMENT` for no accepted pattern or cipher, or a limit out of range;
+    /// `ENTROPY_UNAVAILABLE`.
     pub fn responder(config: &ResponderConfig<'_>) -> Result<Self> {
         if config.patterns.is_empty() {
             return Err(Error::InvalidArgument(
@@ -387,7 +400,13 @@ impl SecureSession {
         session.ciphers = config.ciphers.to_vec();
         session.local_static = Some(Zeroizing::new(*config.identity.static_secret()));
         session.local_public = config.identity.public_key();
-        session.ephemeral = config.ephemeral.map(Zeroizing::new);
+        let ephemeral = match config.ephemeral {
+            Some(fixed) => Zeroizing::new(fixed),
+            None => primitives::random::<KEY_LEN>()?,
+        };
+        session.ephemeral_public = Some(primitives::x25519_public(&ephemeral));
+        session.ephemeral = Some(ephemeral);
+        session.dh_cache = Some(config.identity.dh_cache_weak());
         session.step = Step::AwaitHello;
         Ok(session)
     }
@@ -466,6 +485,8 @@ impl SecureSession {
             self.noise = None;
             self.local_static = None;
             self.ephemeral = None;
+            self.ephemeral_public = None;
+            self.dh_cache = None;
             self.send = None;
             self.recv = None;
         }
@@ -502,6 +523,8 @@ impl SecureSession {
         self.recv = Some(Direction::new(recv, self.peer_rekey));
         self.local_static = None;
         self.ephemeral = None;
+        self.ephemeral_public = None;
+        self.dh_cache = None;
         self.step = Step::Done;
         self.mode = Mode::Sealed;
         if self.agreed & COMPRESSION != 0 {
@@ -552,6 +575,7 @@ impl SecureSession {
             .take()
             .ok_or_else(|| failed("no server key"))?;
         let ephemeral = self.ephemeral.take();
+        let dh_cache = self.dh_cache.take();
         let mut noise = HandshakeState::with_cipher(
             h.pattern,
             h.cipher,
@@ -562,6 +586,8 @@ impl SecureSession {
                 local_public: Some(self.local_public),
                 remote_static: None,
                 ephemeral: ephemeral.as_deref(),
+                ephemeral_public: self.ephemeral_public.take(),
+                dh_cache: dh_cache.as_ref(),
             },
         )?;
         let mut inner = Zeroizing::new(Vec::with_capacity(hello::INITIATOR_PAYLOAD_LEN));
@@ -784,6 +810,8 @@ impl SecureSession {
         self.noise = None;
         self.local_static = None;
         self.ephemeral = None;
+        self.ephemeral_public = None;
+        self.dh_cache = None;
         self.step = Step::Done;
         self.mode = Mode::Plain;
         if self.decoder.buffered() == 0 {
@@ -1069,5 +1097,49 @@ fn plain_frame(f: DecodedFrame, base: usize) -> OpenedFrame {
             },
             Payload::Assembled(bytes) => OpenedPayload::Owned(bytes),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_responder_holds_its_ephemeral_pair_from_creation_to_the_reply() {
+        let id = Identity::from_seed(&[8; 32]).unwrap();
+        let config = |ephemeral| ResponderConfig {
+            identity: &id,
+            patterns: &Pattern::ALL,
+            ciphers: &Cipher::ALL,
+            limits: SessionLimits::default(),
+            ephemeral,
+        };
+        let mut server = SecureSession::responder(&config(None)).unwrap();
+        let public = server.ephemeral_public.unwrap();
+        let secret = server.ephemeral.as_deref().copied().unwrap();
+        assert_eq!(primitives::x25519_public(&secret), public);
+        let fixed = SecureSession::responder(&config(Some([0x22; 32]))).unwrap();
+        assert_eq!(
+            fixed.ephemeral_public,
+            Some(primitives::x25519_public(&[0x22; 32]))
+        );
+        let (mut client, hello) = SecureSession::initiator(&InitiatorConfig {
+            pattern: Pattern::Nk,
+            identity: None,
+            server_key: Some(id.public_key()),
+            cipher: Cipher::ChaChaPoly,
+            flags: 0,
+            max_in_flight: 0,
+            limits: SessionLimits::default(),
+            ephemeral: None,
+        })
+        .unwrap();
+        server.read_hello(&hello).unwrap();
+        assert!(server.ephemeral.is_none() && server.ephemeral_public.is_none());
+        let reply = server.accept(0, 16).unwrap();
+        // Message 2 starts with the pre-drawn public key (after the hello's fixed fields).
+        assert!(reply.windows(KEY_LEN).any(|w| w == public));
+        client.read_reply(&reply).unwrap();
+        assert!(server.is_established() && client.is_established());
     }
 }
