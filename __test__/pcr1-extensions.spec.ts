@@ -16,7 +16,7 @@ import {
   type RequestContext,
   type ServerOptions,
 } from '../ts/index.js'
-import { CONTROL, CONTROL_REPLY, Pcr1Peer, REQUEST, RESPONSE, pcr1Frame, pcr1Server, type RawPcr1Frame } from './helpers/pcr1.js'
+import { CONTROL, CONTROL_REPLY, Pcr1Peer, Pcr1Reader, REQUEST, RESPONSE, pcr1Frame, pcr1Server, type RawPcr1Frame } from './helpers/pcr1.js'
 
 const BOTH = Capability.IdempotencyKeys | Capability.TraceContext
 const TRACEPARENT = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'
@@ -68,24 +68,22 @@ async function counted(t: ExecutionContext, options: ServerOptions = {}): Promis
   return c
 }
 
-/** Whole PCR1 frames of a byte stream, split by the header's length (offset 12, big-endian). */
-class Splitter {
-  #rest = Buffer.alloc(0)
-  push(chunk: Buffer): Buffer[] {
-    let buf = this.#rest.length > 0 ? Buffer.concat([this.#rest, chunk]) : chunk
-    const frames: Buffer[] = []
-    while (buf.length >= 16 && buf.length >= 16 + buf.readUInt32BE(12)) {
-      const size = 16 + buf.readUInt32BE(12)
-      frames.push(Buffer.from(buf.subarray(0, size)))
-      buf = buf.subarray(size)
-    }
-    this.#rest = Buffer.from(buf)
-    return frames
-  }
+/** A raw PCR1 server that answers the offer with `answer` and every REQUEST with `"served"`, recording the REQUESTs. */
+async function answeringServer(t: ExecutionContext, answer: (offer: RawPcr1Frame) => Buffer): Promise<{ port: number; requests: RawPcr1Frame[] }> {
+  const requests: RawPcr1Frame[] = []
+  const { port } = await pcr1Server(
+    t,
+    (f, socket) => {
+      if (f.type === CONTROL) socket.write(answer(f))
+      else {
+        requests.push(f)
+        socket.write(pcr1Frame(RESPONSE, f.corr, { ok: true, output: 'served' }))
+      }
+    },
+    { offer: 'handler' },
+  )
+  return { port, requests }
 }
-
-const typeOf = (frame: Buffer) => frame.readUInt8(4)
-const bodyOf = (frame: Buffer) => JSON.parse(frame.subarray(16).toString('utf8')) as Record<string, unknown>
 
 /**
  * A TCP relay between a PCR1 client and server that records every frame the client sends and
@@ -95,7 +93,7 @@ const bodyOf = (frame: Buffer) => JSON.parse(frame.subarray(16).toString('utf8')
 class Pcr1Relay {
   port = 0
   /** Every frame towards the server, on every link, in order. */
-  readonly toServer: Buffer[] = []
+  readonly toServer: RawPcr1Frame[] = []
   links = 0
   dropped = 0
   #drops = 0
@@ -113,21 +111,21 @@ class Pcr1Relay {
       }
       down.on('error', cut).on('close', cut)
       up.on('error', cut).on('close', cut)
-      const fromClient = new Splitter()
+      const fromClient = new Pcr1Reader()
       down.on('data', (chunk: Buffer) => {
         this.toServer.push(...fromClient.push(chunk))
         up.write(chunk)
       })
-      const fromServer = new Splitter()
+      const fromServer = new Pcr1Reader()
       up.on('data', (chunk: Buffer) => {
         for (const frame of fromServer.push(chunk)) {
-          if (typeOf(frame) === RESPONSE && this.#drops > 0) {
+          if (frame.type === RESPONSE && this.#drops > 0) {
             this.#drops--
             this.dropped++
             cut()
             return
           }
-          down.write(frame)
+          down.write(frame.raw)
         }
       })
     })
@@ -155,7 +153,7 @@ class Pcr1Relay {
 
   /** The bodies of the REQUEST frames the client sent. */
   requests(): Record<string, unknown>[] {
-    return this.toServer.filter((f) => typeOf(f) === REQUEST).map(bodyOf)
+    return this.toServer.filter((f) => f.type === REQUEST).map((f) => f.body as Record<string, unknown>)
   }
 }
 
@@ -175,8 +173,8 @@ test('polycall client and server negotiate both extensions; a lost RESPONSE: res
   t.deepEqual(connects, [BOTH])
   t.is(c.stats().capabilities, BOTH)
   // The first frame of the connection is the offer, answered with both extensions.
-  t.is(typeOf(relay.toServer[0]!), CONTROL)
-  t.deepEqual(bodyOf(relay.toServer[0]!), OFFER)
+  t.is(relay.toServer[0]!.type, CONTROL)
+  t.deepEqual(relay.toServer[0]!.body, OFFER)
   relay.drop(1)
   const out = await c.request('shop.charge', { id: 'order-1' }, { idempotent: true, timeout: 5000, trace: TRACEPARENT })
   t.deepEqual(out, { id: 'order-1', charged: true })
@@ -287,18 +285,7 @@ test('only a well-formed positive answer naming offered extensions turns anythin
     ['the CONTROL sent back (an echo peer)', (f) => f.raw],
   ]
   for (const [what, answer] of answers) {
-    const requests: RawPcr1Frame[] = []
-    const { port } = await pcr1Server(
-      t,
-      (f, socket) => {
-        if (f.type === CONTROL) socket.write(answer(f))
-        else {
-          requests.push(f)
-          socket.write(pcr1Frame(RESPONSE, f.corr, { ok: true, output: 'served' }))
-        }
-      },
-      { offer: 'handler' },
-    )
+    const { port, requests } = await answeringServer(t, answer)
     const c = client(t, port, { reconnect: false })
     await c.connect()
     t.is(c.stats().capabilities, 0, what)
@@ -307,18 +294,7 @@ test('only a well-formed positive answer naming offered extensions turns anythin
     await c.close()
   }
   // A positive answer with a subset turns on that subset only.
-  const requests: RawPcr1Frame[] = []
-  const { port } = await pcr1Server(
-    t,
-    (f, socket) => {
-      if (f.type === CONTROL) socket.write(pcr1Frame(CONTROL_REPLY, f.corr, { ok: true, data: { extensions: ['traceparent'] } }))
-      else {
-        requests.push(f)
-        socket.write(pcr1Frame(RESPONSE, f.corr, { ok: true, output: 'served' }))
-      }
-    },
-    { offer: 'handler' },
-  )
+  const { port, requests } = await answeringServer(t, (f) => pcr1Frame(CONTROL_REPLY, f.corr, { ok: true, data: { extensions: ['traceparent'] } }))
   const c = client(t, port, { reconnect: false })
   await c.connect()
   t.is(c.stats().capabilities, Capability.TraceContext)

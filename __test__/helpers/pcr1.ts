@@ -41,7 +41,7 @@ export function pcr1Frame(
 }
 
 /** Splits a byte stream into PCR1 frames (whole frames only; the rest stays buffered). */
-class Reader {
+export class Pcr1Reader {
   #buf = Buffer.alloc(0)
   push(chunk: Buffer): RawPcr1Frame[] {
     this.#buf = Buffer.concat([this.#buf, chunk])
@@ -74,7 +74,7 @@ class Reader {
 
 /** A client-side PCR1 peer over a real socket. */
 export class Pcr1Peer extends SocketPeer<RawPcr1Frame> {
-  readonly #reader = new Reader()
+  readonly #reader = new Pcr1Reader()
 
   private constructor(socket: Socket) {
     super(socket, 'PCR1 frame')
@@ -109,7 +109,7 @@ export async function pcr1Server(
   options: Pcr1ServerOptions = {},
 ): Promise<{ server: Server; port: number }> {
   const server = createServer((socket) => {
-    const reader = new Reader()
+    const reader = new Pcr1Reader()
     socket.on('data', (chunk: Buffer) => {
       for (const f of reader.push(chunk)) {
         const action = (f.body as { action?: unknown } | null)?.action
