@@ -877,6 +877,7 @@ module.exports.secureReadHello = nativeBinding.secureReadHello
 module.exports.secureReadReply = nativeBinding.secureReadReply
 module.exports.secureResponder = nativeBinding.secureResponder
 module.exports.secureSeal = nativeBinding.secureSeal
+module.exports.secureSealInPlace = nativeBinding.secureSealInPlace
 module.exports.secureSetCompression = nativeBinding.secureSetCompression
 module.exports.secureSetMeta = nativeBinding.secureSetMeta
 module.exports.secureState = nativeBinding.secureState

@@ -344,6 +344,13 @@ export declare function secureResponder(identity: BindingIdentity, patterns: Arr
  */
 export declare function secureSeal(handle: number, count: number, payloads: Uint8Array, out: Buffer): number
 
+/**
+ * Seals in place the frames laid out in `buf[start..end]` (see
+ * `SecureSession::seal_in_place`: a provisional header, the body and 16 bytes of room for the
+ * tag each) and returns the offset in `buf` where the sealed frames end.
+ */
+export declare function secureSealInPlace(handle: number, buf: Buffer, start: number, end: number): number
+
 /** Turns lz4 compression on for payloads of at least `threshold` bytes, or off. */
 export declare function secureSetCompression(handle: number, threshold?: number | undefined | null): void
 

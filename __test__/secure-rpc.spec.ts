@@ -2,7 +2,9 @@
 // pattern, over TLS too, admission by key, how requireAuth and authenticate see the key,
 // refusals and their codes, options.
 import test from 'ava'
+import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
+import { connect as netConnect, createServer as createNetServer, type AddressInfo } from 'node:net'
 import {
   Capability,
   ErrorCode,
@@ -239,6 +241,40 @@ test('compression negotiated on both sides: large payloads round-trip; one side 
   await one.connect()
   t.falsy(one.stats().capabilities & Capability.Compression)
   t.is(await one.request('echo', text), text)
+})
+
+test('a busy tick mixes frames sealed in the write arena with staged large ones: order, compression and rekeys hold', async (t) => {
+  const serverId = identity(t)
+  const { port } = await startServer(t, { secure: { identity: serverId, compress: true, rekeyFrames: 3 } })
+  // A relay that counts what the client sends.
+  let upstream = 0
+  const relay = createNetServer((inbound) => {
+    const out = netConnect(port, '127.0.0.1')
+    inbound.on('data', (d: Buffer) => (upstream += d.length))
+    inbound.pipe(out).pipe(inbound)
+    inbound.on('error', () => out.destroy())
+    out.on('error', () => inbound.destroy())
+  })
+  await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => relay.close(() => resolve())))
+  const client = newClient(t, (relay.address() as AddressInfo).port, {
+    secure: { serverKey: serverId.toString(), compress: true, rekeyFrames: 2 },
+  })
+  await client.connect()
+  // Sizes on both sides of the arena's limit (about 2 KiB), compressible and not, and empty.
+  const sizes = [0, 10, 600, 1500, 2000, 2100, 5000, 30_000]
+  const payloads = Array.from({ length: 64 }, (_, i) => {
+    const n = sizes[i % sizes.length]!
+    return i % 3 === 0 ? randomBytes(n).toString('base64').slice(0, n) : `${i}:`.padEnd(n, 'z')
+  })
+  const out = await Promise.all(payloads.map((p) => client.request('echo', p)))
+  t.deepEqual(out, payloads)
+  // Compressible frames that fit the arena are compressed there, before sealing.
+  const small = Array.from({ length: 40 }, (_, i) => `${i}:`.padEnd(1800, 'q'))
+  const before = upstream
+  t.deepEqual(await Promise.all(small.map((p) => client.request('echo', p))), small)
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  t.true(upstream - before < 40 * 1800 / 4, `${upstream - before} bytes sent for ${40 * 1800} bytes of payloads`)
 })
 
 test('rekeying after a few frames keeps a long session working both ways', async (t) => {

@@ -393,7 +393,7 @@ async function pcr1Client(port: number): Promise<ClientHandle> {
 
 // ---- the secure systems ------------------------------------------------------------------
 
-const { Identity } = (await import(dist ? '../dist/index.js' : '../ts/index.js')) as typeof import('../ts/index.js')
+const { Identity, preferredCipher } = (await import(dist ? '../dist/index.js' : '../ts/index.js')) as typeof import('../ts/index.js')
 const fixture = (name: string) => readFileSync(new URL(`../__test__/fixtures/tls/${name}`, import.meta.url))
 const require = createRequire(import.meta.url)
 
@@ -1517,7 +1517,9 @@ in rotated order; the tables give the **median** and the range.
 ${machine()}
 
 - **polycall sealed**: a secure session, Noise IK (the client has an identity and pins the
-  server key), ChaCha20-Poly1305 per frame, sealed in one native call per tick.
+  server key), the client's preferred cipher (${sealedCipher === 'auto' ? `${preferredCipher() === 'AESGCM' ? 'AES-256-GCM' : 'ChaCha20-Poly1305'} on this machine` : sealedCipher}),
+  small frames written into the write arena and sealed there in place, one native call per
+  write, larger ones staged and sealed in one native call per tick.
 - **polycall over TLS**: the same client and server with node:tls underneath (the test
   certificates, TLS 1.3).
 - **polycall**: plaintext, as in rpc.md.

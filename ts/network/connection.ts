@@ -16,8 +16,12 @@
  * channel, which decodes and opens each socket chunk in one native call. While the channel
  * holds at a handshake frame, the socket is paused and later bytes wait in the channel (at most
  * 64 KiB) until the owner's handshake step is done; once the owner calls
- * {@link Connection.seal}, every frame queued in a tick is sealed in one native call at flush
- * time. A connection without a secure session does none of this work.
+ * {@link Connection.seal}, frames are sealed in batches: small ones are written into the write
+ * arena behind a provisional header, with room for the tag, and sealed there in place by one
+ * native call when the arena's region is handed to the socket; larger ones are staged and
+ * sealed in one native call at flush time (or once a batch is big enough). Both keep the order
+ * in which frames were queued, which is the order of their nonces. A connection without a
+ * secure session does none of this work.
  * Internal module: not exported from the package entry points.
  * @packageDocumentation
  */
@@ -136,6 +140,25 @@ interface SecureLink {
 
 const EMPTY = Buffer.alloc(0)
 const wholeNow = (): number => Math.floor(now())
+
+/**
+ * Writes the provisional header of a frame to seal in place (the v1 layout with the body's
+ * length; the native call writes the real one).
+ */
+function provisionalHeader(t: Buffer, at: number, type: number, flags: number, sequence: number, len: number): void {
+  t[at] = 1
+  t[at + 1] = type
+  t[at + 2] = flags
+  t[at + 3] = flags >>> 8
+  t[at + 4] = sequence
+  t[at + 5] = sequence >>> 8
+  t[at + 6] = sequence >>> 16
+  t[at + 7] = sequence >>> 24
+  t[at + 8] = len
+  t[at + 9] = len >>> 8
+  t[at + 10] = len >>> 16
+  t[at + 11] = len >>> 24
+}
 const SOLO_SMALL = 1
 const FLUSH_SCHEDULED = 2
 const NEED_DRAIN = 4
@@ -166,6 +189,13 @@ const EARLY_SEAL = 16 * 1024
  */
 const EARLY_SEAL_SMALL = 4 * 1024
 const EARLY_SEAL_FRAMES = 16
+/**
+ * Room a sealed frame takes in the write arena beyond its body: the header, then the tag, which
+ * the native call writes when it seals the arena's frames in place.
+ */
+const SEALED_ROOM = 32
+/** Size of a sealed tick's first arena (from Node's buffer pool); later ones are {@link ARENA_SIZE}. */
+const SEALED_FIRST_ARENA = 2048
 const PAUSE_BIT: Record<PauseReason, number> = { dispatch: 1, drain: 2, owner: 4, replies: 8, write: 16 }
 const DISPATCH = PAUSE_BIT.dispatch
 const WRITE = PAUSE_BIT.write
@@ -353,7 +383,17 @@ export class Connection implements Ticking {
   send(type: number, sequence: number, payload?: Uint8Array, flags?: number): void {
     if (this.#closed || this.#ending) return
     const body = payload ?? EMPTY
-    if (this.#bits & SEALING) return this.#stageSealed(type, sequence, body, flags)
+    if (this.#bits & SEALING) {
+      if (body.length + SEALED_ROOM > ARENA_FRAME_MAX) return this.#stageSealed(type, sequence, body, flags)
+      if (this.#secure!.count > 0 && !this.#sealStaged(true)) return
+      const at = this.#sealedSlot(body.length + SEALED_ROOM)
+      const arena = this.#arena!
+      provisionalHeader(arena, at, type, flags ?? DEFAULT_FLAGS[type]!, sequence, body.length)
+      arena.set(body, at + 16)
+      this.#arenaWritten(body.length + SEALED_ROOM)
+      this.#queued()
+      return
+    }
     const small = this.#wire.encodeInto !== undefined && !this.legacy && body.length + 16 <= ARENA_FRAME_MAX
     if (small && (this.#arena || this.#soloSmall)) {
       if (!this.#arena) {
@@ -401,6 +441,18 @@ export class Connection implements Ticking {
     c: C,
   ): boolean {
     if (!this.canSendInto(bound)) return false
+    if ((this.#bits & SEALING) !== 0) {
+      // Sealed: the payload goes into the arena behind a provisional header, and the arena's
+      // frames are sealed in place, all in one native call, when the region is handed on.
+      if (this.#secure!.count > 0 && !this.#sealStaged(true)) return true
+      const at = this.#sealedSlot(bound + SEALED_ROOM)
+      const arena = this.#arena!
+      const len = write(arena, at + 16, a, b, c) - at - 16
+      provisionalHeader(arena, at, type, DEFAULT_FLAGS[type]!, sequence, len)
+      this.#arenaWritten(len + SEALED_ROOM)
+      this.#queued()
+      return true
+    }
     const header = this.#wire.headerInto!
     if (!this.#arena) {
       // A second small frame in this tick: move the first into a fresh arena.
@@ -427,6 +479,7 @@ export class Connection implements Ticking {
    * @returns whether `sendInto` would queue it now
    */
   canSendInto(bound: number): boolean {
+    if ((this.#bits & SEALING) !== 0) return bound >= 0 && bound + SEALED_ROOM <= ARENA_FRAME_MAX && (this.#bits & (CLOSED | ENDING)) === 0
     return (
       bound >= 0 &&
       bound + 16 <= ARENA_FRAME_MAX &&
@@ -484,7 +537,10 @@ export class Connection implements Ticking {
    * before still leave first, as they are.
    */
   seal(): void {
-    if (this.#secure !== undefined) this.#bits |= SEALING
+    if (this.#secure === undefined) return
+    // What the arena holds so far leaves as it is; the frames after it are sealed.
+    this.#takeArena()
+    this.#bits = (this.#bits | SEALING) & ~SOLO_SMALL
   }
 
   /**
@@ -607,11 +663,60 @@ export class Connection implements Ticking {
   }
 
   /** Moves the arena's filled, unsent region onto the queue (keeping frame order). */
-  #takeArena(): void {
-    if (this.#arena && this.#arenaPos > this.#arenaStart) {
-      ;(this.#queue ??= []).push(this.#arena.subarray(this.#arenaStart, this.#arenaPos))
+  /** Returns false when the arena's frames could not be sealed (the connection is destroyed). */
+  #takeArena(): boolean {
+    const arena = this.#arena
+    if (arena && this.#arenaPos > this.#arenaStart) {
+      const end = (this.#bits & SEALING) !== 0 ? this.#sealArena(arena) : this.#arenaPos
+      if (end < 0) return false
+      ;(this.#queue ??= []).push(arena.subarray(this.#arenaStart, end))
       this.#arenaStart = this.#arenaPos
     }
+    return true
+  }
+
+  /**
+   * Seals the arena's unsent frames in place (one native call) and returns where they end, or
+   * -1 when the session can no longer seal: the connection is destroyed and drops what it queued.
+   */
+  #sealArena(arena: Buffer): number {
+    const start = this.#arenaStart
+    const end = this.#arenaPos
+    try {
+      const sealed = this.#secure!.channel.sealInPlace(arena, start, end)
+      this.#queuedBytes -= end - sealed
+      return sealed
+    } catch (e) {
+      this.#arena = undefined
+      this.#arenaStart = this.#arenaPos = 0
+      this.#queue = undefined
+      this.#queuedBytes = 0
+      this.destroy(isPolyCallError(e) ? e : new PolyCallError(ErrorCode.INTERNAL, 'sealing failed', { cause: e }))
+      return -1
+    }
+  }
+
+  /**
+   * Makes room for a sealed frame of `need` bytes in the arena and returns its offset. A tick's
+   * first arena is a small pooled buffer; when it fills up, its unsent frames move into a
+   * full-size arena (they are not sealed yet, so they can move).
+   */
+  #sealedSlot(need: number): number {
+    const arena = this.#arena
+    if (arena === undefined) {
+      this.#arena = Buffer.allocUnsafe(need <= SEALED_FIRST_ARENA ? SEALED_FIRST_ARENA : ARENA_SIZE)
+      this.#arenaStart = this.#arenaPos = 0
+    } else if (arena.length - this.#arenaPos < need) {
+      const used = this.#arenaPos - this.#arenaStart
+      if (arena.length < ARENA_SIZE && used + need <= ARENA_SIZE) {
+        const grown = Buffer.allocUnsafe(ARENA_SIZE)
+        arena.copy(grown, 0, this.#arenaStart, this.#arenaPos)
+        this.#arena = grown
+        this.#arenaStart = 0
+        this.#arenaPos = used
+      } else this.#newArena()
+    }
+    return this.#arenaPos
   }
 
   #newArena(): void {
@@ -675,6 +780,8 @@ export class Connection implements Ticking {
       if (!keepStage) link.stage = undefined
       return true
     }
+    // Arena frames queued before the staged ones take their nonces first.
+    if (!this.#takeArena()) return false
     const { count, words, pos, estimate } = link
     const stage = link.stage!
     link.words = []
@@ -688,7 +795,6 @@ export class Connection implements Ticking {
       this.destroy(isPolyCallError(e) ? e : new PolyCallError(ErrorCode.INTERNAL, 'sealing failed', { cause: e }))
       return false
     }
-    this.#takeArena()
     ;(this.#queue ??= []).push(bytes)
     this.#queuedBytes += bytes.length - estimate
     return true

@@ -672,6 +672,29 @@ export class SecureChannel {
     }
   }
 
+  /**
+   * @internal Seals in place the frames a connection laid out in `buf[start..end]`: each is a
+   * provisional 16-byte header (the v1 layout, with the body's length; version and checksum
+   * ignored), the body, and 16 bytes left for the tag. Frames are compressed first where that is
+   * on and pays, and closed up over the room they no longer need. One native call.
+   *
+   * @param buf - the buffer holding the frames (overwritten)
+   * @param start - where the first frame starts
+   * @param end - where the last frame's reserved room ends
+   * @returns where the sealed frames end (at most `end`)
+   * @throws what {@link SecureChannel.seal} throws; any failure but an argument error ends the session
+   */
+  sealInPlace(buf: Buffer, start: number, end: number): number {
+    const handle = this.#live()
+    try {
+      return native.secureSealInPlace(handle, buf, start, end)
+    } catch (e) {
+      const err = fromNative(e)
+      if (err.code !== ErrorCode.INVALID_ARGUMENT && err.code !== ErrorCode.PAYLOAD_TOO_LARGE) throw this.#fail([], err)
+      throw err
+    }
+  }
+
   /** What the session knows about itself (one native call). */
   get state(): SecureChannelState {
     const s = native.secureState(this.#live())

@@ -315,6 +315,17 @@ fn plain_sessions_pass_frames_through_with_optional_compression() {
     assert_eq!(out[2] & (flags::ENCRYPTED as u8), 0);
     let decoded = polycall_core::packet::inspect::inspect(&out[..n]).unwrap();
     assert!(decoded.problems.is_empty(), "a valid plain v1 frame");
+    // In place, a plain session writes the same bytes and drops the room kept for tags.
+    let mut buf = laid_out(&[
+        (MessageType::Response, 2, &body),
+        (MessageType::Response, 3, b"x"),
+    ]);
+    let m = server.seal_in_place(&mut buf).unwrap();
+    assert_eq!(&buf[..n], &out[..n]);
+    assert_eq!(
+        &buf[n..m],
+        &encode_frame(MessageType::Response, 0, 3, b"x").unwrap()[..]
+    );
     assert!(
         server.plain().is_err(),
         "plain only once, before the handshake"
@@ -1016,4 +1027,117 @@ fn a_responder_draws_its_ephemeral_when_created_and_a_fixed_one_overrides_it() {
     server.read_hello(&hello).unwrap();
     server.accept(OFFER, 256).unwrap();
     assert!(server.read_hello(&hello).is_err());
+}
+
+/// Lays frames out the way [`SecureSession::seal_in_place`] takes them: a provisional header
+/// (with the body's length), the body, and room for the tag.
+fn laid_out(frames: &[(MessageType, u32, &[u8])]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    for &(kind, sequence, body) in frames {
+        buf.extend([1, kind as u8, 0, 0]);
+        buf.extend(sequence.to_le_bytes());
+        buf.extend((body.len() as u32).to_le_bytes());
+        buf.extend([0xee; 4]);
+        buf.extend(body);
+        buf.extend([0xee; 16]);
+    }
+    buf
+}
+
+/// An established IK pair with fixed ephemerals on both sides: two calls give sessions with the
+/// same keys.
+fn fixed_pair(cipher: Cipher, offer: u16) -> (SecureSession, SecureSession) {
+    let (sid, cid) = (server_identity(), client_identity());
+    let mut config = client_config(Pattern::Ik, &cid, sid.public_key(), limits());
+    config.ephemeral = Some([0x11; 32]);
+    config.cipher = cipher;
+    config.flags = offer;
+    let (mut client, hello) = SecureSession::initiator(&config).unwrap();
+    let mut server = SecureSession::responder(&ResponderConfig {
+        identity: &sid,
+        patterns: &Pattern::ALL,
+        ciphers: &Cipher::ALL,
+        limits: limits(),
+        ephemeral: Some([0x22; 32]),
+    })
+    .unwrap();
+    server.read_hello(&hello).unwrap();
+    client
+        .read_reply(&server.accept(offer, 256).unwrap())
+        .unwrap();
+    (client, server)
+}
+
+#[test]
+fn sealing_in_place_writes_the_bytes_of_a_batch_and_checks_its_layout_first() {
+    let compressible = b"polycall ".repeat(300);
+    let mut noise = vec![0u8; 700];
+    let mut x = 0x1234_5678u32;
+    for b in &mut noise {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *b = x as u8;
+    }
+    let frames: [(MessageType, u32, &[u8]); 5] = [
+        (MessageType::Command, 2, &compressible),
+        (MessageType::Response, 3, b"small"),
+        (MessageType::Heartbeat, 0, b""),
+        (MessageType::Command, 4, &noise),
+        (MessageType::Error, 5, &compressible[..1000]),
+    ];
+    for cipher in Cipher::ALL {
+        for offer in [OFFER, OFFER | COMPRESSION] {
+            let (mut a, _) = fixed_pair(cipher, offer);
+            let (mut b, mut server) = fixed_pair(cipher, offer);
+            let batch = seal(&mut a, &frames);
+            let mut buf = laid_out(&frames);
+            let n = b.seal_in_place(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &batch[..], "{cipher:?} {offer:#x}: same bytes");
+            if offer & COMPRESSION != 0 {
+                assert!(n < buf.len() - 2000, "compressed frames closed up");
+            }
+            let got = push_ok(&mut server, &buf[..n]);
+            assert_eq!(got.len(), frames.len());
+            for (g, f) in got.iter().zip(&frames) {
+                assert_eq!((g.0.kind, g.0.sequence, &g.1[..]), (f.0, f.1, f.2));
+            }
+            // A layout that overruns the region, or names no message type, is refused before
+            // anything is sealed: no nonce is used and the session goes on.
+            let mut short = laid_out(&frames[..2]);
+            short.pop();
+            assert_eq!(
+                b.seal_in_place(&mut short).unwrap_err().code(),
+                "INVALID_ARGUMENT"
+            );
+            let mut bad = laid_out(&frames[..2]);
+            bad[1] = 9;
+            assert!(b.seal_in_place(&mut bad).is_err());
+            let mut huge = laid_out(&frames[1..2]);
+            huge[8..12].copy_from_slice(&(1u32 << 20).to_le_bytes());
+            assert_eq!(
+                b.seal_in_place(&mut huge).unwrap_err().code(),
+                "PAYLOAD_TOO_LARGE"
+            );
+            let mut next = laid_out(&frames[1..2]);
+            let n = b.seal_in_place(&mut next).unwrap();
+            assert_eq!(push_ok(&mut server, &next[..n])[0].1, b"small");
+            assert_eq!(b.seal_in_place(&mut []).unwrap(), 0);
+        }
+    }
+    // Nothing is sealed before the handshake completes.
+    let sid = server_identity();
+    let cid = client_identity();
+    let (mut early, _) = SecureSession::initiator(&client_config(
+        Pattern::Ik,
+        &cid,
+        sid.public_key(),
+        limits(),
+    ))
+    .unwrap();
+    let mut buf = laid_out(&frames[1..2]);
+    assert_eq!(
+        early.seal_in_place(&mut buf).unwrap_err().code(),
+        "INVALID_ARGUMENT"
+    );
 }

@@ -490,6 +490,31 @@ pub fn secure_seal(
     })
 }
 
+/// Seals in place the frames laid out in `buf[start..end]` (see
+/// `SecureSession::seal_in_place`: a provisional header, the body and 16 bytes of room for the
+/// tag each) and returns the offset in `buf` where the sealed frames end.
+#[napi(catch_unwind)]
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "the region lies inside a buffer, so its offsets fit in u32"
+)]
+pub fn secure_seal_in_place(
+    handle: u32,
+    mut buf: BufferSlice,
+    start: u32,
+    end: u32,
+) -> Result<u32, String> {
+    let buf: &mut [u8] = &mut buf;
+    let (start, end) = (start as usize, end as usize);
+    let Some(region) = buf.get_mut(start..end) else {
+        return Err(invalid("the region to seal lies outside the buffer"));
+    };
+    with_entry(handle, |entry, _| {
+        let written = entry.session.seal_in_place(region).map_err(to_js)?;
+        Ok((start + written) as u32)
+    })
+}
+
 /// Declares the end of the stream; throws `TRUNCATED_*` when bytes remain.
 #[napi]
 pub fn secure_end(handle: u32) -> Result<(), String> {

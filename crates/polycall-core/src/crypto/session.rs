@@ -1075,6 +1075,90 @@ impl SecureSession {
         Ok(pos)
     }
 
+    /// Seals, in place, frames a caller laid out end to end in `buf`. Each is 16 bytes of
+    /// provisional header (a v1 header whose length field gives the body's length; its version
+    /// and checksum bytes are ignored), the body, then [`SEALED_OVERHEAD`] bytes reserved for the
+    /// tag. Each frame is compressed first where compression is on and pays, sealed in the sealed
+    /// mode (encoded plain in the plain mode), and moved down over the room an earlier frame no
+    /// longer needed, so the frames end up contiguous in `buf[..n]`; returns `n`. Checks the
+    /// whole layout before it writes anything, so a refused region consumes no nonce.
+    ///
+    /// # Errors
+    /// `INVALID_ARGUMENT` before the session is established (or turned plain), or for a layout
+    /// that does not fill `buf` exactly; `PAYLOAD_TOO_LARGE` for a body over the sealed limit.
+    pub fn seal_in_place(&mut self, buf: &mut [u8]) -> Result<usize> {
+        self.live()?;
+        let sealing = match self.mode {
+            Mode::Sealed => true,
+            Mode::Plain => false,
+            Mode::Handshaking => {
+                return Err(Error::InvalidArgument(
+                    "the secure handshake is not complete: nothing can be sealed yet".into(),
+                ));
+            }
+        };
+        let mut at = 0usize;
+        while at < buf.len() {
+            at += provisional(buf, at)?.3;
+        }
+        let result = self.seal_in_place_checked(buf, sealing);
+        self.settle(result)
+    }
+
+    fn seal_in_place_checked(&mut self, buf: &mut [u8], sealing: bool) -> Result<usize> {
+        let short =
+            || Error::InvalidArgument("a frame laid out for sealing runs past the region".into());
+        let mut read = 0usize;
+        let mut write = 0usize;
+        while read < buf.len() {
+            let (kind, flags, sequence, reserved) = provisional(buf, read)?;
+            let len = reserved - HEADER_SIZE - SEALED_OVERHEAD;
+            let body_at = read + HEADER_SIZE;
+            let mut flags = flags & !(flags::ENCRYPTED | flags::COMPRESSED);
+            let body = buf.get(body_at..body_at + len).ok_or_else(short)?;
+            let compressed = self.compressor.as_mut().and_then(|c| c.compress(body));
+            // A compressed body is shorter than the payload, and `write <= read`: it fits.
+            let body_len = if let Some(packed) = compressed {
+                flags |= flags::COMPRESSED;
+                let at = write + HEADER_SIZE;
+                buf.get_mut(at..at + packed.len())
+                    .ok_or_else(short)?
+                    .copy_from_slice(packed);
+                packed.len()
+            } else {
+                if write != read {
+                    buf.copy_within(body_at..body_at + len, write + HEADER_SIZE);
+                }
+                len
+            };
+            write += if sealing {
+                let send = self
+                    .send
+                    .as_mut()
+                    .ok_or_else(|| Error::InvalidArgument("no sending direction".into()))?;
+                let end = write + HEADER_SIZE + body_len + SEALED_OVERHEAD;
+                let frame = buf.get_mut(write..end).ok_or_else(short)?;
+                send.seal_frame(kind, flags, sequence, frame)?
+            } else {
+                let frame = buf
+                    .get_mut(write..write + HEADER_SIZE + body_len)
+                    .ok_or_else(short)?;
+                let (head, body) = frame.split_at_mut(HEADER_SIZE);
+                let header = Header {
+                    kind,
+                    flags,
+                    sequence,
+                    payload_length: u32::try_from(body_len).unwrap_or(MAX_PAYLOAD),
+                    checksum: crate::checksum::checksum(body),
+                };
+                head.copy_from_slice(&header.encode());
+                HEADER_SIZE + body_len
+            };
+            read += reserved;
+        }
+        Ok(write)
+    }
+
     /// Declares the end of the stream.
     ///
     /// # Errors
@@ -1098,6 +1182,35 @@ fn plain_frame(f: DecodedFrame, base: usize) -> OpenedFrame {
             Payload::Assembled(bytes) => OpenedPayload::Owned(bytes),
         },
     }
+}
+
+/// Reads the provisional header at `buf[at..]` that [`SecureSession::seal_in_place`] takes:
+/// type, flags, sequence and the room the frame reserves (header, body and tag).
+fn provisional(buf: &[u8], at: usize) -> Result<(MessageType, u16, u32, usize)> {
+    let Some(&[_, kind, f0, f1, s0, s1, s2, s3, l0, l1, l2, l3, ..]) =
+        buf.get(at..at + HEADER_SIZE)
+    else {
+        return Err(Error::InvalidArgument(
+            "a frame laid out for sealing ends inside its header".into(),
+        ));
+    };
+    let kind = MessageType::try_from(kind)?;
+    let flags = u16::from_le_bytes([f0, f1]);
+    let sequence = u32::from_le_bytes([s0, s1, s2, s3]);
+    let len = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
+    if len > MAX_SEALED_BODY {
+        return Err(Error::PayloadTooLarge {
+            length: len as u64,
+            limit: u32::try_from(MAX_SEALED_BODY).unwrap_or(MAX_PAYLOAD),
+        });
+    }
+    let reserved = HEADER_SIZE + len + SEALED_OVERHEAD;
+    if buf.len() - at < reserved {
+        return Err(Error::InvalidArgument(
+            "a frame laid out for sealing runs past the region".into(),
+        ));
+    }
+    Ok((kind, flags, sequence, reserved))
 }
 
 #[cfg(test)]

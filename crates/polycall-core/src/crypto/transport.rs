@@ -157,13 +157,44 @@ impl Direction {
                 out.len()
             )));
         };
+        let (_, room) = frame.split_at_mut(HEADER_SIZE);
+        let (dst, _) = room.split_at_mut(body.len());
+        dst.copy_from_slice(body);
+        self.seal_frame(kind, flags, sequence, frame)
+    }
+
+    /// Seals one frame laid out in place: `frame` is 16 bytes of header (overwritten), the body,
+    /// then 16 bytes for the tag. Returns `frame.len()`. `flags` is sent with ENCRYPTED added.
+    ///
+    /// # Errors
+    /// `PAYLOAD_TOO_LARGE` for a body over [`MAX_SEALED_BODY`], `INVALID_ARGUMENT` for a frame
+    /// shorter than a header and a tag, `TAMPERED` when the nonces ran out.
+    pub fn seal_frame(
+        &mut self,
+        kind: MessageType,
+        flags: u16,
+        sequence: u32,
+        frame: &mut [u8],
+    ) -> Result<usize> {
+        let total = frame.len();
+        let Some(body_len) = total.checked_sub(HEADER_SIZE + TAG_LEN) else {
+            return Err(Error::InvalidArgument(
+                "a sealed frame needs room for its header and tag".into(),
+            ));
+        };
+        if body_len > MAX_SEALED_BODY {
+            return Err(Error::PayloadTooLarge {
+                length: body_len as u64,
+                limit: MAX_SEALED_BODY_U32,
+            });
+        }
+        let wire_len = body_len + TAG_LEN;
         let flags = flags | flags::ENCRYPTED;
-        // body.len() <= MAX_SEALED_BODY, so wire_len fits in u32.
+        // body_len <= MAX_SEALED_BODY, so wire_len fits in u32.
         let wire_len_u32 = u32::try_from(wire_len).unwrap_or(MAX_PAYLOAD);
         let ad = associated_data(kind, flags, sequence, wire_len_u32);
         let (head, rest) = frame.split_at_mut(HEADER_SIZE);
-        let (sealed, tag_out) = rest.split_at_mut(body.len());
-        sealed.copy_from_slice(body);
+        let (sealed, tag_out) = rest.split_at_mut(body_len);
         let tag = self
             .cipher
             .seal_in_place(&ad, sealed)?
