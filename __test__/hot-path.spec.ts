@@ -134,6 +134,18 @@ test('packScalar output reads back to the same value through msgpackr, and msgpa
   t.pass()
 })
 
+test('short strings written by the ASCII loop and by the UTF-8 encoder give msgpackr\'s bytes, a non-ASCII unit anywhere', (t) => {
+  for (let len = 0; len <= 33; len++) {
+    const ascii = 'abcdefghijklmnopqrstuvwxyz0123456789'.slice(0, len)
+    const cases = [ascii, ...Array.from({ length: len }, (_, i) => ascii.slice(0, i) + 'é' + ascii.slice(i + 1)), `${ascii}\u{1f600}`]
+    for (const v of cases) {
+      t.deepEqual(packScalar(v), packr.pack(v), JSON.stringify(v))
+      const at = Buffer.alloc(3 + valueBound(v) + 8, 0xee)
+      t.deepEqual(at.subarray(3, writeValueAt(at, 3, v)), packr.pack(v), JSON.stringify(v))
+    }
+  }
+})
+
 test('readScalar refuses truncated values and leaves non-scalars to the generic decoder', (t) => {
   for (const v of ['hello', 300, 70000, -200, -40000, -3000000, 1.5, new Uint8Array(300), new Uint8Array(16000), 'x'.repeat(40), 'y'.repeat(300), undefined]) {
     const full = packScalar(v)!

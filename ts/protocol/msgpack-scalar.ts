@@ -47,7 +47,25 @@ function scalarBound(value: unknown): number {
   }
 }
 
+/** Strings up to this many UTF-16 units are tried as ASCII in a loop before `Buffer#write`. */
+const ASCII_LOOP_MAX = 24
+
 function writeString(b: Buffer, o: number, s: string): number {
+  const len = s.length
+  if (len <= ASCII_LOOP_MAX) {
+    // Short names and values are mostly ASCII: storing char codes costs less than the call into
+    // the UTF-8 encoder. The first non-ASCII unit hands the whole string to it.
+    let i = 0
+    for (; i < len; i++) {
+      const c = s.charCodeAt(i)
+      if (c > 0x7f) break
+      b[o + 1 + i] = c
+    }
+    if (i === len) {
+      b[o] = 0xa0 | len
+      return o + 1 + len
+    }
+  }
   // Write the UTF-8 bytes after a one-byte header; move them when the length needs a longer one.
   const n = b.write(s, o + 1, 'utf8')
   if (n < 32) {
