@@ -662,8 +662,11 @@ export class Connection implements Ticking {
     this.socket.destroy()
   }
 
-  /** Moves the arena's filled, unsent region onto the queue (keeping frame order). */
-  /** Returns false when the arena's frames could not be sealed (the connection is destroyed). */
+  /**
+   * Moves the arena's filled, unsent region onto the queue (keeping frame order), sealing it
+   * first on a sealed connection. Returns false when it could not be sealed (the connection is
+   * destroyed).
+   */
   #takeArena(): boolean {
     const arena = this.#arena
     if (arena && this.#arenaPos > this.#arenaStart) {
