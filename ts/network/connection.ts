@@ -30,6 +30,7 @@ import { ErrorCode, PolyCallError, isPolyCallError } from '../core/errors.js'
 import { now, unrefTimer } from '../core/abort.js'
 import type { DecodeError } from '../protocol/codec.js'
 import { DEFAULT_FLAGS } from '../protocol/constants.js'
+import { writeHeaderJs } from '../protocol/fast-path.js'
 import { jsonCodec, type PayloadCodec } from '../protocol/payload.js'
 import { SEAL_BATCH_FRAMES, type SecureChannel } from '../secure/channel.js'
 import { SessionMachine, type SessionRole } from '../state/session.js'
@@ -141,24 +142,6 @@ interface SecureLink {
 const EMPTY = Buffer.alloc(0)
 const wholeNow = (): number => Math.floor(now())
 
-/**
- * Writes the provisional header of a frame to seal in place (the v1 layout with the body's
- * length; the native call writes the real one).
- */
-function provisionalHeader(t: Buffer, at: number, type: number, flags: number, sequence: number, len: number): void {
-  t[at] = 1
-  t[at + 1] = type
-  t[at + 2] = flags
-  t[at + 3] = flags >>> 8
-  t[at + 4] = sequence
-  t[at + 5] = sequence >>> 8
-  t[at + 6] = sequence >>> 16
-  t[at + 7] = sequence >>> 24
-  t[at + 8] = len
-  t[at + 9] = len >>> 8
-  t[at + 10] = len >>> 16
-  t[at + 11] = len >>> 24
-}
 const SOLO_SMALL = 1
 const FLUSH_SCHEDULED = 2
 const NEED_DRAIN = 4
@@ -388,7 +371,8 @@ export class Connection implements Ticking {
       if (this.#secure!.count > 0 && !this.#sealStaged(true)) return
       const at = this.#sealedSlot(body.length + SEALED_ROOM)
       const arena = this.#arena!
-      provisionalHeader(arena, at, type, flags ?? DEFAULT_FLAGS[type]!, sequence, body.length)
+      // A provisional header (checksum 0): the native call writes the real one when it seals.
+      writeHeaderJs(arena, type, flags ?? DEFAULT_FLAGS[type]!, sequence, body.length, 0, at)
       arena.set(body, at + 16)
       this.#arenaWritten(body.length + SEALED_ROOM)
       this.#queued()
@@ -448,7 +432,7 @@ export class Connection implements Ticking {
       const at = this.#sealedSlot(bound + SEALED_ROOM)
       const arena = this.#arena!
       const len = write(arena, at + 16, a, b, c) - at - 16
-      provisionalHeader(arena, at, type, DEFAULT_FLAGS[type]!, sequence, len)
+      writeHeaderJs(arena, type, DEFAULT_FLAGS[type]!, sequence, len, 0, at)
       this.#arenaWritten(len + SEALED_ROOM)
       this.#queued()
       return true

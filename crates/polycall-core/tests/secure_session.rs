@@ -967,19 +967,33 @@ fn the_static_dh_cache_changes_no_byte_and_is_per_identity() {
 
 /// An IK client and server session of these identities, established (random ephemerals).
 fn pair_for(cid: &Identity, sid: &Identity) -> (SecureSession, SecureSession) {
-    let config = client_config(Pattern::Ik, cid, sid.public_key(), limits());
+    ik_pair(cid, sid, Cipher::ChaChaPoly, OFFER, None)
+}
+
+/// An established IK pair; `ephemerals` fixes both sides' ephemeral keys.
+fn ik_pair(
+    cid: &Identity,
+    sid: &Identity,
+    cipher: Cipher,
+    offer: u16,
+    ephemerals: Option<([u8; 32], [u8; 32])>,
+) -> (SecureSession, SecureSession) {
+    let mut config = client_config(Pattern::Ik, cid, sid.public_key(), limits());
+    config.ephemeral = ephemerals.map(|e| e.0);
+    config.cipher = cipher;
+    config.flags = offer;
     let (mut client, hello) = SecureSession::initiator(&config).unwrap();
     let mut server = SecureSession::responder(&ResponderConfig {
         identity: sid,
         patterns: &Pattern::ALL,
         ciphers: &Cipher::ALL,
         limits: limits(),
-        ephemeral: None,
+        ephemeral: ephemerals.map(|e| e.1),
     })
     .unwrap();
     server.read_hello(&hello).unwrap();
     client
-        .read_reply(&server.accept(OFFER, 256).unwrap())
+        .read_reply(&server.accept(offer, 256).unwrap())
         .unwrap();
     (client, server)
 }
@@ -1048,24 +1062,7 @@ fn laid_out(frames: &[(MessageType, u32, &[u8])]) -> Vec<u8> {
 /// same keys.
 fn fixed_pair(cipher: Cipher, offer: u16) -> (SecureSession, SecureSession) {
     let (sid, cid) = (server_identity(), client_identity());
-    let mut config = client_config(Pattern::Ik, &cid, sid.public_key(), limits());
-    config.ephemeral = Some([0x11; 32]);
-    config.cipher = cipher;
-    config.flags = offer;
-    let (mut client, hello) = SecureSession::initiator(&config).unwrap();
-    let mut server = SecureSession::responder(&ResponderConfig {
-        identity: &sid,
-        patterns: &Pattern::ALL,
-        ciphers: &Cipher::ALL,
-        limits: limits(),
-        ephemeral: Some([0x22; 32]),
-    })
-    .unwrap();
-    server.read_hello(&hello).unwrap();
-    client
-        .read_reply(&server.accept(offer, 256).unwrap())
-        .unwrap();
-    (client, server)
+    ik_pair(&cid, &sid, cipher, offer, Some(([0x11; 32], [0x22; 32])))
 }
 
 #[test]

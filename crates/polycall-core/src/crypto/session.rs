@@ -990,6 +990,20 @@ impl SecureSession {
         })
     }
 
+    /// Whether outgoing frames are sealed (true) or encoded plain (false).
+    ///
+    /// # Errors
+    /// `INVALID_ARGUMENT` while the handshake is not complete.
+    fn sealing(&self) -> Result<bool> {
+        match self.mode {
+            Mode::Sealed => Ok(true),
+            Mode::Plain => Ok(false),
+            Mode::Handshaking => Err(Error::InvalidArgument(
+                "the secure handshake is not complete: nothing can be sealed yet".into(),
+            )),
+        }
+    }
+
     /// The largest output [`SecureSession::seal_batch`] can write for `count` frames carrying
     /// `payload_bytes` in all.
     pub fn sealed_bound(count: usize, payload_bytes: usize) -> usize {
@@ -1006,15 +1020,7 @@ impl SecureSession {
     /// `out`; `PAYLOAD_TOO_LARGE` for a payload that does not fit in a frame.
     pub fn seal_batch(&mut self, frames: &[OutFrame<'_>], out: &mut [u8]) -> Result<usize> {
         self.live()?;
-        let sealing = match self.mode {
-            Mode::Sealed => true,
-            Mode::Plain => false,
-            Mode::Handshaking => {
-                return Err(Error::InvalidArgument(
-                    "the secure handshake is not complete: nothing can be sealed yet".into(),
-                ));
-            }
-        };
+        let sealing = self.sealing()?;
         let (overhead, limit) = if sealing {
             (SEALED_OVERHEAD, MAX_SEALED_BODY)
         } else {
@@ -1088,15 +1094,7 @@ impl SecureSession {
     /// that does not fill `buf` exactly; `PAYLOAD_TOO_LARGE` for a body over the sealed limit.
     pub fn seal_in_place(&mut self, buf: &mut [u8]) -> Result<usize> {
         self.live()?;
-        let sealing = match self.mode {
-            Mode::Sealed => true,
-            Mode::Plain => false,
-            Mode::Handshaking => {
-                return Err(Error::InvalidArgument(
-                    "the secure handshake is not complete: nothing can be sealed yet".into(),
-                ));
-            }
-        };
+        let sealing = self.sealing()?;
         let mut at = 0usize;
         while at < buf.len() {
             at += provisional(buf, at)?.3;
