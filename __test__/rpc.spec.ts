@@ -1,6 +1,8 @@
 import test from 'ava'
 import * as diagnostics from 'node:diagnostics_channel'
 import { once } from 'node:events'
+import { connect, type Socket } from 'node:net'
+import { Duplex } from 'node:stream'
 import { Packr } from 'msgpackr'
 import {
   Capability,
@@ -12,6 +14,7 @@ import {
   buildHandshake,
   encodeFrame,
   parseHandshake,
+  type ClientOptions,
   type PeerInfo,
   type RequestContext,
 } from '../ts/index.js'
@@ -577,4 +580,85 @@ test('the peer is read on first use, and kept for disconnect listeners', async (
   t.is(atDisconnect, atConnect, 'the same peer object')
   t.is(atDisconnect.remoteAddress, '127.0.0.1')
   t.false(atDisconnect.legacy)
+})
+
+test('write arenas reused after complete writes never touch bytes a pending write still holds', async (t) => {
+  // A peer asks for 6,000 echoes and does not read: the server's replies back up, and its socket
+  // holds views of their write arenas. Meanwhile another pair of connections in this process
+  // writes busy ticks, each taking a write arena, which may be one reused after a write that
+  // completed at once, never one a pending write still holds. Every reply must be intact.
+  const { port } = await startServer(t, {}, (s) => s.route('echo', (ctx) => ctx.data))
+  const packr = new Packr({ useRecords: false })
+  const peer = await RawPeer.connect(t, port)
+  peer.send(MessageType.Handshake, 1, buildHandshake(Capability.Msgpack))
+  await peer.next()
+  peer.socket.pause()
+  const payload = (tag: number, i: number, size = 192) => {
+    const p = Buffer.alloc(size, i & 0xff)
+    p.writeUInt32LE(tag, 0)
+    p.writeUInt32LE(i, 4)
+    return p
+  }
+  // Three 1 KB echoes per server tick (under the 4 KiB that would write mid-tick), so the write
+  // that backs up is the one at the end of a tick; 6 MB in all, more than the socket buffers of a
+  // peer that does not read take.
+  const N = 6000
+  for (let n = 0; n < N; n += 3) {
+    const frames = [n, n + 1, n + 2].map((k) =>
+      encodeFrame({ type: MessageType.Command, sequence: k + 2, payload: packr.pack(['echo', payload(1, k, 1000)]) }),
+    )
+    peer.socket.write(Buffer.concat(frames))
+    await new Promise((r) => setImmediate(r))
+  }
+  const b = newClient(t, port)
+  for (let round = 0; round < 100; round++) {
+    const replies = await Promise.all(Array.from({ length: 32 }, (_, i) => b.request('echo', payload(2, round * 32 + i))))
+    replies.forEach((r, i) => t.deepEqual(Buffer.from(r as Uint8Array), payload(2, round * 32 + i)))
+  }
+  peer.socket.resume()
+  let intact = 0
+  for (let n = 0; n < N; n++) {
+    const f = await peer.next()
+    if (f?.type === MessageType.Response && f.sequence === n + 2 && Buffer.from(packr.unpack(f.payload) as Uint8Array).equals(payload(1, n, 1000))) intact++
+  }
+  t.is(intact, N)
+})
+
+test('a transport that keeps written chunks by reference never sees a write arena reused under it', async (t) => {
+  // Only a net.Socket's completed write has been copied into the kernel. This transport (a
+  // stream over a real socket) reports each write done at once but forwards the chunk itself a
+  // little later: the arena it was cut from must not serve the next tick.
+  const { port } = await startServer(t, {}, (s) => s.route('echo', (ctx) => ctx.data))
+  const dial = async () => {
+    const real = connect({ host: '127.0.0.1', port })
+    await once(real, 'connect')
+    const wrapper: Duplex & { setNoDelay?: () => void; setKeepAlive?: () => void } = new Duplex({
+      read() {},
+      write(chunk: Buffer, _encoding, done) {
+        done()
+        setImmediate(() => real.write(chunk))
+      },
+      destroy(err, done) {
+        real.destroy()
+        done(err)
+      },
+    })
+    wrapper.setNoDelay = () => {}
+    wrapper.setKeepAlive = () => {}
+    real.on('data', (chunk: Buffer) => wrapper.push(chunk))
+    real.on('close', () => wrapper.destroy())
+    t.teardown(() => real.destroy())
+    return wrapper as unknown as Socket
+  }
+  const client = newClient(t, 0, { dial } as Partial<ClientOptions>)
+  await client.connect()
+  const payload = (i: number) => Buffer.alloc(100, i & 0xff).fill(i >>> 8, 0, 1)
+  const waves = await Promise.all(
+    Array.from({ length: 10 }, async (_, w) => {
+      for (let k = 0; k < w; k++) await new Promise((r) => setImmediate(r))
+      return Promise.all(Array.from({ length: 30 }, (_, i) => client.request('echo', payload(w * 30 + i))))
+    }),
+  )
+  const intact = waves.flat().filter((r, i) => Buffer.from(r as Uint8Array).equals(payload(i))).length
+  t.is(intact, 300)
 })

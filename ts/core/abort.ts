@@ -27,6 +27,9 @@ let tick = -1
 const resetTick = () => {
   tick = -1
 }
+// A resolved promise's then() queues the reset as a plain microtask; queueMicrotask would also
+// create an AsyncResource per tick.
+const settled = Promise.resolve()
 
 /**
  * Monotonic milliseconds, read once per run of synchronous code and its microtasks. Reading the
@@ -37,7 +40,7 @@ const resetTick = () => {
 export function tickNow(): number {
   if (tick < 0) {
     tick = performance.now()
-    queueMicrotask(resetTick)
+    void settled.then(resetTick)
   }
   return tick
 }

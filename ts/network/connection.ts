@@ -25,7 +25,7 @@
  * Internal module: not exported from the package entry points.
  * @packageDocumentation
  */
-import type { Socket } from 'node:net'
+import { Socket as NetSocket, type Socket } from 'node:net'
 import { ErrorCode, PolyCallError, isPolyCallError } from '../core/errors.js'
 import { now, unrefTimer } from '../core/abort.js'
 import type { DecodeError } from '../protocol/codec.js'
@@ -157,6 +157,12 @@ const END_HELD = 128
 const HOLDING = 256
 /** Outgoing frames are sealed. */
 const SEALING = 512
+/**
+ * The socket is a `net.Socket` (TCP, TLS, a pipe): a write it reports complete was copied into
+ * the kernel (or TLS), so the arena it came from may be reused. Other Duplex streams (an
+ * in-memory pair, a user's dial) may still hold a written chunk after its callback.
+ */
+const KERNEL_WRITES = 1024
 /** First size of a secure connection's staging buffer (from Node's buffer pool). */
 const SEAL_STAGE = 2048
 /**
@@ -183,6 +189,19 @@ const PAUSE_BIT: Record<PauseReason, number> = { dispatch: 1, drain: 2, owner: 4
 const DISPATCH = PAUSE_BIT.dispatch
 const WRITE = PAUSE_BIT.write
 const ARENA_SIZE = 8192
+/**
+ * A full-size arena whose bytes the kernel already took: a flush whose write completed at once
+ * leaves its arena here, and the next tick that needs one (on any connection) takes it instead
+ * of allocating 8 KiB. An arena still referenced by a pending write is never put here.
+ */
+let spareArena: Buffer | undefined
+
+function freshArena(): Buffer {
+  const spare = spareArena
+  if (spare === undefined) return Buffer.allocUnsafe(ARENA_SIZE)
+  spareArena = undefined
+  return spare
+}
 /**
  * A tick that queues this many bytes writes them at once instead of at its end, so the peer
  * works on the first part while this side produces the rest.
@@ -288,6 +307,7 @@ export class Connection implements Ticking {
     this.#decoder = options.wire.decoder(options.maxPayload)
     this.#options = options
     socket.setNoDelay(true)
+    if (socket instanceof NetSocket) this.#bits |= KERNEL_WRITES
     // Shared listeners that find their connection on the socket: no closures per connection.
     ;(socket as OwnedSocket)[OWNER] = this
     socket.on('data', onData)
@@ -691,12 +711,12 @@ export class Connection implements Ticking {
   #sealedSlot(need: number): number {
     const arena = this.#arena
     if (arena === undefined) {
-      this.#arena = Buffer.allocUnsafe(need <= SEALED_FIRST_ARENA ? SEALED_FIRST_ARENA : ARENA_SIZE)
+      this.#arena = need > SEALED_FIRST_ARENA || spareArena !== undefined ? freshArena() : Buffer.allocUnsafe(SEALED_FIRST_ARENA)
       this.#arenaStart = this.#arenaPos = 0
     } else if (arena.length - this.#arenaPos < need) {
       const used = this.#arenaPos - this.#arenaStart
       if (arena.length < ARENA_SIZE && used + need <= ARENA_SIZE) {
-        const grown = Buffer.allocUnsafe(ARENA_SIZE)
+        const grown = freshArena()
         arena.copy(grown, 0, this.#arenaStart, this.#arenaPos)
         this.#arena = grown
         this.#arenaStart = 0
@@ -708,7 +728,7 @@ export class Connection implements Ticking {
 
   #newArena(): void {
     this.#takeArena()
-    this.#arena = Buffer.allocUnsafe(ARENA_SIZE)
+    this.#arena = freshArena()
     this.#arenaStart = 0
     this.#arenaPos = 0
   }
@@ -716,11 +736,17 @@ export class Connection implements Ticking {
   #flush(): void {
     this.#flushScheduled = false
     if (this.#closed || this.#needDrain || this.#ending) return
-    this.#takeArena()
+    if (!this.#takeArena()) return
+    const arena = this.#arena
     this.#arena = undefined
     this.#soloSmall = false
     if ((this.#bits & SEALING) !== 0 && !this.#sealStaged()) return
     this.#write()
+    // Everything went to the kernel (no write pending, nothing buffered): no view of the arena
+    // is referenced any more, so its memory can serve the next tick.
+    if (arena !== undefined && arena.length === ARENA_SIZE && (this.#bits & KERNEL_WRITES) !== 0 && this.socket.writableLength === 0 && !this.closed) {
+      spareArena = arena
+    }
   }
 
   /** Stages one frame to seal at flush time (payloads copied, as the arena copies them). */
