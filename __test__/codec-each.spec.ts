@@ -11,6 +11,7 @@ import {
   type Frame,
   type FrameInit,
 } from '../ts/index.js'
+import { native } from '../ts/native.js'
 import { checksumJs } from '../ts/protocol/fast-path.js'
 import { hex, payloadOf, vectors } from './helpers/vectors.js'
 
@@ -268,6 +269,25 @@ test('a frame split across chunks arrives as a Buffer of its own; whole frames a
   t.is(seen[1]!.start, second.length - 2)
   t.is(Buffer.from(second.subarray(seen[1]!.start, seen[1]!.start + seen[1]!.length)).toString(), 'hb')
   d.free()
+})
+
+test('small payloads: the copy-and-checksum loop writes the bytes of the native encoder at every length and alignment', (t) => {
+  // Lengths 0..40 cross the fused loop's four-byte steps and its remainder, and the switch to
+  // set() above 16 bytes; odd offsets misalign source and target.
+  const data = Buffer.alloc(64)
+  for (let i = 0; i < data.length; i++) data[i] = (i * 167 + 13) & 0xff
+  const target = Buffer.alloc(128)
+  for (let len = 0; len <= 40; len++) {
+    for (const from of [0, 1, 3]) {
+      const payload = data.subarray(from, from + len)
+      const init: FrameInit = { type: MessageType.Command, sequence: len * 7 + from, payload }
+      const want = Buffer.alloc(16 + len)
+      native.encodeInto(want, MessageType.Command, 8, len * 7 + from, payload)
+      t.deepEqual(encodeFrame(init), want, `encodeFrame, length ${len} from ${from}`)
+      t.is(encodeFrameInto(target, 5, init), 5 + want.length)
+      t.deepEqual(target.subarray(5, 5 + want.length), want, `encodeFrameInto, length ${len} from ${from}`)
+    }
+  }
 })
 
 test('bad arguments to the callback form and to encodeFrameInto get INVALID_ARGUMENT or the wire code', (t) => {
