@@ -587,7 +587,7 @@ test('write arenas reused after complete writes never touch bytes a pending writ
   // holds views of their write arenas. Meanwhile another pair of connections in this process
   // writes busy ticks, each taking a write arena, which may be one reused after a write that
   // completed at once, never one a pending write still holds. Every reply must be intact.
-  const { port } = await startServer(t, {}, (s) => s.route('echo', (ctx) => ctx.data))
+  const { server, port } = await startServer(t, {}, (s) => s.route('echo', (ctx) => ctx.data))
   const packr = new Packr({ useRecords: false })
   const peer = await RawPeer.connect(t, port)
   peer.send(MessageType.Handshake, 1, buildHandshake(Capability.Msgpack))
@@ -615,6 +615,8 @@ test('write arenas reused after complete writes never touch bytes a pending writ
     const replies = await Promise.all(Array.from({ length: 32 }, (_, i) => b.request('echo', payload(2, round * 32 + i))))
     replies.forEach((r, i) => t.deepEqual(Buffer.from(r as Uint8Array), payload(2, round * 32 + i)))
   }
+  // The replies to the peer really are held by the server (not all taken by the kernel).
+  t.true(server.stats().bytesQueued > 0)
   peer.socket.resume()
   let intact = 0
   for (let n = 0; n < N; n++) {
