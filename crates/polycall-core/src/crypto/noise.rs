@@ -191,26 +191,22 @@ impl CipherState {
         Ok(Some(tag))
     }
 
-    /// Decrypts `buf` in place when `tag` authenticates it with `ad`, and returns whether it
-    /// did. A refused message leaves the nonce where it was (§5.1).
+    /// Decrypts `sealed` (ciphertext, then tag) in place when its tag authenticates it with
+    /// `ad`, and returns the plaintext's length (`sealed[..len]`), or `None`. A refused message
+    /// leaves the nonce where it was (§5.1). With no key set, `sealed` is the plaintext.
     ///
     /// # Errors
     /// `TAMPERED` once the nonce reached 2^64 - 1.
-    pub fn open_in_place(
-        &mut self,
-        ad: &[u8],
-        buf: &mut [u8],
-        tag: &[u8; TAG_LEN],
-    ) -> Result<bool> {
+    pub fn open_in_place(&mut self, ad: &[u8], sealed: &mut [u8]) -> Result<Option<usize>> {
         let Some(aead) = &self.aead else {
-            return Ok(true);
+            return Ok(Some(sealed.len()));
         };
         let n = self.take_nonce()?;
-        if !aead.open(n, ad, buf, tag) {
-            return Ok(false);
-        }
+        let Some(len) = aead.open(n, ad, sealed) else {
+            return Ok(None);
+        };
         self.n += 1;
-        Ok(true)
+        Ok(Some(len))
     }
 
     /// `EncryptWithAd`: appends the ciphertext and tag of `plaintext` to `out` (or the
@@ -248,20 +244,14 @@ impl CipherState {
             out.extend_from_slice(ciphertext);
             return Ok(true);
         }
-        let Some(body_len) = ciphertext.len().checked_sub(TAG_LEN) else {
+        if ciphertext.len() < TAG_LEN {
             return Ok(false);
-        };
-        let (body, tag) = ciphertext.split_at(body_len);
-        let Ok(tag) = <&[u8; TAG_LEN]>::try_from(tag) else {
-            return Ok(false);
-        };
-        let start = out.len();
-        out.extend_from_slice(body);
-        let opened = self.open_in_place(ad, out.get_mut(start..).unwrap_or_default(), tag)?;
-        if !opened {
-            out.truncate(start);
         }
-        Ok(opened)
+        let start = out.len();
+        out.extend_from_slice(ciphertext);
+        let opened = self.open_in_place(ad, out.get_mut(start..).unwrap_or_default())?;
+        out.truncate(start + opened.unwrap_or(0));
+        Ok(opened.is_some())
     }
 
     /// `Rekey` (§4.2, §11.3): the key becomes the first 32 bytes of the encryption of 32 zero

@@ -2,11 +2,13 @@
 //! established construction from a well-kept crate:
 //!
 //! - X25519 (RFC 7748) from `x25519-dalek`;
-//! - ChaCha20-Poly1305 (RFC 8439) from `chacha20poly1305`, with the Noise nonce layout (32 zero
-//!   bits, then the 64-bit counter little-endian; Noise rev 34 §12.3);
-//! - AES-256-GCM (NIST SP 800-38D) from `aes-gcm`, with the Noise nonce layout (32 zero bits,
-//!   then the 64-bit counter big-endian; Noise rev 34 §12.4); the `aes` and `polyval` crates
-//!   pick AES-NI and carry-less multiplication at run time when the CPU has them;
+//! - ChaCha20-Poly1305 (RFC 8439) and AES-256-GCM (NIST SP 800-38D) from `aws-lc-rs` (AWS-LC),
+//!   with the Noise nonce layouts (32 zero bits, then the 64-bit counter little-endian for
+//!   `ChaChaPoly` and big-endian for AESGCM; Noise rev 34 §12.3, §12.4). AWS-LC picks its assembly
+//!   for the CPU at run time (AES-NI, carry-less multiplication, AVX2, VAES and AVX-512 on x86-64;
+//!   the crypto extensions on 64-bit Arm) and constant-time portable code otherwise. Its key
+//!   schedules live in memory AWS-LC allocates, which it wipes (`OPENSSL_cleanse`) when it frees
+//!   them;
 //! - BLAKE2s-256 (RFC 7693) from `blake2`, HMAC (RFC 2104) from `hmac`, and Noise's HKDF built on
 //!   them (Noise rev 34 §4.3);
 //! - HKDF-SHA256 (RFC 5869) from `hkdf` and `sha2`, which derives an identity's keys from its seed;
@@ -15,11 +17,9 @@
 //!
 //! Every secret value leaves these functions in a [`Zeroizing`] wrapper.
 
-use aes_gcm::Aes256Gcm;
+use aws_lc_rs::aead::{AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use blake2::{Blake2s256, Digest};
-use chacha20poly1305::aead::{AeadInOut, KeyInit};
-use chacha20poly1305::{ChaCha20Poly1305, Nonce, Tag};
-use hmac::{Mac, SimpleHmac};
+use hmac::{KeyInit, Mac, SimpleHmac};
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
@@ -217,17 +217,11 @@ fn aes_hardware() -> bool {
     false
 }
 
-/// The key schedule of one cipher, zeroed on drop by both crates (their `zeroize` feature).
-enum Schedule {
-    ChaCha(ChaCha20Poly1305),
-    // Boxed: the AES-256 round keys and the GHASH key make it several times larger.
-    Aes(Box<Aes256Gcm>),
-}
-
-/// An AEAD ([`Cipher`]) under one key, encrypting and decrypting in place.
+/// An AEAD ([`Cipher`]) under one key, encrypting and decrypting in place. The key schedule is
+/// AWS-LC's `EVP_AEAD_CTX`, allocated and wiped on drop by AWS-LC.
 pub struct Aead {
     cipher: Cipher,
-    schedule: Schedule,
+    key: LessSafeKey,
 }
 
 impl Aead {
@@ -236,13 +230,26 @@ impl Aead {
         Self::with_cipher(Cipher::ChaChaPoly, key)
     }
 
-    /// The AEAD `cipher` under `key` (the key schedule copies the key and zeroes it on drop).
+    /// The AEAD `cipher` under `key` (the key schedule copies the key and wipes it on drop).
+    ///
+    /// # Panics
+    /// Only if AWS-LC cannot allocate a key schedule (it refuses no 32-byte key for either
+    /// cipher).
+    #[allow(
+        clippy::expect_used,
+        reason = "both algorithms take every 32-byte key; AWS-LC fails here only out of memory, \
+                  as Box::new would"
+    )]
     pub fn with_cipher(cipher: Cipher, key: &[u8; KEY_LEN]) -> Self {
-        let schedule = match cipher {
-            Cipher::ChaChaPoly => Schedule::ChaCha(ChaCha20Poly1305::new(key.into())),
-            Cipher::AesGcm => Schedule::Aes(Box::new(Aes256Gcm::new(key.into()))),
+        let algorithm = match cipher {
+            Cipher::ChaChaPoly => &CHACHA20_POLY1305,
+            Cipher::AesGcm => &AES_256_GCM,
         };
-        Self { cipher, schedule }
+        let unbound = UnboundKey::new(algorithm, key).expect("an AEAD key schedule");
+        Self {
+            cipher,
+            key: LessSafeKey::new(unbound),
+        }
     }
 
     /// The cipher.
@@ -257,32 +264,26 @@ impl Aead {
     /// `INVALID_ARGUMENT` for a message over the cipher's limit (256 GiB for `ChaCha20`, 64 GiB
     /// for GCM).
     pub fn seal_raw(&self, nonce: &[u8; 12], ad: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN]> {
-        let nonce = Nonce::from(*nonce);
-        let sealed = match &self.schedule {
-            Schedule::ChaCha(c) => c.encrypt_inout_detached(&nonce, ad, buf.into()),
-            Schedule::Aes(c) => c.encrypt_inout_detached(&nonce, ad, buf.into()),
-        };
-        sealed.map(Into::into).map_err(|_| {
-            Error::InvalidArgument(format!("message too long for {}", self.cipher.name()))
-        })
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(ad), buf)
+            .map_err(|_| {
+                Error::InvalidArgument(format!("message too long for {}", self.cipher.name()))
+            })?;
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        Ok(out)
     }
 
-    /// Decrypts `buf` in place under `nonce` when `tag` authenticates it and `ad`; returns
-    /// `false` (and leaves `buf` as it was) otherwise.
-    pub fn open_raw(
-        &self,
-        nonce: &[u8; 12],
-        ad: &[u8],
-        buf: &mut [u8],
-        tag: &[u8; TAG_LEN],
-    ) -> bool {
-        let nonce = Nonce::from(*nonce);
-        let tag = Tag::from(*tag);
-        match &self.schedule {
-            Schedule::ChaCha(c) => c.decrypt_inout_detached(&nonce, ad, buf.into(), &tag),
-            Schedule::Aes(c) => c.decrypt_inout_detached(&nonce, ad, buf.into(), &tag),
-        }
-        .is_ok()
+    /// Decrypts `sealed` (the ciphertext, then its [`TAG_LEN`]-byte tag) in place under
+    /// `nonce` when the tag authenticates it and `ad`, and returns the plaintext's length (it
+    /// is then `sealed[..len]`); `None` for a message that does not authenticate or is shorter
+    /// than a tag, after which the bytes of `sealed` are unspecified.
+    pub fn open_raw(&self, nonce: &[u8; 12], ad: &[u8], sealed: &mut [u8]) -> Option<usize> {
+        self.key
+            .open_in_place(Nonce::assume_unique_for_key(*nonce), Aad::from(ad), sealed)
+            .ok()
+            .map(|plain| plain.len())
     }
 
     /// [`Aead::seal_raw`] with Noise's nonce for counter `n`.
@@ -294,8 +295,8 @@ impl Aead {
     }
 
     /// [`Aead::open_raw`] with Noise's nonce for counter `n`.
-    pub fn open(&self, n: u64, ad: &[u8], buf: &mut [u8], tag: &[u8; TAG_LEN]) -> bool {
-        self.open_raw(&self.cipher.nonce(n), ad, buf, tag)
+    pub fn open(&self, n: u64, ad: &[u8], sealed: &mut [u8]) -> Option<usize> {
+        self.open_raw(&self.cipher.nonce(n), ad, sealed)
     }
 }
 
@@ -407,8 +408,10 @@ mod tests {
         let b = Aead::with_cipher(Cipher::ChaChaPoly, &[7; 32]);
         let mut buf = *b"sixteen byte msg";
         let tag = a.seal(0, b"", &mut buf).unwrap();
-        assert!(
-            !b.open(0, b"", &mut buf, &tag),
+        let mut sealed = [buf.as_slice(), tag.as_slice()].concat();
+        assert_eq!(
+            b.open(0, b"", &mut sealed),
+            None,
             "one cipher's frame does not open in the other"
         );
     }
@@ -417,12 +420,24 @@ mod tests {
         let mut buf = *b"sixteen byte msg";
         let tag = aead.seal(3, b"ad", &mut buf).unwrap();
         assert_ne!(&buf, b"sixteen byte msg");
-        let sealed = buf;
-        assert!(!aead.open(4, b"ad", &mut buf, &tag));
-        assert_eq!(buf, sealed, "a refused open leaves the bytes alone");
-        assert!(!aead.open(3, b"AD", &mut buf, &tag));
-        assert!(aead.open(3, b"ad", &mut buf, &tag));
-        assert_eq!(&buf, b"sixteen byte msg");
+        let sealed = [buf.as_slice(), tag.as_slice()].concat();
+        assert_eq!(
+            aead.open(4, b"ad", &mut sealed.clone()),
+            None,
+            "another nonce"
+        );
+        assert_eq!(aead.open(3, b"AD", &mut sealed.clone()), None, "other data");
+        let mut flipped = sealed.clone();
+        flipped[20] ^= 1;
+        assert_eq!(aead.open(3, b"ad", &mut flipped), None, "an altered tag");
+        assert_eq!(
+            aead.open(3, b"ad", &mut sealed[..15].to_vec()),
+            None,
+            "shorter than a tag"
+        );
+        let mut opened = sealed;
+        assert_eq!(aead.open(3, b"ad", &mut opened), Some(16));
+        assert_eq!(&opened[..16], b"sixteen byte msg");
     }
 
     #[test]
