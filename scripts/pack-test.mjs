@@ -80,7 +80,7 @@ for (const f of packed.files) {
   const top = f.path.startsWith('dist/') ? `dist/*${f.path.slice(f.path.indexOf('.'))}` : f.path.split('/').slice(0, 2).join('/')
   byTop[top] = (byTop[top] ?? 0) + 1
 }
-for (const need of ['dist/index.js', 'dist/index.d.ts', 'dist/testing/index.d.ts', 'dist/cli.js', 'scripts/build-native.mjs', 'Cargo.toml', 'Cargo.lock', '.cargo/config.toml', 'crates/polycall-core/src/lib.rs', 'crates/polycall-napi/src/lib.rs', 'crates/polycall-napi/build.rs']) {
+for (const need of ['dist/index.js', 'dist/index.d.ts', 'dist/testing/index.d.ts', 'dist/cli.js', 'scripts/build-native.mjs', 'Cargo.toml', 'Cargo.lock', 'crates/polycall-core/src/lib.rs', 'crates/polycall-napi/src/lib.rs', 'crates/polycall-napi/build.rs']) {
   check(files.includes(need), `the tarball lacks ${need}`)
 }
 for (const f of files) {
