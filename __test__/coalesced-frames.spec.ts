@@ -2,7 +2,7 @@
 // its own frame and never into the next one, frames after a pause part-way through a chunk wait
 // in order, and replies of every kind (scalars, errors, maps, strays) next to each other arrive
 // whole.
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import { once } from 'node:events'
 import { createServer, type Socket } from 'node:net'
 import { pack, unpack } from 'msgpackr'
@@ -12,7 +12,7 @@ import { RawPeer, newClient, startServer } from './helpers/net.js'
 const command = (sequence: number, payload: Uint8Array) => encodeFrame({ type: MessageType.Command, sequence, payload })
 
 /** A raw peer past the handshake, with msgpack payloads. */
-async function msgpackPeer(t: Parameters<typeof RawPeer.connect>[0], port: number): Promise<RawPeer> {
+async function msgpackPeer(t: ExecutionContext, port: number): Promise<RawPeer> {
   const peer = await RawPeer.connect(t, port)
   peer.send(MessageType.Handshake, 1, buildHandshake(Capability.Msgpack))
   const reply = (await peer.next()) as Frame
