@@ -664,3 +664,48 @@ test('a transport that keeps written chunks by reference never sees a write aren
   const intact = waves.flat().filter((r, i) => Buffer.from(r as Uint8Array).equals(payload(i))).length
   t.is(intact, 300)
 })
+
+test('a tick of calls to an idle server leaves in two writes, the first at once; a busy server gets one', async (t) => {
+  let release!: () => void
+  const held = new Promise<void>((r) => (release = r))
+  const { port } = await startServer(t, {}, (s) => {
+    s.route('echo', (ctx) => ctx.data)
+    s.route('hold', async () => {
+      await held
+      return 'released'
+    })
+  })
+  // A real socket whose writes are recorded on their way to the kernel.
+  const writes: number[] = []
+  const dial = async () => {
+    const socket = connect({ host: '127.0.0.1', port })
+    await once(socket, 'connect')
+    const write = socket.write.bind(socket) as (chunk: Buffer) => boolean
+    socket.write = ((chunk: Buffer) => {
+      writes.push(chunk.length)
+      return write(chunk)
+    }) as typeof socket.write
+    t.teardown(() => socket.destroy())
+    return socket
+  }
+  const client = newClient(t, 0, { dial } as Partial<ClientOptions>)
+  await client.connect()
+  const tick = () => Promise.all(Array.from({ length: 16 }, (_, i) => client.request('echo', `value ${i}`)))
+
+  writes.length = 0
+  const first = await tick()
+  t.deepEqual(first, Array.from({ length: 16 }, (_, i) => `value ${i}`))
+  // Nothing was outstanding: the first ~256 bytes left while the rest of the tick was encoded.
+  t.is(writes.length, 2, `writes: ${writes.join(', ')}`)
+  t.true(writes[0]! >= 256 && writes[0]! < 512, `first write ${writes[0]} bytes`)
+
+  const holding = client.request('hold')
+  await delay(20)
+  writes.length = 0
+  const second = await tick()
+  t.deepEqual(second, first)
+  // One call was unanswered when the tick began: the server is busy, so the tick is one write.
+  t.is(writes.length, 1, `writes: ${writes.join(', ')}`)
+  release()
+  t.is(await holding, 'released')
+})

@@ -1303,6 +1303,7 @@ export class PolyCallClient extends TypedEmitter<ClientEvents> {
           ),
         end: () => conn.end(),
         close: (e) => this.#lost(conn, e),
+        peerIdle: (queued) => this.#pending.size <= queued,
       },
       { maxPayload: MAX_PAYLOAD, wire: this.#proto.wire },
     )

@@ -54,6 +54,12 @@ export interface ConnectionHooks {
   stalled?(reason: 'stall' | 'frame'): void
   /** Queued frames were handed to the socket while reading was paused for `'dispatch'`. */
   flushed?(): void
+  /**
+   * Whether the peer has nothing left to do but wait for this tick's frames (`queued` of them
+   * so far): then the first {@link FIRST_EARLY_WRITE} bytes of the tick leave at once, and the
+   * peer works on them while this side produces the rest.
+   */
+  peerIdle?(queued: number): boolean
 }
 
 /**
@@ -163,6 +169,8 @@ const SEALING = 512
  * in-memory pair, a user's dial) may still hold a written chunk after its callback.
  */
 const KERNEL_WRITES = 1024
+/** This tick already wrote its first part early: the rest waits for {@link EARLY_WRITE}. */
+const SPLIT = 2048
 /** First size of a secure connection's staging buffer (from Node's buffer pool). */
 const SEAL_STAGE = 2048
 /**
@@ -207,6 +215,14 @@ function freshArena(): Buffer {
  * works on the first part while this side produces the rest.
  */
 const EARLY_WRITE = 4096
+/**
+ * When the peer is idle (nothing this side sent before the tick is unanswered, see
+ * {@link ConnectionHooks.peerIdle}), the first this-many bytes of a tick leave at once: the
+ * peer starts on them while this side produces the rest, instead of the two sides taking turns
+ * with whole ticks. Later parts of the tick wait for {@link EARLY_WRITE} as usual; a peer that
+ * is still busy gets the tick in one write, since splitting would only cost it a read.
+ */
+const FIRST_EARLY_WRITE = 256
 
 export class Connection implements Ticking {
   readonly socket: Socket
@@ -498,7 +514,15 @@ export class Connection implements Ticking {
   #arenaWritten(written: number): void {
     this.#arenaPos += written
     this.#queuedBytes += written
-    if (this.#queuedBytes >= EARLY_WRITE && !this.#needDrain) {
+    const q = this.#queuedBytes
+    if (q >= FIRST_EARLY_WRITE && (this.#bits & SPLIT) === 0 && q < EARLY_WRITE && !this.#needDrain) {
+      this.#bits |= SPLIT
+      if (this.#hooks.peerIdle?.(this.#queuedFrames + 1) === true) {
+        this.#takeArena()
+        this.#write()
+      }
+    } else if (q >= EARLY_WRITE && !this.#needDrain) {
+      this.#bits |= SPLIT
       this.#takeArena()
       this.#write()
     }
@@ -735,6 +759,7 @@ export class Connection implements Ticking {
 
   #flush(): void {
     this.#flushScheduled = false
+    this.#bits &= ~SPLIT
     if (this.#closed || this.#needDrain || this.#ending) return
     if (!this.#takeArena()) return
     const arena = this.#arena
