@@ -1,4 +1,5 @@
 import test, { type ExecutionContext } from 'ava'
+import { on, once } from 'node:events'
 import {
   ErrorCode,
   PolyCallError,
@@ -531,4 +532,55 @@ test('a freed machine refuses every call with ERR_POLYCALL_CLOSED', async (t) =>
     scoped.addState('A')
   }
   t.pass()
+})
+
+test("'transition' listeners are called however they were added, after transitions nobody heard", async (t) => {
+  const sm = new StateMachine()
+  sm.addState('A')
+  sm.addState('B')
+  sm.addTransition('A', 'B')
+  sm.addTransition('B', 'A')
+  let to: 'A' | 'B' = 'A'
+  const flip = () => sm.transition((to = to === 'A' ? 'B' : 'A'))
+  const heard: string[] = []
+  const ways: [string, (listener: (r: TransitionRecord) => void) => Promise<void> | void][] = [
+    ['on', (l) => void sm.on('transition', l)],
+    ['addListener', (l) => void sm.addListener('transition', l)],
+    ['prependListener', (l) => void sm.prependListener('transition', l)],
+    ['once', (l) => void sm.once('transition', l)],
+    ['prependOnceListener', (l) => void sm.prependOnceListener('transition', l)],
+    ['events.once', (l) => void (once(sm, 'transition') as Promise<[TransitionRecord]>).then(([r]) => l(r))],
+    [
+      'events.on',
+      (l) =>
+        void (async () => {
+          for await (const [r] of on(sm, 'transition') as AsyncIterable<[TransitionRecord]>) {
+            l(r)
+            break
+          }
+        })(),
+    ],
+  ]
+  for (const [way, add] of ways) {
+    sm.removeAllListeners()
+    // Nobody listens: this transition finds no listener (and stops looking for one).
+    await flip()
+    add((r) => heard.push(`${way} ${r.to}`))
+    await flip()
+    await new Promise((r) => setImmediate(r))
+    t.deepEqual(heard.splice(0), [`${way} ${to}`], way)
+  }
+  // Removed listeners hear nothing, and one added again is heard.
+  const listener = (r: TransitionRecord) => heard.push(`again ${r.to}`)
+  sm.removeAllListeners()
+  sm.on('transition', listener)
+  sm.off('transition', listener)
+  await flip()
+  sm.on('transition', listener)
+  sm.removeAllListeners('transition')
+  await flip()
+  t.deepEqual(heard, [])
+  sm.on('transition', listener)
+  await flip()
+  t.deepEqual(heard, [`again ${to}`])
 })
