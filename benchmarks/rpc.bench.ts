@@ -1386,7 +1386,8 @@ ${machine()}
   frame and writes one response frame per request; both sides coalesce what one tick produced
   into one \`socket.write\`, the client correlates responses in order with a FIFO. No timeouts,
   no validation. polycall writes the same way, except that a tick which has queued 4 KiB writes
-  it at once (at 128 in flight), which raw net does not do.
+  it at once (at 128 in flight), and a client tick whose earlier requests are all answered
+  writes its first 256 bytes at once (at 16 in flight), which raw net does not do.
 - **grpc-js** ${grpcVersion()}: a unary \`Echo\` method from a \`ServiceDefinition\` with identity
   (de)serializers (no protobuf), \`makeGenericClientConstructor\`, insecure credentials, a
   ${REQUEST_TIMEOUT} ms deadline per call (as polycall's timeout).
