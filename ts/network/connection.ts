@@ -515,17 +515,16 @@ export class Connection implements Ticking {
     this.#arenaPos += written
     this.#queuedBytes += written
     const q = this.#queuedBytes
-    if (q >= FIRST_EARLY_WRITE && (this.#bits & SPLIT) === 0 && q < EARLY_WRITE && !this.#needDrain) {
+    if (this.#needDrain || q < FIRST_EARLY_WRITE) return
+    if (q < EARLY_WRITE) {
+      // Below EARLY_WRITE only the tick's first part leaves early, and only to an idle peer.
+      if ((this.#bits & SPLIT) !== 0) return
       this.#bits |= SPLIT
-      if (this.#hooks.peerIdle?.(this.#queuedFrames + 1) === true) {
-        this.#takeArena()
-        this.#write()
-      }
-    } else if (q >= EARLY_WRITE && !this.#needDrain) {
-      this.#bits |= SPLIT
-      this.#takeArena()
-      this.#write()
+      if (this.#hooks.peerIdle?.(this.#queuedFrames + 1) !== true) return
     }
+    this.#bits |= SPLIT
+    this.#takeArena()
+    this.#write()
   }
 
   /** A frame was queued: bounds, and the flush at the end of the tick. */
