@@ -83,6 +83,10 @@ test('decode prints every field and the checksum status; a bad frame exits 2 wit
   t.is(bad.code, 2)
   t.regex(bad.stdout, /MISMATCH: payload sums to 0x06b43def/)
   t.regex(bad.stdout, /problem\s+ERR_POLYCALL_CHECKSUM_MISMATCH/)
+  // A sealed frame (ENCRYPTED, checksum field 0) has no checksum to break.
+  const sealed = await polycall('decode', '010301000900000005000000000000006a3fe0a1c4')
+  t.is(sealed.code, 0, sealed.stdout)
+  t.regex(sealed.stdout, /checksum\s+0x00000000 \(sealed frame: no checksum, its tag authenticates it\)/)
   const short = await polycall('decode', '0103')
   t.is(short.code, 1)
   t.regex(short.stderr, /ERR_POLYCALL_TRUNCATED_HEADER/)

@@ -59,7 +59,7 @@ const LABEL: Record<System, string> = {
 }
 const COLOR: Record<(typeof SYSTEMS)[number], string> = { polycall: '#2b6cb0', pcr1: '#38a169', raw: '#718096', grpc: '#dd6b20' }
 const DEFAULT_CONCURRENCY = [1, 16, 128]
-const SECURE_PAYLOADS = [64, 4096]
+const DEFAULT_SECURE_PAYLOADS = [64, 4096]
 const SECTIONS = ['main', 'secure', 'handshake'] as const
 const REQUEST_TIMEOUT = 5000
 
@@ -73,6 +73,9 @@ function opt(name: string): string | undefined {
 /** Bytes per request: 32 in the main section; children get theirs from --payload. */
 const PAYLOAD = Number(opt('--payload') ?? 32)
 if (!Number.isInteger(PAYLOAD) || PAYLOAD < 8 || PAYLOAD > 65536) throw new Error(`bad --payload ${PAYLOAD}`)
+/** Payload sizes of the secure section (--payloads 64,4096). */
+const SECURE_PAYLOADS = opt('--payloads')?.split(',').map(Number) ?? DEFAULT_SECURE_PAYLOADS
+if (!SECURE_PAYLOADS.every((p) => Number.isInteger(p) && p >= 8 && p <= 65536)) throw new Error(`bad --payloads ${opt('--payloads')}`)
 const inFlightArg = opt('--in-flight')
 const CONCURRENCY = inFlightArg ? inFlightArg.split(',').map(Number) : DEFAULT_CONCURRENCY
 if (!CONCURRENCY.every((c) => Number.isInteger(c) && c >= 1 && c <= 256)) throw new Error(`bad --in-flight ${inFlightArg}`)
@@ -1493,7 +1496,7 @@ async function secureSection(active: System[]): Promise<number> {
   const ratioTable = table(['payload', 'in flight', 'sealed / plaintext polycall', 'sealed / polycall over TLS', 'sealed / secret-stream', 'polycall TLS / raw', 'secret-stream / raw'], ratioRows)
   console.log(`\nratios of the medians\n${ratioTable}`)
   const failed = cells.reduce((n, y) => n + y.errors + y.mismatches, 0)
-  const complete = SECURE_SYSTEMS.every(has) && CONCURRENCY.join() === DEFAULT_CONCURRENCY.join()
+  const complete = SECURE_SYSTEMS.every(has) && CONCURRENCY.join() === DEFAULT_CONCURRENCY.join() && SECURE_PAYLOADS.join() === DEFAULT_SECURE_PAYLOADS.join()
   if (complete) {
     const ahead = SECURE_PAYLOADS.every((p) => CONCURRENCY.every((c) => r('sealed', 'tls', p, c) > 1 && r('sealed', 'secretstream', p, c) > 1))
     const verdict = (ok: boolean) => (ok ? '**met**' : '**missed**')

@@ -418,13 +418,17 @@ Exits 0 for a valid frame, 2 when the frame has problems (listed), 1 when it can
       out(`flags     0x${i.flags.toString(16).padStart(4, '0')}`)
       out(`sequence  ${i.sequence}`)
       out(`length    ${i.payloadLength}${i.payload.length !== i.payloadLength ? ` (${i.payload.length} present)` : ''}`)
+      // A frame of a secure session carries 0 here: its tag authenticates it (needs the key).
+      const sealed = (i.flags & 1) !== 0 && i.checksum === 0
       out(
         `checksum  ${sum(i.checksum)} ${
           i.computedChecksum === undefined
             ? '(payload incomplete)'
             : i.computedChecksum === i.checksum
               ? 'ok'
-              : `MISMATCH: payload sums to ${sum(i.computedChecksum)}`
+              : sealed
+                ? '(sealed frame: no checksum, its tag authenticates it)'
+                : `MISMATCH: payload sums to ${sum(i.computedChecksum)}`
         }`,
       )
       const text = i.payload.toString('utf8')

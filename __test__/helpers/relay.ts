@@ -40,10 +40,13 @@ export interface Relay {
   close(): Promise<void>
 }
 
-/** A frame with its checksum recomputed over its payload (a relay that edits bytes keeps frames well formed). */
+/**
+ * A frame with its checksum field made right for its kind (a relay that edits bytes keeps frames
+ * well formed): 0 for a sealed frame (ENCRYPTED), the v1 checksum of the payload otherwise.
+ */
 export function refreshChecksum(frame: Buffer): Buffer {
   const out = Buffer.from(frame)
-  out.writeUInt32LE(checksum(out.subarray(16)), 12)
+  out.writeUInt32LE((out[2]! & 1) === 1 ? 0 : checksum(out.subarray(16)), 12)
   return out
 }
 

@@ -2,7 +2,7 @@
 //!
 //! `cargo run --release -p polycall-core --example aead_speed [-- --quick]` prints, for
 //! `ChaChaPoly` and `AESGCM` at 64 B, 1 KiB, 4 KiB and 64 KiB, the time of one seal and one open
-//! (the AEAD alone) and of one whole sealed frame (copy, AEAD, v1 checksum, header): the best of
+//! (the AEAD alone) and of one whole sealed frame (copy, AEAD, header): the best of
 //! several rounds, the estimate least disturbed by other load on a shared machine. Figures:
 //! docs/security.md, "Performance".
 

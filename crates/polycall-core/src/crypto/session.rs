@@ -23,7 +23,8 @@
 //! ```
 //!
 //! In the **sealed** mode every frame must be sealed ([`super::transport`]); a plaintext frame,
-//! a bad checksum or a frame that fails to open ends the session with `TAMPERED`. A session
+//! a damaged header or a frame that fails to open ends the session with `TAMPERED` (the
+//! decoder checks no checksum there: the tag covers every header byte and the payload). A session
 //! whose peer turned out not to speak the secure hello can continue in the **plain** mode
 //! ([`SecureSession::plain`]), which decodes and encodes v1 frames unchanged (with lz4
 //! compression when both peers negotiated it). Every error ends the session: later calls
@@ -41,12 +42,12 @@ use super::hello::{self, COMPRESSION, SECURE};
 use super::identity::{Identity, StaticDhCache};
 use super::noise::{HandshakeKeys, HandshakeState, Pattern};
 use super::primitives::{self, Cipher, KEY_LEN, Secret};
-use super::transport::{Direction, MAX_SEALED_BODY, RekeyPolicy, SEALED_OVERHEAD};
+use super::transport::{Direction, MAX_SEALED_BODY, RekeyPolicy, SEALED_OVERHEAD, SealedV1};
 use crate::error::{Error, Result};
 use crate::packet::handshake::{self, EXTENDED_SIZE, Strictness};
 use crate::packet::{
     DecodedFrame, FrameDecoder, HEADER_SIZE, Header, MAX_PAYLOAD, MessageType, Payload,
-    encode_into, flags,
+    StreamDecoder, encode_into, flags,
 };
 
 /// Which side of the connection a session is.
@@ -253,7 +254,7 @@ pub struct SecureSession {
     agreed: u16,
     send: Option<Direction>,
     recv: Option<Direction>,
-    decoder: FrameDecoder,
+    decoder: Framer,
     compressor: Option<Compressor>,
     decompress: bool,
     remote_static: Option<[u8; KEY_LEN]>,
@@ -295,6 +296,46 @@ fn failed(why: &str) -> Error {
     Error::HandshakeFailed(why.to_owned())
 }
 
+/// The session's stream decoder: v1 frames with their checksums while handshaking and in the
+/// plain mode; in the sealed mode frames whose tag is their only check ([`SealedV1`]).
+#[derive(Debug)]
+enum Framer {
+    Plain(FrameDecoder),
+    Sealed(StreamDecoder<SealedV1>),
+}
+
+impl Framer {
+    fn plain(max_payload: u32) -> Result<Self> {
+        Ok(Self::Plain(FrameDecoder::with_max_payload(max_payload)?))
+    }
+
+    fn buffered(&self) -> usize {
+        match self {
+            Self::Plain(d) => d.buffered(),
+            Self::Sealed(d) => d.buffered(),
+        }
+    }
+
+    fn decode(
+        &mut self,
+        chunk: &[u8],
+        max_frames: usize,
+        sink: impl FnMut(DecodedFrame),
+    ) -> Result<usize> {
+        match self {
+            Self::Plain(d) => d.decode(chunk, max_frames, sink),
+            Self::Sealed(d) => d.decode(chunk, max_frames, sink),
+        }
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        match self {
+            Self::Plain(d) => d.finish(),
+            Self::Sealed(d) => d.finish(),
+        }
+    }
+}
+
 impl SecureSession {
     fn blank(role: Role, limits: SessionLimits) -> Result<Self> {
         check_limits(limits)?;
@@ -320,7 +361,7 @@ impl SecureSession {
             recv: None,
             // A hello may be longer than a small payload limit; decode_handshaking holds every
             // other frame to the limit.
-            decoder: FrameDecoder::with_max_payload(limits.max_payload.max(HELLO_LIMIT))?,
+            decoder: Framer::plain(limits.max_payload.max(HELLO_LIMIT))?,
             compressor: None,
             decompress: false,
             remote_static: None,
@@ -516,8 +557,9 @@ impl SecureSession {
         }
         let sealed_limit =
             (self.limits.max_payload as usize + SEALED_OVERHEAD).min(MAX_PAYLOAD as usize);
-        self.decoder =
-            FrameDecoder::with_max_payload(u32::try_from(sealed_limit).unwrap_or(MAX_PAYLOAD))?;
+        self.decoder = Framer::Sealed(StreamDecoder::with_max_payload(
+            u32::try_from(sealed_limit).unwrap_or(MAX_PAYLOAD),
+        )?);
         self.handshake_hash = Some(noise.handshake_hash());
         self.send = Some(Direction::new(send, self.limits.rekey));
         self.recv = Some(Direction::new(recv, self.peer_rekey));
@@ -815,7 +857,7 @@ impl SecureSession {
         self.step = Step::Done;
         self.mode = Mode::Plain;
         if self.decoder.buffered() == 0 {
-            self.decoder = FrameDecoder::with_max_payload(self.limits.max_payload)?;
+            self.decoder = Framer::plain(self.limits.max_payload)?;
         }
         Ok(())
     }
@@ -843,8 +885,8 @@ impl SecureSession {
     /// Frames before a bad one have reached `sink` when the error is returned.
     ///
     /// # Errors
-    /// The decoder's header errors; in the sealed mode `TAMPERED` for a bad checksum or a frame
-    /// that does not open, and `DECOMPRESSION_*` for a bad compressed payload;
+    /// The decoder's header errors; in the sealed mode `TAMPERED` for a damaged header or a
+    /// frame that does not open, and `DECOMPRESSION_*` for a bad compressed payload;
     /// `PAYLOAD_TOO_LARGE` for a frame over the limit. Every error ends the session.
     pub fn decode(
         &mut self,
@@ -919,12 +961,10 @@ impl SecureSession {
         self.scratch = frames;
         outcome?;
         let consumed = decoded.map_err(|e| match (self.mode, e) {
-            (Mode::Sealed, Error::ChecksumMismatch { expected, actual }) => Error::Tampered(format!(
-                "the checksum of a sealed frame does not match ({expected:#010x} against {actual:#010x})"
-            )),
-            (Mode::Sealed, e @ (Error::VersionMismatch { .. } | Error::UnknownMessageType { .. })) => {
-                Error::Tampered(format!("a sealed stream carries a damaged header: {e}"))
-            }
+            (
+                Mode::Sealed,
+                e @ (Error::VersionMismatch { .. } | Error::UnknownMessageType { .. }),
+            ) => Error::Tampered(format!("a sealed stream carries a damaged header: {e}")),
             (_, e) => e,
         })?;
         Ok(DecodeStatus {

@@ -1,22 +1,23 @@
 //! Sealed frames (docs/protocol-extensions.md, "Sealed frames").
 //!
 //! After a secure handshake every frame in both directions is sealed: its payload is replaced
-//! by the ChaCha20-Poly1305 encryption of the payload followed by the 16-byte tag, under the
-//! direction's Noise transport key and the direction's frame counter as nonce. The header keeps
-//! its v1 layout:
+//! by the AEAD encryption of the payload followed by the 16-byte tag, under the direction's
+//! Noise transport key and the direction's frame counter as nonce. The header keeps its v1
+//! layout, and all 16 of its bytes are the associated data:
 //!
 //! ```text
 //! offset 0   version 1, type, flags | ENCRYPTED (| COMPRESSED), sequence, payload_length
-//!            (= body + 16): these 12 bytes are the associated data
-//! offset 12  checksum: the v1 checksum of the sealed bytes (ciphertext and tag), so a sealed
-//!            frame is still a well-formed v1 frame; it adds no integrity of its own
+//!            (= body + 16)
+//! offset 12  checksum: 0. The tag authenticates the frame; a v1 checksum over the sealed
+//!            bytes would add no integrity and cost a pass over them on each side
 //! offset 16  ciphertext of the body (the payload, or its compressed form), then the tag
 //! ```
 //!
-//! Every header field but the checksum is authenticated as associated data, and the checksum is
-//! a function of the authenticated bytes, so any change to a frame is detected. The nonce is
-//! implicit: each side counts the frames it sealed and opened, so a replayed, reordered or
-//! dropped frame, or one from another session (another key), fails to open.
+//! Every header byte is authenticated, so any change to a frame is detected, a non-zero
+//! checksum field included. The stream decoder of a sealed session ([`SealedV1`]) frames by
+//! the length field and leaves all checking to the tag. The nonce is implicit: each side counts
+//! the frames it sealed and opened, so a replayed, reordered or dropped frame, or one from
+//! another session (another key), fails to open.
 //!
 //! Rekeying (Noise `Rekey()`, rev 34 §11.3) happens after a number of frames or of sealed
 //! payload bytes, whichever comes first. Each side announces the interval of its own sending
@@ -25,9 +26,8 @@
 
 use super::noise::CipherState;
 use super::primitives::TAG_LEN;
-use crate::checksum::checksum;
 use crate::error::{Error, Result};
-use crate::packet::{HEADER_SIZE, Header, MAX_PAYLOAD, MessageType, flags};
+use crate::packet::{FrameFormat, HEADER_SIZE, Header, MAX_PAYLOAD, MessageType, flags};
 
 /// Bytes a sealed frame adds to its body: the tag.
 pub const SEALED_OVERHEAD: usize = TAG_LEN;
@@ -83,14 +83,34 @@ impl core::fmt::Debug for Direction {
     }
 }
 
-/// The associated data of a sealed frame: its first 12 header bytes.
-fn associated_data(kind: MessageType, flags: u16, sequence: u32, wire_len: u32) -> [u8; 12] {
-    let f = flags.to_le_bytes();
-    let s = sequence.to_le_bytes();
-    let l = wire_len.to_le_bytes();
-    [
-        1, kind as u8, f[0], f[1], s[0], s[1], s[2], s[3], l[0], l[1], l[2], l[3],
-    ]
+/// The v1 frame as a sealed session reads it: the same header rules, no payload checksum (the
+/// checksum field of a sealed frame is 0 and authenticated with the rest of the header, and the
+/// tag covers the payload). Only for streams whose every frame is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealedV1;
+
+impl FrameFormat for SealedV1 {
+    type Header = Header;
+    const MAX_PAYLOAD: u32 = MAX_PAYLOAD;
+
+    fn decode_header(bytes: &[u8; HEADER_SIZE], max_payload: u32) -> Result<Header> {
+        Header::decode(bytes, max_payload)
+    }
+    fn parse_header(bytes: &[u8; HEADER_SIZE], max_payload: u32) -> Option<Header> {
+        Header::parse(bytes, max_payload)
+    }
+    fn payload_length(header: &Header) -> u32 {
+        header.payload_length
+    }
+    fn checksum(_: &Header) -> Option<u32> {
+        None
+    }
+    fn truncated_header(buffered: usize) -> Error {
+        Error::TruncatedHeader { buffered }
+    }
+    fn truncated_payload(expected: u32, received: u32) -> Error {
+        Error::TruncatedPayload { expected, received }
+    }
 }
 
 impl Direction {
@@ -189,33 +209,30 @@ impl Direction {
             });
         }
         let wire_len = body_len + TAG_LEN;
-        let flags = flags | flags::ENCRYPTED;
         // body_len <= MAX_SEALED_BODY, so wire_len fits in u32.
-        let wire_len_u32 = u32::try_from(wire_len).unwrap_or(MAX_PAYLOAD);
-        let ad = associated_data(kind, flags, sequence, wire_len_u32);
+        let header = Header {
+            kind,
+            flags: flags | flags::ENCRYPTED,
+            sequence,
+            payload_length: u32::try_from(wire_len).unwrap_or(MAX_PAYLOAD),
+            checksum: 0,
+        }
+        .encode();
         let (head, rest) = frame.split_at_mut(HEADER_SIZE);
         let (sealed, tag_out) = rest.split_at_mut(body_len);
         let tag = self
             .cipher
-            .seal_in_place(&ad, sealed)?
+            .seal_in_place(&header, sealed)?
             .ok_or_else(|| Error::InvalidArgument("a sealing direction without a key".into()))?;
         tag_out.copy_from_slice(&tag);
-        let sum = checksum(rest);
-        let header = Header {
-            kind,
-            flags,
-            sequence,
-            payload_length: wire_len_u32,
-            checksum: sum,
-        };
-        head.copy_from_slice(&header.encode());
+        head.copy_from_slice(&header);
         self.account(wire_len)?;
         Ok(total)
     }
 
     /// Opens one decoded frame in place: on success `payload[..n]` holds the body, where `n`
-    /// is the returned length. The header's checksum must already have been verified (the
-    /// stream decoder does).
+    /// is the returned length. `header` is the frame's header as received (its checksum field
+    /// is part of what authenticates).
     ///
     /// # Errors
     /// `TAMPERED` for a frame without the ENCRYPTED flag, shorter than a tag, or that does not
@@ -232,13 +249,7 @@ impl Direction {
                 "a sealed frame shorter than its tag".into(),
             ));
         };
-        let ad = associated_data(
-            header.kind,
-            header.flags,
-            header.sequence,
-            header.payload_length,
-        );
-        if self.cipher.open_in_place(&ad, payload)? != Some(body_len) {
+        if self.cipher.open_in_place(&header.encode(), payload)? != Some(body_len) {
             return Err(Error::Tampered(format!(
                 "frame {} of this direction does not authenticate: altered, replayed, reordered, \
                  after a dropped frame, or from another session",
@@ -258,7 +269,7 @@ impl Direction {
 )]
 mod tests {
     use super::*;
-    use crate::packet::FrameDecoder;
+    use crate::packet::{FrameDecoder, StreamDecoder};
 
     fn pair(policy: RekeyPolicy) -> (Direction, Direction) {
         (
@@ -277,7 +288,7 @@ mod tests {
     }
 
     fn open(d: &mut Direction, frame: &[u8]) -> Result<Vec<u8>> {
-        let mut dec = FrameDecoder::new();
+        let mut dec = StreamDecoder::<SealedV1>::new();
         let mut frames = Vec::new();
         dec.push(frame, &mut frames)?;
         let f = frames
@@ -295,9 +306,40 @@ mod tests {
         let f = seal(&mut a, 7, b"hello");
         assert_eq!(f[2] & 1, 1, "ENCRYPTED is set");
         assert_eq!(u32::from_le_bytes(f[8..12].try_into().unwrap()), 21);
+        assert_eq!(&f[12..16], &[0; 4], "the checksum field is 0");
         assert_ne!(&f[16..21], b"hello");
         assert_eq!(open(&mut b, &f).unwrap(), b"hello");
         assert_eq!((a.frames(), b.frames()), (1, 1));
+        // A plain v1 decoder frames it and finds the checksum field wrong.
+        let mut plain = Vec::new();
+        assert_eq!(
+            FrameDecoder::new().push(&f, &mut plain).unwrap_err().code(),
+            "CHECKSUM_MISMATCH"
+        );
+    }
+
+    #[test]
+    fn every_header_byte_is_authenticated() {
+        for at in 0..HEADER_SIZE {
+            let (mut a, mut b) = pair(RekeyPolicy::DEFAULT);
+            let mut f = seal(&mut a, 7, b"hello");
+            // Only changes the decoder lets through to the opener: the version byte must stay 1
+            // and the type valid, and the length under the decoder's limit (the frame is cut or
+            // padded to the new length).
+            match at {
+                0 | 11 => continue,
+                1 => f[1] = 4,
+                8..=10 => f[at] ^= 0x01,
+                _ => f[at] ^= 0x80,
+            }
+            let len = u32::from_le_bytes(f[8..12].try_into().unwrap()) as usize;
+            f.resize(HEADER_SIZE + len, 0);
+            assert_eq!(
+                open(&mut b, &f).unwrap_err().code(),
+                "TAMPERED",
+                "header byte {at}"
+            );
+        }
     }
 
     #[test]

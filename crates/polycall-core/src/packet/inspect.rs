@@ -1,8 +1,10 @@
 //! Field-by-field inspection of one frame for diagnostics tools (docs/protocol.md §1, §2, §7).
 //! Unlike the decoder it never stops at the first problem: it reports every field as found,
-//! the checksum as computed, and every rule the bytes break.
+//! the checksum as computed, and every rule the bytes break. A frame of a secure session
+//! (ENCRYPTED with a checksum field of 0, docs/protocol-extensions.md, "Sealed frames") has
+//! no checksum to break: its tag authenticates it, which takes the session's key to check.
 
-use super::header::{HEADER_SIZE, MAX_PAYLOAD, MessageType, PROTOCOL_VERSION};
+use super::header::{HEADER_SIZE, MAX_PAYLOAD, MessageType, PROTOCOL_VERSION, flags};
 use crate::checksum::checksum;
 use crate::error::Error;
 
@@ -73,8 +75,11 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection<'_>, Error> {
         });
         None
     };
+    let flag_bits = u16::from_le_bytes([f0, f1]);
+    let sealed = flag_bits & flags::ENCRYPTED != 0 && stated == 0;
     if let Some(actual) = computed_checksum
         && actual != stated
+        && !sealed
     {
         problems.push(Error::ChecksumMismatch {
             expected: stated,
@@ -84,7 +89,7 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection<'_>, Error> {
     Ok(Inspection {
         version: v,
         kind: t,
-        flags: u16::from_le_bytes([f0, f1]),
+        flags: flag_bits,
         sequence: u32::from_le_bytes([s0, s1, s2, s3]),
         payload_length,
         checksum: stated,
@@ -111,6 +116,22 @@ mod tests {
         assert_eq!(i.computed_checksum, Some(i.checksum));
         assert!(i.problems.is_empty());
         assert_eq!(i.trailing, 0);
+    }
+
+    #[test]
+    fn a_sealed_frame_has_no_checksum_to_break() {
+        let mut f =
+            encode_frame(MessageType::Command, flags::ENCRYPTED, 3, b"sealed bytes").unwrap();
+        f[12..16].fill(0);
+        let i = inspect(&f).unwrap();
+        assert!(i.problems.is_empty());
+        assert_ne!(i.computed_checksum, Some(0));
+        // Without ENCRYPTED the zero field is a mismatch; so is a non-zero wrong one with it.
+        f[2] = 0;
+        assert_eq!(inspect(&f).unwrap().problems.len(), 1);
+        f[2] = 1;
+        f[12] = 1;
+        assert_eq!(inspect(&f).unwrap().problems.len(), 1);
     }
 
     #[test]
