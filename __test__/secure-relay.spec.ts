@@ -4,11 +4,13 @@
 // compression (its round trip and a decompression bomb). Each asserts the codes and that the
 // server keeps serving its other clients.
 import test, { type ExecutionContext } from 'ava'
-import { ErrorCode, ProtocolFlag, preferredCipher, type SecureCipher, type SecureClientOptions, type SecurePattern } from '../ts/index.js'
+import { Capability, ErrorCode, ProtocolFlag, preferredCipher, type SecureCipher, type SecureClientOptions, type SecurePattern } from '../ts/index.js'
 import { refreshChecksum, startRelay, type Rewrite } from './helpers/relay.js'
 import { identity, newClient, nextDisconnect, rejection, startServer } from './helpers/secure.js'
 
 const SECURE = 0x0008
+/** The frame flag of a sealed batch (docs/protocol-extensions.md). */
+const BATCH_FLAG = 0x0100
 
 /** A frame with one byte changed by `f`, checksum recomputed unless `keepChecksum`. */
 function edit(frame: Buffer, offset: number, f: (b: number) => number, keepChecksum = false): Buffer {
@@ -72,6 +74,39 @@ test('the wire shows no payload, credential or principal of a sealed session; th
   }
 })
 
+test('the calls of one tick travel as sealed batches: fewer sealed frames than calls, every one answered; an altered batch is ERR_POLYCALL_TAMPERED', async (t) => {
+  const { port, relay, secure } = await setup(t)
+  const client = newClient(t, relay.port, { secure })
+  await client.connect()
+  t.truthy(client.stats().capabilities & Capability.SealedBatches, 'both sides agreed on batches')
+  const before = relay.links[0]!.frames.toServer.length
+  const values = Array.from({ length: 40 }, (_, i) => `call ${i}`)
+  t.deepEqual(await Promise.all(values.map((v) => client.request('echo', v))), values)
+  const sent = relay.links[0]!.frames.toServer.slice(before)
+  const batches = sent.filter((f) => f.readUInt16LE(2) & BATCH_FLAG)
+  t.true(sent.length < values.length / 4, `40 calls in ${sent.length} sealed frames`)
+  t.true(batches.length >= 1)
+  for (const f of batches) {
+    t.is(f.readUInt16LE(2), BATCH_FLAG | ProtocolFlag.Encrypted)
+    t.is(f.readUInt32LE(4), 0, 'a batch shows no sequence')
+    t.is(f.readUInt32LE(12), 0, 'nor a checksum')
+    t.true(f.length <= 16 + 4096 + 16)
+  }
+  t.false(hasBytes(relay.wire('toServer'), 'call 1'))
+  // A byte of a batch changed in transit: the whole batch is refused, the session ends.
+  const { server: server2, port: port2, relay: relay2, secure: secure2 } = await setup(t, {
+    toServer: (f) => (f.readUInt16LE(2) & BATCH_FLAG ? edit(f, 40, (b) => b ^ 1) : undefined),
+  })
+  const victim = newClient(t, relay2.port, { secure: secure2 })
+  await victim.connect()
+  const gone = nextDisconnect(server2)
+  const calls = await Promise.all(values.map((v) => victim.request('echo', v).then(() => 'ok', (e: { code: string }) => e.code)))
+  t.is((await gone).error?.code, ErrorCode.TAMPERED)
+  t.true(calls.includes(ErrorCode.CONNECTION_LOST))
+  await stillServes(t, port2, secure2)
+  await stillServes(t, port, secure)
+})
+
 const TAMPERS: [string, (f: Buffer) => Buffer | Buffer[]][] = [
   ['version', (f) => edit(f, 0, () => 2)],
   ['type', (f) => edit(f, 1, () => 6)],
@@ -118,7 +153,8 @@ const ORDER_ATTACKS: [string, (frames: Buffer[]) => Buffer[]][] = [
 
 for (const [what, attack] of ORDER_ATTACKS) {
   test(`a ${what} sealed frame is ERR_POLYCALL_TAMPERED`, async (t) => {
-    // Two requests queued in one tick leave in one write: hold the first until the second arrives.
+    // Two requests in two ticks leave as two sealed frames (one tick's would share a sealed
+    // batch): hold the first until the second arrives.
     const held: Buffer[] = []
     const { server, port, relay, secure } = await setup(t, {
       toServer: (f, i) => {
@@ -130,7 +166,9 @@ for (const [what, attack] of ORDER_ATTACKS) {
     const client = newClient(t, relay.port, { secure })
     await client.connect()
     const gone = nextDisconnect(server)
-    const calls = [client.request('echo', 1), client.request('echo', 2)].map((p) => p.then(() => 'ok', (e: { code: string }) => e.code))
+    const first = client.request('echo', 1)
+    await new Promise<void>((resolve) => setImmediate(resolve))
+    const calls = [first, client.request('echo', 2)].map((p) => p.then(() => 'ok', (e: { code: string }) => e.code))
     t.is((await gone).error?.code, ErrorCode.TAMPERED)
     // Whatever was answered before the bad frame, nothing after it is: at least one call fails.
     t.true((await Promise.all(calls)).includes(ErrorCode.CONNECTION_LOST))

@@ -1523,7 +1523,9 @@ ${machine()}
 - **polycall sealed**: a secure session, Noise IK (the client has an identity and pins the
   server key), the client's preferred cipher (${sealedCipher === 'auto' ? `${preferredCipher() === 'AESGCM' ? 'AES-256-GCM' : 'ChaCha20-Poly1305'} on this machine` : sealedCipher}),
   small frames written into the write arena and sealed there in place, one native call per
-  write, larger ones staged and sealed in one native call per tick.
+  write, as sealed batches of up to 64 frames (one AEAD call each; a frame alone in its write is
+  sealed on its own), larger ones staged and sealed in one native call per tick. Sealed frames
+  carry no v1 checksum (the tag covers them).
 - **polycall over TLS**: the same client and server with node:tls underneath (the test
   certificates, TLS 1.3).
 - **polycall**: plaintext, as in rpc.md.

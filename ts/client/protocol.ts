@@ -198,7 +198,11 @@ async function secureSetup(conn: Connection, setup: ClientSetup, secure: Resolve
 
 /** The capabilities a secure hello offers. */
 function secureOffer(setup: ClientSetup, secure: ResolvedClientSecure): number {
-  return (setup.msgpack ? SUPPORTED_CAPABILITIES : SUPPORTED_CAPABILITIES & ~Capability.Msgpack) | (secure.compress ? Capability.Compression : 0)
+  return (
+    (setup.msgpack ? SUPPORTED_CAPABILITIES : SUPPORTED_CAPABILITIES & ~Capability.Msgpack) |
+    Capability.SealedBatches |
+    (secure.compress ? Capability.Compression : 0)
+  )
 }
 
 /** The initiator's channel and hello (handshake message 1); nothing in them depends on the connection. */

@@ -18,7 +18,8 @@
  * 64 KiB) until the owner's handshake step is done; once the owner calls
  * {@link Connection.seal}, frames are sealed in batches: small ones are written into the write
  * arena behind a provisional header, with room for the tag, and sealed there in place by one
- * native call when the arena's region is handed to the socket; larger ones are staged and
+ * native call when the arena's region is handed to the socket (where both peers agreed on sealed
+ * batches, that call seals them a batch of up to 64 at a time); larger ones are staged and
  * sealed in one native call at flush time (or once a batch is big enough). Both keep the order
  * in which frames were queued, which is the order of their nonces. A connection without a
  * secure session does none of this work.

@@ -38,6 +38,11 @@ export const Capability = {
   IdempotencyKeys: 0x0020,
   /** COMMAND may carry a W3C trace context (`traceparent`, `tracestate`). */
   TraceContext: 0x0040,
+  /**
+   * On a secure session, the small frames of one write may travel as one sealed frame (a sealed
+   * batch, docs/protocol-extensions.md). Secure clients and servers always offer and accept it.
+   */
+  SealedBatches: 0x0080,
 } as const
 
 /** @internal Every capability this version implements (a server offers idempotency keys only when it keeps outcomes). */

@@ -183,7 +183,7 @@ function secureHello(host: ServerHost, s: ServerSession, f: WireFrame, channel: 
   }
   conn.session.to(SessionState.Handshake)
   const pattern = hello.pattern!
-  const caps = hello.flags & (host.capabilities | (secure.compress ? Capability.Compression : 0))
+  const caps = hello.flags & (host.capabilities | Capability.SealedBatches | (secure.compress ? Capability.Compression : 0))
   const answer = (): boolean => {
     let reply: Buffer
     try {

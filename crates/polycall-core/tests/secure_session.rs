@@ -13,11 +13,12 @@
 
 mod secure_common;
 
-use polycall_core::crypto::hello::{self, COMPRESSION, SECURE};
+use polycall_core::crypto::hello::{self, BATCHES, COMPRESSION, SECURE};
 use polycall_core::crypto::noise::Pattern;
 use polycall_core::crypto::session::{
     InitiatorConfig, Mode, OutFrame, ResponderConfig, SecureSession, SessionLimits,
 };
+use polycall_core::crypto::transport::{BATCH, BATCH_MAX_BODY, BATCH_MAX_FRAMES};
 use polycall_core::crypto::{Cipher, Identity, RekeyPolicy};
 use polycall_core::packet::handshake;
 use polycall_core::{MessageType, encode_frame, flags};
@@ -1137,4 +1138,216 @@ fn sealing_in_place_writes_the_bytes_of_a_batch_and_checks_its_layout_first() {
         early.seal_in_place(&mut buf).unwrap_err().code(),
         "INVALID_ARGUMENT"
     );
+}
+
+/// A pseudo-random body of `len` bytes (xorshift), incompressible.
+fn noise_bytes(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn small_frames_of_one_region_travel_as_sealed_batches() {
+    // 150 frames: mostly small, a 5000-byte one (too big for a batch) in the middle, a
+    // compressible 1500-byte one, and empty heartbeats.
+    let bodies: Vec<Vec<u8>> = (0..150u32)
+        .map(|i| match i {
+            70 => noise_bytes(5000, i),
+            71 => b"polycall ".repeat(170),
+            _ if i % 9 == 0 => Vec::new(),
+            _ => noise_bytes((i as usize * 37) % 200, i),
+        })
+        .collect();
+    let frames: Vec<(MessageType, u32, &[u8])> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let kind = if b.is_empty() {
+                MessageType::Heartbeat
+            } else {
+                MessageType::Command
+            };
+            (kind, i as u32 + 2, b.as_slice())
+        })
+        .collect();
+    for cipher in Cipher::ALL {
+        for offer in [OFFER | BATCHES, OFFER | BATCHES | COMPRESSION] {
+            let (mut client, mut server) = fixed_pair(cipher, offer);
+            let mut buf = laid_out(&frames);
+            let n = client.seal_in_place(&mut buf).unwrap();
+            let wire = &buf[..n];
+            let outer = split_frames(wire);
+            let batches: Vec<&Vec<u8>> = outer
+                .iter()
+                .filter(|f| u16::from_le_bytes([f[2], f[3]]) & BATCH != 0)
+                .collect();
+            assert!(
+                outer.len() < 12,
+                "{cipher:?} {offer:#x}: 150 frames in {} sealed frames",
+                outer.len()
+            );
+            for f in &outer {
+                assert_eq!(f[2] & 1, 1, "every wire frame is sealed");
+                assert_eq!(&f[12..16], &[0; 4]);
+            }
+            for b in &batches {
+                assert_eq!(b[1], MessageType::Command as u8);
+                assert_eq!(&b[4..8], &[0; 4], "a batch's sequence is 0");
+                assert!(b.len() - 32 <= BATCH_MAX_BODY);
+            }
+            assert!(
+                outer
+                    .iter()
+                    .any(|f| f.len() == 16 + 5000 + 16 && f[2] & 1 == 1),
+                "the 5000-byte frame goes alone"
+            );
+            assert!(!wire.windows(9).any(|w| w == b"polycall "), "no plaintext");
+            // Whole, and byte by byte (batches assembled across chunks).
+            for whole in [true, false] {
+                let (_, mut fresh) = fixed_pair(cipher, offer);
+                let receiver = if whole { &mut server } else { &mut fresh };
+                let got: Vec<(polycall_core::Header, Vec<u8>)> = if whole {
+                    push_ok(receiver, wire)
+                } else {
+                    wire.iter()
+                        .flat_map(|b| push_ok(receiver, std::slice::from_ref(b)))
+                        .collect()
+                };
+                assert_eq!(got.len(), frames.len());
+                for (g, f) in got.iter().zip(&frames) {
+                    assert_eq!((g.0.kind, g.0.sequence, &g.1[..]), (f.0, f.1, f.2));
+                    assert_eq!(g.0.flags & (flags::ENCRYPTED | BATCH), flags::ENCRYPTED);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_decode_call_stops_before_a_batch_could_exceed_max_frames() {
+    let bodies: Vec<Vec<u8>> = (0..600u32).map(|i| noise_bytes(8, i)).collect();
+    let frames: Vec<(MessageType, u32, &[u8])> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (MessageType::Command, i as u32, b.as_slice()))
+        .collect();
+    let (mut client, mut server) = fixed_pair(Cipher::AesGcm, OFFER | BATCHES);
+    let mut buf = laid_out(&frames);
+    let n = client.seal_in_place(&mut buf).unwrap();
+    let mut chunk = buf[..n].to_vec();
+    let mut at = 0;
+    let mut seen = 0usize;
+    let mut calls = 0;
+    while at < n {
+        let mut count = 0usize;
+        let st = server
+            .decode(&mut chunk[at..], 2 * BATCH_MAX_FRAMES, |_| count += 1)
+            .unwrap();
+        assert!(
+            count <= 2 * BATCH_MAX_FRAMES,
+            "call {calls}: {count} frames"
+        );
+        at += st.consumed;
+        seen += count;
+        calls += 1;
+    }
+    assert_eq!(seen, 600);
+    assert!(calls >= 600 / (2 * BATCH_MAX_FRAMES));
+}
+
+#[test]
+fn batches_only_when_both_sides_agree_and_the_batch_flag_is_the_sessions() {
+    let frames: [(MessageType, u32, &[u8]); 3] = [
+        (MessageType::Command, 2, b"one"),
+        (MessageType::Command, 3, b"two"),
+        (MessageType::Command, 4, b"three"),
+    ];
+    // The server accepts without BATCHES: three sealed frames, and a caller's 0x0100 flag
+    // passes through as an advisory bit.
+    let Pair {
+        mut client,
+        mut server,
+        ..
+    } = pair_with(Pattern::Ik, limits(), limits(), OFFER | BATCHES, OFFER);
+    let mut buf = laid_out(&frames);
+    buf[2..4].copy_from_slice(&BATCH.to_le_bytes());
+    let n = client.seal_in_place(&mut buf).unwrap();
+    assert_eq!(split_frames(&buf[..n]).len(), 3);
+    let got = push_ok(&mut server, &buf[..n]);
+    assert_eq!(got[0].0.flags, BATCH | flags::ENCRYPTED);
+    assert_eq!(got[0].1, b"one");
+    // Agreed: the caller's 0x0100 is dropped, on batched and staged frames alike.
+    let (mut client, mut server) = fixed_pair(Cipher::ChaChaPoly, OFFER | BATCHES);
+    let mut buf = laid_out(&frames);
+    buf[2..4].copy_from_slice(&BATCH.to_le_bytes());
+    let n = client.seal_in_place(&mut buf).unwrap();
+    assert_eq!(split_frames(&buf[..n]).len(), 1);
+    let mut wire = buf[..n].to_vec();
+    let staged = [OutFrame {
+        kind: MessageType::Command,
+        flags: BATCH | 8,
+        sequence: 5,
+        payload: b"staged",
+    }];
+    let mut out = vec![0; SecureSession::sealed_bound(1, 6)];
+    let m = client.seal_batch(&staged, &mut out).unwrap();
+    wire.extend_from_slice(&out[..m]);
+    let got = push_ok(&mut server, &wire);
+    assert_eq!(
+        got.iter()
+            .map(|g| (g.0.flags, g.1.clone()))
+            .collect::<Vec<_>>(),
+        [
+            (1, b"one".to_vec()),
+            (1, b"two".to_vec()),
+            (1, b"three".to_vec()),
+            (9, b"staged".to_vec())
+        ]
+    );
+    // A batch is one wire frame for the nonce: altering, replaying or dropping it fails.
+    let (mut client, mut server) = fixed_pair(Cipher::ChaChaPoly, OFFER | BATCHES);
+    let mut one = laid_out(&frames);
+    let n1 = client.seal_in_place(&mut one).unwrap();
+    let mut two = laid_out(&frames);
+    let n2 = client.seal_in_place(&mut two).unwrap();
+    let mut tampered = one[..n1].to_vec();
+    tampered[16 + 16 + 1] ^= 1;
+    let p = push(
+        &mut fixed_pair(Cipher::ChaChaPoly, OFFER | BATCHES).1,
+        &tampered,
+    );
+    assert_eq!(p.result.unwrap_err().code(), "TAMPERED");
+    assert!(p.frames.is_empty(), "nothing of a batch that does not open");
+    let p = push(
+        &mut fixed_pair(Cipher::ChaChaPoly, OFFER | BATCHES).1,
+        &two[..n2],
+    );
+    assert_eq!(
+        p.result.unwrap_err().code(),
+        "TAMPERED",
+        "the first batch dropped"
+    );
+    assert_eq!(push_ok(&mut server, &one[..n1]).len(), 3);
+    let p = push(&mut server, &one[..n1]);
+    assert_eq!(p.result.unwrap_err().code(), "TAMPERED", "replayed");
+}
+
+#[test]
+fn a_batch_over_its_limit_is_refused_at_its_header() {
+    let (_, mut server) = fixed_pair(Cipher::AesGcm, OFFER | BATCHES);
+    let mut head = [0u8; 16];
+    head[0] = 1;
+    head[1] = MessageType::Command as u8;
+    head[2..4].copy_from_slice(&(BATCH | 1).to_le_bytes());
+    head[8..12].copy_from_slice(&((BATCH_MAX_BODY + 17) as u32).to_le_bytes());
+    let p = push(&mut server, &head);
+    assert_eq!(p.result.unwrap_err().code(), "PAYLOAD_TOO_LARGE");
+    assert_eq!(server.buffered(), 0, "nothing held");
 }

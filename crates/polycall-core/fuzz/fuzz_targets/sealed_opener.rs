@@ -1,12 +1,12 @@
 //! Fuzzes the sealed-frame opener: on an established session of either cipher, arbitrary bytes
-//! (raw, or real sealed frames with bytes flipped where the input says) pushed in two chunks must end in
-//! frames or a coded error, never a panic; every frame delivered is one that was sealed, in
-//! order, unchanged; and a failed session stays failed.
+//! (raw, or real sealed frames and sealed batches with bytes flipped where the input says)
+//! pushed in two chunks must end in frames or a coded error, never a panic; every frame
+//! delivered is one that was sealed, in order, unchanged; and a failed session stays failed.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use polycall_core::crypto::{Cipher, Identity};
-use polycall_core::crypto::hello::COMPRESSION;
+use polycall_core::crypto::hello::{BATCHES, COMPRESSION};
 use polycall_core::crypto::noise::Pattern;
 use polycall_core::crypto::session::{
     InitiatorConfig, OpenedPayload, OutFrame, ResponderConfig, SecureSession, SessionLimits,
@@ -17,9 +17,9 @@ fn established(compress: bool, cipher: Cipher) -> (SecureSession, SecureSession)
     let server_id = Identity::from_seed(&[1; 32]).unwrap();
     let client_id = Identity::from_seed(&[2; 32]).unwrap();
     let flags = if compress {
-        0x0001 | COMPRESSION
+        0x0001 | BATCHES | COMPRESSION
     } else {
-        0x0001
+        0x0001 | BATCHES
     };
     let limits = SessionLimits {
         max_payload: 64 * 1024,
@@ -80,10 +80,24 @@ fuzz_target!(|data: &[u8]| {
                 payload: p,
             })
             .collect();
-        let total: usize = payloads.iter().map(|p| p.len()).sum();
-        let mut out = vec![0; SecureSession::sealed_bound(frames.len(), total)];
-        let n = client.seal_batch(&frames, &mut out).unwrap();
+        // The first quarter staged (sealed one by one), the rest laid out and sealed in
+        // place, where small frames travel as sealed batches.
+        let staged = frames.len() / 4;
+        let total: usize = payloads.iter().take(staged).map(|p| p.len()).sum();
+        let mut out = vec![0; SecureSession::sealed_bound(staged, total)];
+        let n = client.seal_batch(&frames[..staged], &mut out).unwrap();
         out.truncate(n);
+        let mut region = Vec::new();
+        for f in &frames[staged..] {
+            region.extend([1, f.kind as u8, 8, 0]);
+            region.extend(f.sequence.to_le_bytes());
+            region.extend((f.payload.len() as u32).to_le_bytes());
+            region.extend([0; 4]);
+            region.extend(f.payload);
+            region.extend([0; 16]);
+        }
+        let n = client.seal_in_place(&mut region).unwrap();
+        out.extend_from_slice(&region[..n]);
         sent = payloads.iter().map(|p| p.to_vec()).collect();
         for pair in flips.chunks(2) {
             if let [at, mask] = *pair {

@@ -34,6 +34,9 @@ use crate::packet::handshake::{self, EXTENDED_SIZE, Strictness};
 pub const SECURE: u16 = 0x0008;
 /// The capability bit of lz4 payload compression.
 pub const COMPRESSION: u16 = 0x0010;
+/// The capability bit of sealed batches: small frames of one write travel as one sealed frame
+/// (docs/protocol-extensions.md, "Sealed batches"). Only meaningful with [`SECURE`].
+pub const BATCHES: u16 = 0x0080;
 /// The secure block's version.
 pub const BLOCK_VERSION: u8 = 1;
 /// Where the Noise message starts.

@@ -38,11 +38,14 @@ use std::sync::Weak;
 use zeroize::Zeroizing;
 
 use super::compress::{self, Compressor};
-use super::hello::{self, COMPRESSION, SECURE};
+use super::hello::{self, BATCHES, COMPRESSION, SECURE};
 use super::identity::{Identity, StaticDhCache};
 use super::noise::{HandshakeKeys, HandshakeState, Pattern};
 use super::primitives::{self, Cipher, KEY_LEN, Secret};
-use super::transport::{Direction, MAX_SEALED_BODY, RekeyPolicy, SEALED_OVERHEAD, SealedV1};
+use super::transport::{
+    BATCH, BATCH_MAX_BODY, BATCH_MAX_FRAMES, Direction, MAX_SEALED_BODY, RekeyPolicy,
+    SEALED_OVERHEAD, SealedBatchesV1, SealedV1,
+};
 use crate::error::{Error, Result};
 use crate::packet::handshake::{self, EXTENDED_SIZE, Strictness};
 use crate::packet::{
@@ -255,6 +258,8 @@ pub struct SecureSession {
     send: Option<Direction>,
     recv: Option<Direction>,
     decoder: Framer,
+    /// Both sides agreed on sealed batches (set at the switch to sealed frames).
+    batches: bool,
     compressor: Option<Compressor>,
     decompress: bool,
     remote_static: Option<[u8; KEY_LEN]>,
@@ -297,11 +302,13 @@ fn failed(why: &str) -> Error {
 }
 
 /// The session's stream decoder: v1 frames with their checksums while handshaking and in the
-/// plain mode; in the sealed mode frames whose tag is their only check ([`SealedV1`]).
+/// plain mode; in the sealed mode frames whose tag is their only check ([`SealedV1`], or
+/// [`SealedBatchesV1`] once batches are agreed).
 #[derive(Debug)]
 enum Framer {
     Plain(FrameDecoder),
     Sealed(StreamDecoder<SealedV1>),
+    Batched(StreamDecoder<SealedBatchesV1>),
 }
 
 impl Framer {
@@ -313,6 +320,7 @@ impl Framer {
         match self {
             Self::Plain(d) => d.buffered(),
             Self::Sealed(d) => d.buffered(),
+            Self::Batched(d) => d.buffered(),
         }
     }
 
@@ -325,6 +333,7 @@ impl Framer {
         match self {
             Self::Plain(d) => d.decode(chunk, max_frames, sink),
             Self::Sealed(d) => d.decode(chunk, max_frames, sink),
+            Self::Batched(d) => d.decode(chunk, max_frames, sink),
         }
     }
 
@@ -332,6 +341,7 @@ impl Framer {
         match self {
             Self::Plain(d) => d.finish(),
             Self::Sealed(d) => d.finish(),
+            Self::Batched(d) => d.finish(),
         }
     }
 }
@@ -362,6 +372,7 @@ impl SecureSession {
             // A hello may be longer than a small payload limit; decode_handshaking holds every
             // other frame to the limit.
             decoder: Framer::plain(limits.max_payload.max(HELLO_LIMIT))?,
+            batches: false,
             compressor: None,
             decompress: false,
             remote_static: None,
@@ -557,9 +568,13 @@ impl SecureSession {
         }
         let sealed_limit =
             (self.limits.max_payload as usize + SEALED_OVERHEAD).min(MAX_PAYLOAD as usize);
-        self.decoder = Framer::Sealed(StreamDecoder::with_max_payload(
-            u32::try_from(sealed_limit).unwrap_or(MAX_PAYLOAD),
-        )?);
+        let sealed_limit = u32::try_from(sealed_limit).unwrap_or(MAX_PAYLOAD);
+        self.batches = self.agreed & BATCHES != 0;
+        self.decoder = if self.batches {
+            Framer::Batched(StreamDecoder::with_max_payload(sealed_limit)?)
+        } else {
+            Framer::Sealed(StreamDecoder::with_max_payload(sealed_limit)?)
+        };
         self.handshake_hash = Some(noise.handshake_hash());
         self.send = Some(Direction::new(send, self.limits.rekey));
         self.recv = Some(Direction::new(recv, self.peer_rekey));
@@ -947,15 +962,19 @@ impl SecureSession {
     ) -> Result<DecodeStatus> {
         let mut frames = core::mem::take(&mut self.scratch);
         frames.clear();
-        let decoded = self.decoder.decode(chunk, max_frames, |f| frames.push(f));
+        // A batch opens into up to BATCH_MAX_FRAMES frames: take no more wire frames than can
+        // stay within max_frames (but always one).
+        let wire_frames = if self.batches {
+            (max_frames / BATCH_MAX_FRAMES).max(1)
+        } else {
+            max_frames
+        };
+        let decoded = self.decoder.decode(chunk, wire_frames, |f| frames.push(f));
         let mut outcome = Ok(());
         for f in frames.drain(..) {
-            match self.open(f, chunk) {
-                Ok(frame) => sink(frame),
-                Err(e) => {
-                    outcome = Err(e);
-                    break;
-                }
+            if let Err(e) = self.open(f, chunk, sink) {
+                outcome = Err(e);
+                break;
             }
         }
         self.scratch = frames;
@@ -973,8 +992,14 @@ impl SecureSession {
         })
     }
 
-    /// Opens (sealed mode) and decompresses (when negotiated) one decoded frame.
-    fn open(&mut self, f: DecodedFrame, chunk: &mut [u8]) -> Result<OpenedFrame> {
+    /// Opens (sealed mode) and decompresses (when negotiated) one decoded frame, and hands it,
+    /// or the frames of a sealed batch, to `sink`.
+    fn open(
+        &mut self,
+        f: DecodedFrame,
+        chunk: &mut [u8],
+        sink: &mut impl FnMut(OpenedFrame),
+    ) -> Result<()> {
         let mut header = f.header;
         let mut payload = f.payload;
         if let Some(recv) = self.recv.as_mut() {
@@ -994,7 +1019,84 @@ impl SecureSession {
                 }
             };
             header.payload_length = u32::try_from(body_len).unwrap_or(u32::MAX);
+            if self.batches && header.flags & BATCH != 0 {
+                return self.unbatch(&payload, chunk, sink);
+            }
         }
+        sink(self.deliverable(header, payload, chunk)?);
+        Ok(())
+    }
+
+    /// Hands each frame of an opened sealed batch to `sink`, checking that the frames fill the
+    /// batch exactly and that none is ENCRYPTED, a batch, or carries a checksum.
+    fn unbatch(
+        &mut self,
+        payload: &Payload,
+        chunk: &[u8],
+        sink: &mut impl FnMut(OpenedFrame),
+    ) -> Result<()> {
+        let (base, body): (usize, &[u8]) = match payload {
+            Payload::InChunk { start, end } => {
+                (*start, chunk.get(*start..*end).unwrap_or_default())
+            }
+            Payload::Assembled(bytes) => (0, bytes),
+        };
+        let malformed = |why: &str| Error::Tampered(format!("a sealed batch {why}"));
+        if body.is_empty() {
+            return Err(malformed("holds no frame"));
+        }
+        let mut pos = 0usize;
+        let mut count = 0usize;
+        while pos < body.len() {
+            count += 1;
+            if count > BATCH_MAX_FRAMES {
+                return Err(malformed(&format!(
+                    "holds more than {BATCH_MAX_FRAMES} frames"
+                )));
+            }
+            let Some(head) = body
+                .get(pos..pos + HEADER_SIZE)
+                .and_then(|h| <&[u8; HEADER_SIZE]>::try_from(h).ok())
+            else {
+                return Err(malformed("ends inside a frame header"));
+            };
+            let mut header =
+                Header::decode(head, self.limits.max_payload).map_err(|e| match e {
+                    e @ Error::PayloadTooLarge { .. } => e,
+                    e => malformed(&format!("holds a malformed frame: {e}")),
+                })?;
+            if header.flags & (flags::ENCRYPTED | BATCH) != 0 || header.checksum != 0 {
+                return Err(malformed(
+                    "holds a frame flagged ENCRYPTED or BATCH, or with a checksum",
+                ));
+            }
+            let start = pos + HEADER_SIZE;
+            let end = start + header.payload_length as usize;
+            let Some(bytes) = body.get(start..end) else {
+                return Err(malformed("ends inside a frame"));
+            };
+            let inner = match payload {
+                Payload::InChunk { .. } => Payload::InChunk {
+                    start: base + start,
+                    end: base + end,
+                },
+                Payload::Assembled(_) => Payload::Assembled(bytes.to_vec()),
+            };
+            header.flags |= flags::ENCRYPTED;
+            sink(self.deliverable(header, inner, chunk)?);
+            pos = end;
+        }
+        Ok(())
+    }
+
+    /// An opened frame as delivered: decompressed when it is COMPRESSED and compression is on,
+    /// held to the payload limit.
+    fn deliverable(
+        &mut self,
+        mut header: Header,
+        payload: Payload,
+        chunk: &[u8],
+    ) -> Result<OpenedFrame> {
         let compressed = header.flags & flags::COMPRESSED != 0;
         if !(compressed && self.decompress) {
             if header.payload_length > self.limits.max_payload {
@@ -1093,8 +1195,9 @@ impl SecureSession {
         sealing: bool,
     ) -> Result<usize> {
         let mut pos = 0usize;
+        let reserved = self.reserved_flags();
         for f in frames {
-            let mut flags = f.flags & !(flags::ENCRYPTED | flags::COMPRESSED);
+            let mut flags = f.flags & !(flags::ENCRYPTED | flags::COMPRESSED | reserved);
             let body = match self.compressor.as_mut().and_then(|c| c.compress(f.payload)) {
                 Some(packed) => {
                     flags |= flags::COMPRESSED;
@@ -1149,10 +1252,18 @@ impl SecureSession {
         let mut read = 0usize;
         let mut write = 0usize;
         while read < buf.len() {
+            if sealing && self.batches {
+                let (count, span) = batch_span(buf, read)?;
+                if count >= 2 {
+                    write += self.seal_batch_at(buf, read, write, count)?;
+                    read += span;
+                    continue;
+                }
+            }
             let (kind, flags, sequence, reserved) = provisional(buf, read)?;
             let len = reserved - HEADER_SIZE - SEALED_OVERHEAD;
             let body_at = read + HEADER_SIZE;
-            let mut flags = flags & !(flags::ENCRYPTED | flags::COMPRESSED);
+            let mut flags = flags & !(flags::ENCRYPTED | flags::COMPRESSED | self.reserved_flags());
             let body = buf.get(body_at..body_at + len).ok_or_else(short)?;
             let compressed = self.compressor.as_mut().and_then(|c| c.compress(body));
             // A compressed body is shorter than the payload, and `write <= read`: it fits.
@@ -1195,6 +1306,74 @@ impl SecureSession {
             read += reserved;
         }
         Ok(write)
+    }
+
+    /// Flag bits this session keeps for itself on outgoing frames: [`BATCH`] once batches are
+    /// agreed (a caller's frame flags lose it, as they lose ENCRYPTED and COMPRESSED).
+    fn reserved_flags(&self) -> u16 {
+        if self.batches { BATCH } else { 0 }
+    }
+
+    /// Seals `count` (at least 2) provisional frames starting at `buf[read..]` as one sealed
+    /// batch written at `buf[write..]` (`write <= read`): an outer header, each frame's header
+    /// (checksum 0) and body (compressed first where that is on and pays), then the tag.
+    /// Returns the batch's length, which is at most the room the frames reserved.
+    fn seal_batch_at(
+        &mut self,
+        buf: &mut [u8],
+        read: usize,
+        write: usize,
+        count: usize,
+    ) -> Result<usize> {
+        let short =
+            || Error::InvalidArgument("a frame laid out for sealing runs past the region".into());
+        let mut r = read;
+        let mut w = write + HEADER_SIZE;
+        for _ in 0..count {
+            // This frame's provisional header is intact: everything written so far ends at or
+            // before it (each frame gives back the 16 bytes of its tag room; the first one's
+            // pay for the outer header).
+            let (kind, flags, sequence, reserved) = provisional(buf, r)?;
+            let len = reserved - HEADER_SIZE - SEALED_OVERHEAD;
+            let body_at = r + HEADER_SIZE;
+            let mut flags = flags & !(flags::ENCRYPTED | flags::COMPRESSED | BATCH);
+            let body = buf.get(body_at..body_at + len).ok_or_else(short)?;
+            let compressed = self.compressor.as_mut().and_then(|c| c.compress(body));
+            // The body moves before the header is written: the first frame's inner header
+            // lands where its body began.
+            let body_len = if let Some(packed) = compressed {
+                flags |= flags::COMPRESSED;
+                let at = w + HEADER_SIZE;
+                buf.get_mut(at..at + packed.len())
+                    .ok_or_else(short)?
+                    .copy_from_slice(packed);
+                packed.len()
+            } else {
+                if w + HEADER_SIZE != body_at {
+                    buf.copy_within(body_at..body_at + len, w + HEADER_SIZE);
+                }
+                len
+            };
+            let header = Header {
+                kind,
+                flags,
+                sequence,
+                payload_length: u32::try_from(body_len).unwrap_or(MAX_PAYLOAD),
+                checksum: 0,
+            };
+            buf.get_mut(w..w + HEADER_SIZE)
+                .ok_or_else(short)?
+                .copy_from_slice(&header.encode());
+            w += HEADER_SIZE + body_len;
+            r += reserved;
+        }
+        let end = w + SEALED_OVERHEAD;
+        let send = self
+            .send
+            .as_mut()
+            .ok_or_else(|| Error::InvalidArgument("no sending direction".into()))?;
+        let frame = buf.get_mut(write..end).ok_or_else(short)?;
+        send.seal_frame(MessageType::Command, BATCH, 0, frame)
     }
 
     /// Declares the end of the stream.
@@ -1251,6 +1430,26 @@ fn provisional(buf: &[u8], at: usize) -> Result<(MessageType, u16, u32, usize)> 
     Ok((kind, flags, sequence, reserved))
 }
 
+/// How many provisional frames from `buf[at..]` go into one sealed batch (the most that fit in
+/// [`BATCH_MAX_BODY`] with their headers, at most [`BATCH_MAX_FRAMES`]), and the room they
+/// reserve.
+fn batch_span(buf: &[u8], at: usize) -> Result<(usize, usize)> {
+    let mut count = 0usize;
+    let mut body = 0usize;
+    let mut end = at;
+    while end < buf.len() && count < BATCH_MAX_FRAMES {
+        let reserved = provisional(buf, end)?.3;
+        let inner = reserved - SEALED_OVERHEAD;
+        if body + inner > BATCH_MAX_BODY {
+            break;
+        }
+        body += inner;
+        count += 1;
+        end += reserved;
+    }
+    Ok((count, end - at))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1292,5 +1491,187 @@ mod tests {
         assert!(reply.windows(KEY_LEN).any(|w| w == public));
         client.read_reply(&reply).unwrap();
         assert!(server.is_established() && client.is_established());
+    }
+
+    /// An established NK pair that agreed on batches.
+    fn batched_pair() -> (SecureSession, SecureSession) {
+        let id = Identity::from_seed(&[8; 32]).unwrap();
+        let (mut client, hello) = SecureSession::initiator(&InitiatorConfig {
+            pattern: Pattern::Nk,
+            identity: None,
+            server_key: Some(id.public_key()),
+            cipher: Cipher::AesGcm,
+            flags: BATCHES,
+            max_in_flight: 0,
+            limits: SessionLimits {
+                max_payload: 1000,
+                ..SessionLimits::default()
+            },
+            ephemeral: None,
+        })
+        .unwrap();
+        let mut server = SecureSession::responder(&ResponderConfig {
+            identity: &id,
+            patterns: &Pattern::ALL,
+            ciphers: &Cipher::ALL,
+            limits: SessionLimits {
+                max_payload: 1000,
+                ..SessionLimits::default()
+            },
+            ephemeral: None,
+        })
+        .unwrap();
+        server.read_hello(&hello).unwrap();
+        client
+            .read_reply(&server.accept(BATCHES, 16).unwrap())
+            .unwrap();
+        assert!(client.batches && server.batches);
+        (client, server)
+    }
+
+    /// `body` sealed by `client` as a batch, as it goes on the wire.
+    fn sealed_batch(client: &mut SecureSession, body: &[u8]) -> Vec<u8> {
+        let mut frame = vec![0; HEADER_SIZE + body.len() + SEALED_OVERHEAD];
+        frame[HEADER_SIZE..HEADER_SIZE + body.len()].copy_from_slice(body);
+        let send = client.send.as_mut().unwrap();
+        send.seal_frame(MessageType::Command, BATCH, 0, &mut frame)
+            .unwrap();
+        frame
+    }
+
+    fn inner(kind: u8, flags: u16, len: u32, checksum: u32, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![1, kind];
+        f.extend(flags.to_le_bytes());
+        f.extend(7u32.to_le_bytes());
+        f.extend(len.to_le_bytes());
+        f.extend(checksum.to_le_bytes());
+        f.extend(payload);
+        f
+    }
+
+    /// What the server makes of `body` sealed as a batch: the payloads it delivered and the
+    /// error code, if any.
+    fn unbatched(body: &[u8]) -> (Vec<Vec<u8>>, Option<&'static str>) {
+        let (mut client, mut server) = batched_pair();
+        let mut wire = sealed_batch(&mut client, body);
+        let mut got = Vec::new();
+        let result = server.decode(&mut wire, 4096, |f| got.push(f));
+        let payloads = got
+            .into_iter()
+            .map(|f| match f.payload {
+                OpenedPayload::InChunk { start, len } => wire[start..start + len].to_vec(),
+                OpenedPayload::Owned(v) => v,
+            })
+            .collect();
+        (payloads, result.err().map(|e| e.code()))
+    }
+
+    #[test]
+    fn a_malformed_batch_from_the_peer_ends_the_session_with_a_code() {
+        let good = inner(3, 8, 2, 0, b"ok");
+        let (frames, err) = unbatched(&[good.clone(), good.clone()].concat());
+        assert_eq!((frames.len(), err), (2, None));
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            ("a cut header", vec![1, 3, 0], "TAMPERED"),
+            ("ENCRYPTED inside", inner(3, 1, 2, 0, b"ok"), "TAMPERED"),
+            ("a batch inside", inner(3, BATCH, 2, 0, b"ok"), "TAMPERED"),
+            ("a checksum", inner(3, 8, 2, 5, b"ok"), "TAMPERED"),
+            (
+                "a length past the end",
+                inner(3, 8, 3, 0, b"ok"),
+                "TAMPERED",
+            ),
+            (
+                "version 2",
+                [vec![2], good[1..].to_vec()].concat(),
+                "TAMPERED",
+            ),
+            ("type 9", inner(9, 8, 2, 0, b"ok"), "TAMPERED"),
+            (
+                "over the payload limit",
+                inner(3, 8, 1001, 0, &[0; 1001]),
+                "PAYLOAD_TOO_LARGE",
+            ),
+            (
+                "65 frames",
+                inner(6, 0, 0, 0, b"").repeat(BATCH_MAX_FRAMES + 1),
+                "TAMPERED",
+            ),
+            (
+                "a bad compressed frame",
+                inner(3, flags::COMPRESSED, 4, 0, &[0xff, 0xff, 0xff, 0x7f]),
+                "",
+            ),
+        ];
+        for (what, body, code) in cases {
+            let (frames, err) = unbatched(&[good.clone(), body].concat());
+            // The compressed flag is advisory without compression: that frame is delivered.
+            if code.is_empty() {
+                assert_eq!((frames.len(), err), (2, None), "{what}");
+                continue;
+            }
+            assert_eq!(err, Some(code), "{what}");
+            // The frames before the bad one arrived (64 of them when the 65th is one too many).
+            let before = if what == "65 frames" {
+                BATCH_MAX_FRAMES
+            } else {
+                1
+            };
+            assert_eq!(frames.len(), before, "{what}: the frames before it arrived");
+            assert_eq!(frames[0], b"ok", "{what}");
+        }
+        assert_eq!(
+            unbatched(&[]),
+            (Vec::new(), Some("TAMPERED")),
+            "an empty batch"
+        );
+        // 64 frames are fine.
+        let (frames, err) = unbatched(&inner(6, 0, 0, 0, b"").repeat(BATCH_MAX_FRAMES));
+        assert_eq!((frames.len(), err), (BATCH_MAX_FRAMES, None));
+    }
+
+    #[test]
+    fn arbitrary_batch_contents_end_in_frames_or_a_code() {
+        // Valid batches with bytes changed, cut or appended before sealing: whatever an
+        // authenticated peer puts in a batch ends in frames or a coded error, never a panic,
+        // and every frame delivered lies inside the batch and within the payload limit.
+        let mut x = 0x9e37_79b9u32;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        let base: Vec<u8> = (0..6)
+            .flat_map(|i: u8| {
+                inner(
+                    3 + (i % 3),
+                    8,
+                    u32::from(i) * 5,
+                    0,
+                    &vec![0x41; usize::from(i) * 5],
+                )
+            })
+            .collect();
+        for _ in 0..1000 {
+            let mut body = base.clone();
+            for _ in 0..=(next() % 4) {
+                match next() % 3 {
+                    0 if !body.is_empty() => {
+                        let at = next() as usize % body.len();
+                        body[at] = next().to_le_bytes()[0];
+                    }
+                    1 => body.truncate(next() as usize % (body.len() + 1)),
+                    _ => body.extend((0..next() % 40).map(|_| next().to_le_bytes()[0])),
+                }
+            }
+            let (frames, err) = unbatched(&body);
+            assert!(frames.iter().all(|f| f.len() <= 1000));
+            if let Some(code) = err {
+                assert!(["TAMPERED", "PAYLOAD_TOO_LARGE"].contains(&code), "{code}");
+            } else {
+                assert!(!frames.is_empty());
+            }
+        }
     }
 }

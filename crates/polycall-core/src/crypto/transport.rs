@@ -83,21 +83,38 @@ impl core::fmt::Debug for Direction {
     }
 }
 
+/// The frame flag of a sealed batch (sessions that agreed on [`super::hello::BATCHES`]): its
+/// sealed body is a run of v1 frames, each with its checksum field 0, none ENCRYPTED or a batch.
+pub const BATCH: u16 = 0x0100;
+/// The largest body of a sealed batch (its inner frames, headers included).
+pub const BATCH_MAX_BODY: usize = 4096;
+/// The most frames a sealed batch holds.
+pub const BATCH_MAX_FRAMES: usize = 64;
+/// [`BATCH_MAX_BODY`] plus the tag, as a length field.
+const BATCH_MAX_WIRE: u32 = 4096 + 16; // BATCH_MAX_BODY + TAG_LEN
+
 /// The v1 frame as a sealed session reads it: the same header rules, no payload checksum (the
 /// checksum field of a sealed frame is 0 and authenticated with the rest of the header, and the
-/// tag covers the payload). Only for streams whose every frame is opened.
+/// tag covers the payload). Only for streams whose every frame is opened. With `BATCHES` (a
+/// session that agreed on batches), a frame flagged [`BATCH`] may be up to [`BATCH_MAX_BODY`]
+/// plus the tag long, whatever the payload limit; any other frame is held to the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SealedV1;
+pub struct Sealed<const BATCHES: bool>;
 
-impl FrameFormat for SealedV1 {
+/// Sealed frames without batches.
+pub type SealedV1 = Sealed<false>;
+/// Sealed frames and sealed batches.
+pub type SealedBatchesV1 = Sealed<true>;
+
+impl<const BATCHES: bool> FrameFormat for Sealed<BATCHES> {
     type Header = Header;
     const MAX_PAYLOAD: u32 = MAX_PAYLOAD;
 
     fn decode_header(bytes: &[u8; HEADER_SIZE], max_payload: u32) -> Result<Header> {
-        Header::decode(bytes, max_payload)
+        Header::decode(bytes, limit::<BATCHES>(bytes, max_payload))
     }
     fn parse_header(bytes: &[u8; HEADER_SIZE], max_payload: u32) -> Option<Header> {
-        Header::parse(bytes, max_payload)
+        Header::parse(bytes, limit::<BATCHES>(bytes, max_payload))
     }
     fn payload_length(header: &Header) -> u32 {
         header.payload_length
@@ -110,6 +127,16 @@ impl FrameFormat for SealedV1 {
     }
     fn truncated_payload(expected: u32, received: u32) -> Error {
         Error::TruncatedPayload { expected, received }
+    }
+}
+
+/// The length limit of the frame whose header is `bytes`.
+#[inline]
+fn limit<const BATCHES: bool>(bytes: &[u8; HEADER_SIZE], max_payload: u32) -> u32 {
+    if BATCHES && u16::from_le_bytes([bytes[2], bytes[3]]) & BATCH != 0 {
+        BATCH_MAX_WIRE
+    } else {
+        max_payload
     }
 }
 
