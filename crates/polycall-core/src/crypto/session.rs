@@ -897,7 +897,10 @@ impl SecureSession {
 
     /// Decodes `chunk`, opening sealed frames in place, and calls `sink` for each frame in
     /// arrival order, stopping after `max_frames` frames or at a hold (see [`DecodeStatus`]).
-    /// Frames before a bad one have reached `sink` when the error is returned.
+    /// With sealed batches agreed, a call takes at most `max(1, max_frames / 64)` wire frames,
+    /// so it stays within `max_frames` when that is at least 64 (one batch may deliver up to
+    /// 64 frames otherwise). Frames before a bad one have reached `sink` when the error is
+    /// returned.
     ///
     /// # Errors
     /// The decoder's header errors; in the sealed mode `TAMPERED` for a damaged header or a
