@@ -1267,22 +1267,11 @@ impl SecureSession {
             let len = reserved - HEADER_SIZE - SEALED_OVERHEAD;
             let body_at = read + HEADER_SIZE;
             let mut flags = flags & !(flags::ENCRYPTED | flags::COMPRESSED | self.reserved_flags());
-            let body = buf.get(body_at..body_at + len).ok_or_else(short)?;
-            let compressed = self.compressor.as_mut().and_then(|c| c.compress(body));
             // A compressed body is shorter than the payload, and `write <= read`: it fits.
-            let body_len = if let Some(packed) = compressed {
+            let (compressed, body_len) = self.place_body(buf, body_at, len, write + HEADER_SIZE)?;
+            if compressed {
                 flags |= flags::COMPRESSED;
-                let at = write + HEADER_SIZE;
-                buf.get_mut(at..at + packed.len())
-                    .ok_or_else(short)?
-                    .copy_from_slice(packed);
-                packed.len()
-            } else {
-                if write != read {
-                    buf.copy_within(body_at..body_at + len, write + HEADER_SIZE);
-                }
-                len
-            };
+            }
             write += if sealing {
                 let send = self
                     .send
@@ -1309,6 +1298,31 @@ impl SecureSession {
             read += reserved;
         }
         Ok(write)
+    }
+
+    /// Puts the body at `buf[body_at..body_at + len]` at `buf[dst..]` (`dst` at most 16 bytes
+    /// past `body_at`, within the frame's reserved room): compressed where compression is on and
+    /// pays, moved otherwise. Returns whether it was compressed and its length there.
+    fn place_body(
+        &mut self,
+        buf: &mut [u8],
+        body_at: usize,
+        len: usize,
+        dst: usize,
+    ) -> Result<(bool, usize)> {
+        let short =
+            || Error::InvalidArgument("a frame laid out for sealing runs past the region".into());
+        let body = buf.get(body_at..body_at + len).ok_or_else(short)?;
+        if let Some(packed) = self.compressor.as_mut().and_then(|c| c.compress(body)) {
+            buf.get_mut(dst..dst + packed.len())
+                .ok_or_else(short)?
+                .copy_from_slice(packed);
+            return Ok((true, packed.len()));
+        }
+        if dst != body_at {
+            buf.copy_within(body_at..body_at + len, dst);
+        }
+        Ok((false, len))
     }
 
     /// Flag bits this session keeps for itself on outgoing frames: [`BATCH`] once batches are
@@ -1340,23 +1354,12 @@ impl SecureSession {
             let len = reserved - HEADER_SIZE - SEALED_OVERHEAD;
             let body_at = r + HEADER_SIZE;
             let mut flags = flags & !(flags::ENCRYPTED | flags::COMPRESSED | BATCH);
-            let body = buf.get(body_at..body_at + len).ok_or_else(short)?;
-            let compressed = self.compressor.as_mut().and_then(|c| c.compress(body));
             // The body moves before the header is written: the first frame's inner header
             // lands where its body began.
-            let body_len = if let Some(packed) = compressed {
+            let (compressed, body_len) = self.place_body(buf, body_at, len, w + HEADER_SIZE)?;
+            if compressed {
                 flags |= flags::COMPRESSED;
-                let at = w + HEADER_SIZE;
-                buf.get_mut(at..at + packed.len())
-                    .ok_or_else(short)?
-                    .copy_from_slice(packed);
-                packed.len()
-            } else {
-                if w + HEADER_SIZE != body_at {
-                    buf.copy_within(body_at..body_at + len, w + HEADER_SIZE);
-                }
-                len
-            };
+            }
             let header = Header {
                 kind,
                 flags,
